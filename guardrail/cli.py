@@ -1,0 +1,68 @@
+"""The `guardrail` command: demo, check (and more as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from guardrail.errors import PolicyError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="guardrail", description="A personalization guardrail.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a demo recommendation service behind the guardrail")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--config", help="a policy file instead of the demo policy")
+
+    check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return check_files(args.files)
+    return run_demo(args.host, args.port, args.config)
+
+
+def check_files(files: Sequence[str]) -> int:
+    from guardrail.policy.loading import load_policy
+
+    status = 0
+    for file in files:
+        try:
+            policy = load_policy(file)
+        except PolicyError as exc:
+            print(exc.report(), file=sys.stderr)
+            status = 1
+            continue
+        guarded = ", ".join(route.path for route in policy.routes)
+        print(
+            f"{file}: ok: policy {policy.policy_id}, mode {policy.mode}, fail_mode {policy.fail_mode}, "
+            f"{len(policy.purposes)} purposes, {len(policy.signals)} signals, "
+            f"{len(policy.categories)} categories, routes {guarded}"
+        )
+    return status
+
+
+def run_demo(host: str, port: int, config: str | None) -> int:
+    import uvicorn
+
+    from guardrail.demo.app import build_demo_app, demo_policy_path, instructions
+    from guardrail.policy.loading import load_policy
+
+    try:
+        policy = load_policy(config or demo_policy_path())
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    app = build_demo_app(policy)
+    print(instructions(f"http://{host}:{port}", policy), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

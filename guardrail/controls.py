@@ -1,0 +1,242 @@
+"""A user's controls (design §6) and how a JSON merge patch (RFC 7386) changes them.
+
+`UserState` is immutable: a change makes a new one, so a state handed to a request never
+changes under it, and caches can compare states by identity.
+Patches are validated against the policy *before* any store sees them: a store only ever
+applies a `ControlsPatch` that is known to be good, so nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from guardrail.errors import InvalidControls
+from guardrail.policy.models import Policy
+
+MAX_MUTED_TOPICS = 200
+CONSENT_VALUES = ("granted", "denied")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+MAPS = ("consent", "signals", "muted", "sensitive")
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What the store keeps for one user. `muted` maps a category to when the snooze ends (None: muted)."""
+
+    personalization: bool = True
+    consent: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    signals: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
+    muted: Mapping[str, datetime | None] = field(default_factory=lambda: _EMPTY)
+    sensitive: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
+    locale: str | None = None
+    revision: int = 0
+    updated_at: datetime | None = None
+
+    def active_mutes(self, now: datetime) -> dict[str, datetime | None]:
+        return {topic: until for topic, until in self.muted.items() if until is None or until > now}
+
+    def to_json(self, user: str, now: datetime) -> dict[str, Any]:
+        return {
+            "user": user,
+            "personalization": self.personalization,
+            "consent": dict(self.consent),
+            "signals": dict(self.signals),
+            "muted": {topic: {"until": format_time(until)} for topic, until in sorted(self.active_mutes(now).items())},
+            "sensitive": dict(self.sensitive),
+            "locale": self.locale,
+            "revision": self.revision,
+            "updated_at": format_time(self.updated_at),
+        }
+
+
+# A known user who never changed anything: purpose defaults apply. One shared object, so the
+# context cache (which compares states by identity) hits for every such user.
+DEFAULT_STATE = UserState()
+
+_Unset = object()  # a field the patch does not mention
+
+
+class _Remove:
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+# A key set to null in a merge patch is removed (RFC 7386). Inside a validated patch that is
+# REMOVE, not None: None is a real value there (a mute with no end).
+REMOVE = _Remove()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlsPatch:
+    personalization: bool | object | None = _Unset
+    locale: str | object | None = _Unset
+    maps: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+
+    def changed_fields(self) -> list[str]:
+        fields = [name for name in ("personalization", "locale") if getattr(self, name) is not _Unset]
+        return fields + list(self.maps)
+
+    def apply(self, state: UserState, now: datetime) -> UserState:
+        """The state after this patch: every map merges key by key, expired snoozes are dropped."""
+        values: dict[str, Any] = {}
+        if self.personalization is not _Unset:
+            values["personalization"] = True if self.personalization is None else self.personalization
+        if self.locale is not _Unset:
+            values["locale"] = self.locale
+        for name, changes in self.maps.items():
+            current = dict(getattr(state, name))
+            if changes is None:
+                current = {}
+            else:
+                for key, value in changes.items():
+                    if value is REMOVE:
+                        current.pop(key, None)
+                    else:
+                        current[key] = value
+            if name == "muted":
+                current = {t: u for t, u in current.items() if u is None or u > now}
+            values[name] = MappingProxyType(current)
+        return _replace(state, values, revision=state.revision + 1, updated_at=now)
+
+
+def _replace(state: UserState, values: Mapping[str, Any], **extra: Any) -> UserState:
+    fields = {name: getattr(state, name) for name in UserState.__slots__}
+    fields.update(values, **extra)
+    return UserState(**fields)
+
+
+def format_time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    if moment.tzinfo is None:
+        raise ValueError("naive time")
+    return moment.astimezone(UTC)
+
+
+def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
+    """Check a merge patch against the policy; raise `InvalidControls` naming every bad field."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(body, Mapping):
+        raise InvalidControls([("(body)", 'send a JSON object, e.g. {"signals": {"location_precise": false}}')])
+
+    personalization: Any = _Unset
+    locale: Any = _Unset
+    maps: dict[str, Mapping[str, Any] | None] = {}
+    read_only = ("user", "revision", "updated_at")
+    allowed = ("personalization", "locale", *MAPS)
+    for key, value in body.items():
+        if key in read_only:
+            problems.append((key, "is read-only; leave it out of the patch"))
+        elif key == "personalization":
+            if value is not None and not isinstance(value, bool):
+                problems.append((key, "must be true, false or null"))
+            personalization = value
+        elif key == "locale":
+            if value is not None and value not in policy.locales:
+                problems.append((key, f"must be one of {', '.join(policy.locales)} or null"))
+            locale = value
+        elif key in MAPS:
+            if value is None:
+                maps[key] = None
+            elif not isinstance(value, Mapping):
+                problems.append((key, "must be an object (or null to clear it)"))
+            else:
+                maps[key] = _validate_map(policy, key, value, now, problems)
+        else:
+            problems.append((key, f"unknown field; valid fields: {', '.join(allowed)}"))
+    muted = maps.get("muted")
+    if muted and len(muted) > MAX_MUTED_TOPICS:
+        problems.append(("muted", f"at most {MAX_MUTED_TOPICS} topics can be muted in one change"))
+    if problems:
+        raise InvalidControls(problems)
+    return ControlsPatch(personalization=personalization, locale=locale, maps=maps)
+
+
+def _validate_map(
+    policy: Policy,
+    name: str,
+    changes: Mapping[str, Any],
+    now: datetime,
+    problems: list[tuple[str, str]],
+) -> dict[str, Any]:
+    if name == "consent":
+        valid: Mapping[str, Any] = policy.purposes
+    elif name == "signals":
+        valid = policy.signals
+    elif name == "muted":
+        valid = policy.categories
+    else:
+        valid = {key: None for key in policy.categories if is_sensitive_category(policy, key)}
+    result: dict[str, Any] = {}
+    for key, value in changes.items():
+        where = f"{name}.{key}"
+        if key not in valid:
+            kind = (
+                "sensitive category"
+                if name == "sensitive"
+                else {"consent": "purpose", "signals": "signal", "muted": "category"}[name]
+            )
+            problems.append((where, f"unknown {kind}; valid: {', '.join(sorted(valid)) or '(none)'}"))
+            continue
+        if value is None:
+            result[key] = REMOVE
+        elif name == "consent":
+            if value not in CONSENT_VALUES:
+                problems.append((where, 'must be "granted", "denied" or null'))
+            result[key] = value
+        elif name == "muted":
+            result[key] = _validate_mute(where, value, now, problems)
+        elif not isinstance(value, bool):
+            problems.append((where, "must be true, false or null"))
+        else:
+            result[key] = value
+    return result
+
+
+def _validate_mute(where: str, value: Any, now: datetime, problems: list[tuple[str, str]]) -> datetime | None:
+    if not isinstance(value, Mapping) or set(value) - {"until"}:
+        problems.append(
+            (
+                where,
+                'must be {"until": null} to mute, {"until": "<time>"} to snooze, or null to unmute',
+            )
+        )
+        return None
+    until = value.get("until")
+    if until is None:
+        return None
+    try:
+        moment = parse_time(until) if isinstance(until, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        problems.append(
+            (
+                f"{where}.until",
+                "must be an ISO 8601 time with a zone, e.g. 2026-12-26T00:00:00Z, or null",
+            )
+        )
+        return None
+    if moment <= now:
+        problems.append((f"{where}.until", "is in the past; a snooze must end in the future"))
+    return moment
+
+
+def is_sensitive_category(policy: Policy, category: str) -> bool:
+    """What the closest category that says so says: `health.pregnancy` is sensitive because
+    `health` is, unless it is itself marked `sensitive: false`."""
+    parts = category.split(".")
+    for depth in range(len(parts), 0, -1):
+        entry = policy.categories.get(".".join(parts[:depth]))
+        if entry is not None and entry.sensitive is not None:
+            return entry.sensitive
+    return False

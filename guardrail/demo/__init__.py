@@ -1,0 +1,1 @@
+"""`guardrail demo`: a small recommendation service behind the guardrail, on the memory store."""

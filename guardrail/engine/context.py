@@ -1,0 +1,107 @@
+"""Per-user, per-request facts, boiled down once so that each item costs a few dict lookups.
+
+A `UserContext` is built from the policy, the user's stored state (or none) and what the request
+itself says (GPC, TC string, age). It answers, for every signal of the policy, "may it be used, and
+if not, why", and memoizes the decision for each distinct item shape it sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from guardrail.controls import UserState
+from guardrail.engine.compiled import CompiledPolicy
+from guardrail.engine.decisions import PRECEDENCE, ItemDecision, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSignals:
+    """What the request says about consent, independent of the store."""
+
+    gpc: bool = False
+    minor: bool = False
+    # (purpose, allowed) pairs decided by a TC string; purposes it does not cover are absent.
+    # A frozenset, not a dict, so that the signals can key the context cache.
+    tcf: frozenset[tuple[str, bool]] | None = None
+
+
+NO_SIGNALS = RequestSignals()
+
+
+class UserContext:
+    __slots__ = (
+        "compiled",
+        "degraded",
+        "gpc",
+        "locale",
+        "memo",
+        "minor",
+        "muted",
+        "personalized_allowed",
+        "sensitive_opt_ins",
+        "signal_reasons",
+        "valid_until",
+    )
+
+    def __init__(
+        self,
+        compiled: CompiledPolicy,
+        state: UserState | None,
+        request: RequestSignals,
+        *,
+        locale: str,
+        now: datetime,
+        store_unavailable: bool = False,
+        degraded: bool = False,
+    ) -> None:
+        policy = compiled.policy
+        self.compiled = compiled
+        self.locale = locale
+        self.gpc = request.gpc
+        self.minor = request.minor
+        self.degraded = degraded or store_unavailable
+        self.memo: dict[object, ItemDecision] = {}
+        known = state if state is not None else UserState()
+        self.muted = frozenset(known.active_mutes(now))
+        upcoming = [until for until in known.muted.values() if until is not None and until > now]
+        # A snooze ending makes this context stale: the caller rebuilds it after this moment.
+        self.valid_until = min(upcoming).timestamp() if upcoming else float("inf")
+        self.sensitive_opt_ins = frozenset(name for name, on in known.sensitive.items() if on)
+
+        tcf = dict(request.tcf) if request.tcf is not None else {}
+        purpose_reasons: dict[str, list[Reason]] = {}
+        for name, purpose in policy.purposes.items():
+            reasons: list[Reason] = []
+            if request.gpc and purpose.follows_gpc:
+                reasons.append(Reason.GPC_OPT_OUT)
+            if store_unavailable:
+                reasons.append(Reason.STORE_UNAVAILABLE)
+            elif state is None:
+                # Anonymous callers: nobody to ask, so nothing personal (design §7).
+                reasons.append(Reason.NO_CONSENT)
+            else:
+                tcf_verdict = tcf.get(name)
+                if tcf_verdict is False:
+                    reasons.append(Reason.TCF_NO_CONSENT)
+                elif tcf_verdict is None:
+                    stored = known.consent.get(name, purpose.default)
+                    if stored != "granted":
+                        reasons.append(Reason.NO_CONSENT)
+            purpose_reasons[name] = reasons
+
+        self.signal_reasons: dict[str, tuple[Reason, ...]] = {}
+        for name, info in compiled.signals.items():
+            reasons = list(purpose_reasons.get(info.purpose, [Reason.NO_CONSENT]))
+            if request.gpc and info.sale_or_share:
+                reasons.append(Reason.GPC_OPT_OUT)
+            if state is not None and not store_unavailable:
+                if not known.personalization:
+                    reasons.append(Reason.PERSONALIZATION_OFF)
+                if known.signals.get(name) is False:
+                    reasons.append(Reason.SIGNAL_OFF)
+            self.signal_reasons[name] = tuple(sorted(set(reasons), key=PRECEDENCE.__getitem__))
+        self.personalized_allowed = self._any_signal_allowed()
+
+    def _any_signal_allowed(self) -> bool:
+        return not self.minor and any(not reasons for reasons in self.signal_reasons.values())

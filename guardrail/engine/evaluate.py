@@ -1,0 +1,86 @@
+"""The per-item rules of design §3. Pure and synchronous: no I/O, no clock, no ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from guardrail.engine.context import UserContext
+from guardrail.engine.decisions import PRECEDENCE, Action, ItemDecision, Reason
+from guardrail.explain.render import explanation
+
+_MEMO_LIMIT = 4096
+
+
+def decide(
+    ctx: UserContext,
+    categories: Sequence[str],
+    signals: Sequence[str],
+    signal_age_seconds: float | None = None,
+    inferred: bool = False,
+) -> ItemDecision:
+    """Decide one item. Items of the same shape get the same (shared) decision object."""
+    compiled = ctx.compiled
+    fresh = signal_age_seconds is not None and signal_age_seconds < compiled.fresh_seconds
+    key = (tuple(categories), tuple(signals), fresh, inferred)
+    found = ctx.memo.get(key)
+    if found is not None:
+        return found
+    decision = _decide(ctx, key[0], key[1], fresh, inferred)
+    if len(ctx.memo) >= _MEMO_LIMIT:
+        ctx.memo.clear()
+    ctx.memo[key] = decision
+    return decision
+
+
+def _decide(
+    ctx: UserContext,
+    categories: tuple[str, ...],
+    signals: tuple[str, ...],
+    fresh: bool,
+    inferred: bool,
+) -> ItemDecision:
+    compiled = ctx.compiled
+    weights = compiled.weights
+    personalized = bool(signals)
+    sensitive = [c for c in categories if compiled.is_sensitive(c)]
+    reasons: set[Reason] = set()
+
+    if ctx.minor and (personalized or sensitive):
+        reasons.add(Reason.MINOR_PROTECTION)
+
+    muted_topic = None
+    for category in categories:
+        for prefix in compiled.prefixes(category):
+            if prefix in ctx.muted:
+                muted_topic = prefix
+                reasons.add(Reason.TOPIC_MUTED)
+                break
+
+    score = 0
+    if personalized:
+        for signal in signals:
+            # A signal the policy does not know has no purpose we could have consent for.
+            reasons.update(ctx.signal_reasons.get(signal, (Reason.NO_CONSENT,)))
+        if sensitive and not all(
+            any(prefix in ctx.sensitive_opt_ins for prefix in compiled.prefixes(c)) for c in sensitive
+        ):
+            reasons.add(Reason.SENSITIVE_NEEDS_OPT_IN)
+        infos = [compiled.signals[s] for s in signals if s in compiled.signals]
+        score = (
+            (weights.sensitive_category if sensitive else 0)
+            + weights.signal_sensitivity * max((i.sensitivity for i in infos), default=3)
+            + (weights.fresh_activity if fresh else 0)
+            + (weights.inferred if inferred else 0)
+            + (weights.third_party if any(i.third_party for i in infos) else 0)
+        )
+        score = min(score, 100)
+        if score >= compiled.hide_at:
+            reasons.add(Reason.TOO_INVASIVE)
+
+    if reasons:
+        ordered = tuple(sorted(reasons, key=PRECEDENCE.__getitem__))
+        return ItemDecision(Action.HIDE, ordered, score, signals, None, muted_topic)
+    # Sensitive items are shown discreetly even when opted into (design §3), and
+    # non-personalized ones too: a shared screen should not announce a health topic.
+    action = Action.DISCREET if sensitive or score >= compiled.discreet_at else Action.KEEP
+    return ItemDecision(action, (), score, signals, explanation(ctx, action, signals, inferred), None)

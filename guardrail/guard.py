@@ -1,0 +1,66 @@
+"""A policy made ready to serve: compiled rules, routes, identity, locales, cached user contexts.
+
+The middleware holds one `Guard` and reads it once per request, so a reloaded policy swaps in
+atomically: requests already running finish on the guard they started with.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from starlette.types import ASGIApp
+
+from guardrail.controls import UserState
+from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.identity import IdentityResolver
+from guardrail.locale import LocaleNegotiator
+from guardrail.policy.models import Policy
+from guardrail.routes import RouteTable
+
+CONTEXT_CACHE_SIZE = 10_000
+
+_ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
+
+
+class Guard:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.compiled = CompiledPolicy(policy)
+        self.routes = RouteTable(policy.routes)
+        self.identity = IdentityResolver(policy.identity)
+        self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
+        self.prefix = policy.prefix
+        self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
+        self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
+
+    def context(
+        self,
+        user: str | None,
+        state: UserState | None,
+        request: RequestSignals,
+        accept_language: bytes | None,
+        *,
+        store_unavailable: bool = False,
+        degraded: bool = False,
+    ) -> UserContext:
+        """The user's context, reused while their state object and the request's signals are the same."""
+        locale = self.locales.choose(state.locale if state is not None else None, accept_language)
+        key = (user, request, locale, store_unavailable, degraded)
+        entry = self._contexts.get(key)
+        if entry is not None and entry[0] is state and time.time() < entry[1].valid_until:
+            return entry[1]
+        ctx = UserContext(
+            self.compiled,
+            state,
+            request,
+            locale=locale,
+            now=datetime.now(UTC),
+            store_unavailable=store_unavailable,
+            degraded=degraded,
+        )
+        if len(self._contexts) >= CONTEXT_CACHE_SIZE:
+            # Drop the oldest entry: dicts keep insertion order, so this is FIFO eviction.
+            del self._contexts[next(iter(self._contexts))]
+        self._contexts[key] = (state, ctx)
+        return ctx

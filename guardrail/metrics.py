@@ -1,0 +1,102 @@
+"""Prometheus metrics (design §8). Labels come from bounded sets only: route templates from the
+policy, actions and reasons from enums, never a user id, raw path or header value."""
+
+from __future__ import annotations
+
+from weakref import WeakKeyDictionary
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
+OVERHEAD_BUCKETS = (
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "guardrail_requests",
+            "Guarded requests by outcome.",
+            ["route", "outcome"],
+            registry=registry,
+        )
+        self.items = Counter(
+            "guardrail_items",
+            "Recommended items by action.",
+            ["route", "action"],
+            registry=registry,
+        )
+        self.hidden_items = Counter(
+            "guardrail_hidden_items",
+            "Hidden items by the reason that decided.",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "guardrail_overhead_seconds",
+            "Time the guardrail adds to a guarded request (the upstream's own time excluded).",
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.store_seconds = Histogram(
+            "guardrail_store_seconds",
+            "Store call latency.",
+            ["op"],
+            buckets=STORE_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "guardrail_store_errors",
+            "Store calls that failed or timed out.",
+            ["op"],
+            registry=registry,
+        )
+        self.fail_mode = Counter(
+            "guardrail_fail_mode", "Responses decided by a fail mode.", ["mode"], registry=registry
+        )
+        self.cache_lookups = Counter(
+            "guardrail_cache_lookups", "User state cache lookups.", ["result"], registry=registry
+        )
+        self.policy_info = Gauge(
+            "guardrail_policy_info", "The live policy (value 1).", ["policy"], registry=registry,
+            multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.policy_reloads = Counter(
+            "guardrail_policy_reloads", "Policy reloads by result.", ["result"], registry=registry
+        )
+        self.control_changes = Counter(
+            "guardrail_control_changes",
+            "Changes users made to their controls, by field.",
+            ["field"],
+            registry=registry,
+        )
+        self.decision_records_dropped = Counter(
+            "guardrail_decision_records_dropped",
+            "Decision records that could not be kept.",
+            registry=registry,
+        )
+        self.upstream_bodies = Counter(
+            "guardrail_upstream_bodies",
+            "Upstream bodies on guarded routes that were not checked, by why.",
+            ["kind"],
+            registry=registry,
+        )
+
+    def set_policy(self, policy_id: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(policy=policy_id).set(1)
+
+
+_SHARED: WeakKeyDictionary[CollectorRegistry, Metrics] = WeakKeyDictionary()
+
+
+def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
+    """The metrics on a registry, created once: two middlewares on one registry share them."""
+    registry = registry if registry is not None else REGISTRY
+    found = _SHARED.get(registry)
+    if found is None:
+        found = _SHARED[registry] = Metrics(registry)
+    return found

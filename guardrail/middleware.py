@@ -1,0 +1,228 @@
+"""`GuardrailMiddleware`: the pure-ASGI guardrail in front of a recommendation app."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from guardrail.controls import DEFAULT_STATE, UserState
+from guardrail.engine import Action, ItemDecision, RequestSignals
+from guardrail.errors import StoreError
+from guardrail.guard import Guard
+from guardrail.metrics import metrics_for
+from guardrail.policy.loading import load_policy
+from guardrail.policy.models import Policy
+from guardrail.responder import GuardedResponder
+from guardrail.routes import GuardedRoute
+from guardrail.store import Store, create_store
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+
+logger = logging.getLogger("guardrail")
+
+_REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"})
+
+
+class GuardrailMiddleware:
+    """Check every item a guarded route returns against consent, invasiveness and the user's controls.
+
+    `policy` is a loaded `Policy` or the path of a policy file; `store` a store URL (`memory://`,
+    ...) or a store object; `registry` the Prometheus registry for the metrics (the global one by default).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: Policy | str | os.PathLike[str],
+        store: Store | str = "memory://",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.app = app
+        if not isinstance(policy, Policy):
+            policy = load_policy(policy)
+        self.store: Store = (
+            create_store(
+                store,
+                decisions_per_user=policy.decisions_per_user,
+                retention=timedelta(days=policy.decision_retention_days),
+            )
+            if isinstance(store, str)
+            else store
+        )
+        self.metrics = metrics_for(registry)
+        self._ids = itertools.count(1)
+        # Unique across replicas and restarts without coordination; sequential within a process.
+        self._id_prefix = secrets.token_hex(5)
+        self._children: dict[tuple[str, str, str], Counter] = {}
+        self._overhead: Histogram = self.metrics.overhead
+        self.guard = self._make_guard(policy)
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def _make_guard(self, policy: Policy) -> Guard:
+        from guardrail.web.api import build_api  # the API imports this module's types
+
+        guard = Guard(policy)
+        guard.api = build_api(self, guard)
+        self._wanted = guard.identity.wanted | _REQUEST_HEADERS
+        self.metrics.set_policy(policy.policy_id)
+        return guard
+
+    def use_policy(self, policy: Policy) -> None:
+        """Swap in a new policy atomically: running requests finish on the one they started with."""
+        self.guard = self._make_guard(policy)
+
+    @property
+    def policy(self) -> Policy:
+        return self.guard.policy
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard
+        path: str = scope["path"]
+        prefix = guard.prefix
+        if prefix is not None and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+            await guard.api(scope, receive, send)
+            return
+        route = guard.routes.match(path, scope["method"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        await self._guarded(guard, route, scope, receive, send)
+
+    async def _guarded(self, guard: Guard, route: GuardedRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        wanted = self._wanted
+        headers: dict[bytes, bytes] = {}
+        gpc = False
+        for name, value in scope["headers"]:
+            if name in wanted:
+                if name == b"sec-gpc":
+                    # GPC is exactly "1" after trimming; with repeated headers one "1" is enough.
+                    gpc = gpc or value.strip(b" \t") == b"1"
+                else:
+                    headers.setdefault(name, value)
+        caller = guard.identity.resolve(scope, headers)
+        age = caller.age
+        minor = age is not None and age < guard.policy.minors.age_of_majority
+        request = RequestSignals(gpc, minor, None)
+
+        state: UserState | None = None
+        unavailable = degraded = False
+        if caller.user is not None:
+            state, unavailable, degraded = await self._state_of(caller.user, guard.policy)
+        ctx = guard.context(
+            caller.user,
+            state,
+            request,
+            headers.get(b"accept-language"),
+            store_unavailable=unavailable,
+            degraded=degraded,
+        )
+        rewritten = route.non_personalized is not None and not ctx.personalized_allowed
+        if rewritten:
+            scope = self._non_personalized(scope, route, guard)
+        responder = GuardedResponder(
+            self,
+            guard,
+            route,
+            ctx,
+            caller,
+            send,
+            rewritten=rewritten,
+            head=scope["method"] == "HEAD",
+        )
+        before = time.perf_counter() - started
+        await self.app(scope, receive, responder)
+        self._count(route.template, "requests", responder.outcome).inc()
+        self._overhead.observe(before + responder.overhead)
+
+    async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
+        """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults."""
+        try:
+            state = await self.store.load(user)
+        except StoreError:
+            self.metrics.store_errors.labels("load").inc()
+            closed = policy.fail_mode == "closed"
+            return DEFAULT_STATE, closed, True
+        return (state if state is not None else DEFAULT_STATE), False, False
+
+    @staticmethod
+    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard) -> Scope:
+        """Ask the upstream for the non-personalized route, with nothing that identifies the user:
+        profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
+        assert route.non_personalized is not None
+        identity = guard.policy.identity
+        strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
+        strip.add(identity.header.encode("latin-1"))
+        if identity.age_header:
+            strip.add(identity.age_header.encode("latin-1"))
+        target = route.non_personalized.rewrite_to
+        return {
+            **scope,
+            "path": target,
+            "raw_path": target.encode(),
+            "headers": [(name, value) for name, value in scope["headers"] if name not in strip],
+        }
+
+    # -- what the responder reports back ------------------------------------------------------
+
+    def next_decision_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def _count(self, route: str, metric: str, label: str) -> Counter:
+        key = (route, metric, label)
+        child = self._children.get(key)
+        if child is None:
+            family = getattr(self.metrics, metric)
+            child = self._children[key] = family.labels(route, label)
+        return child
+
+    def after_decision(
+        self, responder: GuardedResponder, items: Sequence[Any], decisions: Sequence[ItemDecision]
+    ) -> None:
+        route = responder.route.template
+        kept = discreet = hidden = 0
+        for decision in decisions:
+            action = decision.action
+            if action is Action.KEEP:
+                kept += 1
+            elif action is Action.DISCREET:
+                discreet += 1
+            else:
+                hidden += 1
+                self._count(route, "hidden_items", decision.reasons[0]).inc()
+        for action_name, count in (("keep", kept), ("discreet", discreet), ("hide", hidden)):
+            if count:
+                self._count(route, "items", action_name).inc(count)
+        record = responder.record(items, decisions)
+        if record is not None:
+            self.store.record(record)
+
+    def count_fail_mode(self, mode: str) -> None:
+        self.metrics.fail_mode.labels(mode).inc()
+
+    def log_unchecked(self, responder: GuardedResponder, kind: str, detail: str, outcome: str) -> None:
+        logger.warning(
+            "upstream body on %s not checked (%s: %s); %s",
+            responder.route.template,
+            kind,
+            detail,
+            outcome,
+            extra={"decision": responder.decision_id, "route": responder.route.template},
+        )

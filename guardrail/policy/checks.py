@@ -1,0 +1,108 @@
+"""Cross-references between sections of a policy file.
+
+They run on the raw mapping, beside (not after) the schema validation, so that a file with a
+typo in `signals` and an unknown purpose in a route gets both reported in one go. Each check is
+defensive about shapes: a section of the wrong type is the schema's error to report, not ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from guardrail.explain.catalog import AVAILABLE_LOCALES
+
+Issue = tuple[str, str]  # (key path, message)
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _names(names: Any) -> str:
+    return ", ".join(sorted(str(name) for name in names)) or "(none defined)"
+
+
+def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
+    purposes = _section(data, "purposes")
+    signals = _section(data, "signals")
+    categories = _section(data, "categories")
+    raw_locales = data.get("locales", ["en", "ko"])
+    locales = [loc for loc in raw_locales if isinstance(loc, str)] if isinstance(raw_locales, list) else []
+
+    for index, locale in enumerate(locales):
+        if locale not in AVAILABLE_LOCALES:
+            yield (
+                f"locales[{index}]",
+                f"no messages exist for locale {locale!r}; available: {_names(AVAILABLE_LOCALES)}",
+            )
+    default_locale = data.get("default_locale", "en")
+    if locales and isinstance(default_locale, str) and default_locale not in locales:
+        yield (
+            "default_locale",
+            f"{default_locale!r} is not one of the enabled locales ({_names(locales)})",
+        )
+
+    for name, signal in signals.items():
+        if not isinstance(signal, Mapping):
+            continue
+        purpose = signal.get("purpose")
+        if isinstance(purpose, str) and purpose not in purposes:
+            yield (
+                f"signals.{name}.purpose",
+                f"unknown purpose {purpose!r}; defined purposes: {_names(purposes)}",
+            )
+        yield from _label_issues(f"signals.{name}.label", signal.get("label"), locales)
+
+    for name, category in categories.items():
+        if not isinstance(category, Mapping):
+            continue
+        parent = str(name).rpartition(".")[0]
+        if parent and parent not in categories:
+            yield (
+                f"categories.{name}",
+                f"parent category {parent!r} is not defined; define it above its sub-categories",
+            )
+        yield from _label_issues(f"categories.{name}.label", category.get("label"), locales)
+
+    invasiveness = _section(data, "invasiveness")
+    discreet_at, hide_at = invasiveness.get("discreet_at", 30), invasiveness.get("hide_at", 70)
+    if isinstance(discreet_at, int) and isinstance(hide_at, int) and discreet_at > hide_at:
+        yield (
+            "invasiveness.discreet_at",
+            f"must not be above hide_at ({discreet_at} > {hide_at}); an item is made discreet before it is hidden",
+        )
+
+    identity = _section(data, "identity")
+    if identity.get("source") == "jwt" and not isinstance(identity.get("jwt"), Mapping):
+        yield "identity.jwt", "source is 'jwt', so add jwt: {key_env, algorithms, audience, issuer}"
+
+    routes = data.get("routes")
+    seen: set[str] = set()
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if not isinstance(route, Mapping):
+            continue
+        path = route.get("path")
+        if isinstance(path, str):
+            if path in seen:
+                yield f"routes[{index}].path", f"{path!r} is guarded twice; merge the two entries"
+            seen.add(path)
+        defaults = route.get("default_signals")
+        for position, signal_name in enumerate(defaults if isinstance(defaults, list) else []):
+            if isinstance(signal_name, str) and signal_name not in signals:
+                yield (
+                    f"routes[{index}].default_signals[{position}]",
+                    f"unknown signal {signal_name!r}; defined signals: {_names(signals)}",
+                )
+
+
+def _label_issues(path: str, label: Any, locales: list[str]) -> Iterator[Issue]:
+    if not isinstance(label, Mapping):
+        return
+    missing = [locale for locale in locales if locale not in label]
+    if missing:
+        yield (
+            path,
+            f"missing {_names(missing)}; every enabled locale ({_names(locales)}) needs a label",
+        )

@@ -1,0 +1,155 @@
+"""The policy file, as pydantic models.
+
+Every model forbids unknown keys (a typo must not silently switch a rule off) and is frozen
+(a loaded policy is shared by every request; nobody may change it under their feet).
+Cross-references between sections are checked in `checks.py`, not here, so that a file
+with several mistakes gets all of them reported at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# A category or signal id: lowercase words joined by `_`, dotted for sub-categories.
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$", max_length=100)]
+Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+Labels = dict[Locale, Annotated[str, StringConstraints(min_length=1, max_length=80)]]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JwtSettings(Model):
+    key_env: str = "GUARDRAIL_JWT_KEY"
+    algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"]] = Field(
+        default=["HS256"], min_length=1
+    )
+    audience: str | None = None
+    issuer: str | None = None
+    age_claim: str | None = None
+
+
+class Identity(Model):
+    source: Literal["header", "jwt", "scope"] = "header"
+    header: str = "x-user-id"
+    age_header: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    jwt: JwtSettings | None = None
+
+    @field_validator("header", "age_header")
+    @classmethod
+    def _lowercase_header(cls, value: str | None) -> str | None:
+        # ASGI gives header names in lowercase; comparing lowercase names is then one `==`.
+        return value.lower() if value is not None else None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not an IP network; write an address or a CIDR block such as 10.0.0.0/8 or ::1/128"
+                ) from None
+        return value
+
+
+class Purpose(Model):
+    tcf_purposes: list[Annotated[int, Field(ge=1, le=24)]] = Field(default_factory=list)
+    default: Literal["granted", "denied"] = "denied"
+    follows_gpc: bool = False
+
+
+class Tcf(Model):
+    cookie: str | None = "euconsent-v2"
+    header: str | None = None
+    query: str | None = None
+    vendor_id: Annotated[int, Field(ge=1)] | None = None
+
+
+class Signal(Model):
+    purpose: Identifier
+    sensitivity: Annotated[int, Field(ge=0, le=3)] = 1
+    sale_or_share: bool = False
+    third_party: bool = False
+    label: Labels
+
+
+class Category(Model):
+    # None: as the parent category says (a sub-category of `health` is sensitive too);
+    # an explicit false under a sensitive parent makes an exception.
+    sensitive: bool | None = None
+    label: Labels
+
+
+class Weights(Model):
+    sensitive_category: Annotated[int, Field(ge=0, le=100)] = 50
+    signal_sensitivity: Annotated[int, Field(ge=0, le=100)] = 10
+    fresh_activity: Annotated[int, Field(ge=0, le=100)] = 20
+    inferred: Annotated[int, Field(ge=0, le=100)] = 15
+    third_party: Annotated[int, Field(ge=0, le=100)] = 20
+
+
+class Invasiveness(Model):
+    weights: Weights = Field(default_factory=Weights)
+    fresh_activity_seconds: Annotated[float, Field(ge=0)] = 900
+    discreet_at: Annotated[int, Field(ge=0, le=101)] = 30
+    hide_at: Annotated[int, Field(ge=0, le=101)] = 70
+
+
+class Minors(Model):
+    age_of_majority: Annotated[int, Field(ge=1, le=30)] = 18
+
+
+class Fields(Model):
+    id: str = "id"
+    categories: str = "categories"
+    signals: str = "signals"
+    signal_age_seconds: str = "signal_age_seconds"
+    inferred: str = "inferred"
+
+
+class NonPersonalized(Model):
+    rewrite_to: Annotated[str, StringConstraints(pattern=r"^/")]
+    strip_headers: list[str] = Field(default_factory=lambda: ["cookie", "authorization"])
+
+    @field_validator("strip_headers")
+    @classmethod
+    def _lowercase(cls, value: list[str]) -> list[str]:
+        return [name.lower() for name in value]
+
+
+class Route(Model):
+    path: Annotated[str, StringConstraints(pattern=r"^/")]
+    methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]] = Field(default=["GET"], min_length=1)
+    items: Annotated[str, StringConstraints(pattern=r"^(/.*)?$")] = "/items"
+    fields: Fields = Field(default_factory=Fields)
+    default_signals: list[Identifier] = Field(default_factory=list)
+    non_personalized: NonPersonalized | None = None
+
+
+class Policy(Model):
+    version: Literal[1]
+    policy_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    prefix: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*[^/]$")] | None = "/guardrail"
+    mode: Literal["enforce", "shadow"] = "enforce"
+    fail_mode: Literal["closed", "open"] = "closed"
+    store_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    identity: Identity = Field(default_factory=Identity)
+    locales: list[Locale] = Field(default=["en", "ko"], min_length=1)
+    default_locale: Locale = "en"
+    purposes: dict[Identifier, Purpose] = Field(min_length=1)
+    tcf: Tcf = Field(default_factory=Tcf)
+    signals: dict[Identifier, Signal] = Field(min_length=1)
+    categories: dict[Identifier, Category] = Field(default_factory=dict)
+    invasiveness: Invasiveness = Field(default_factory=Invasiveness)
+    minors: Minors = Field(default_factory=Minors)
+    decision_retention_days: Annotated[float, Field(gt=0, le=366)] = 7
+    decisions_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
+    routes: list[Route] = Field(min_length=1)

@@ -1,0 +1,275 @@
+"""One guarded response: buffer the upstream's JSON, decide each item, annotate, send.
+
+A throwaway object per request (like Starlette's `GZipResponder`): the middleware instance keeps
+configuration only. Anything that is not a 2xx JSON body passes through untouched and unbuffered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.types import Message, Send
+
+from guardrail.engine import Action, ItemDecision, UserContext
+from guardrail.explain.render import notice
+from guardrail.identity import Caller
+from guardrail.items import BadBody, decide_items, decode_body, encode_body
+from guardrail.routes import GuardedRoute, PointerError, resolve
+from guardrail.store import DecisionRecord
+from guardrail.web.problem import PROBLEM_JSON
+
+if TYPE_CHECKING:
+    from guardrail.guard import Guard
+    from guardrail.middleware import GuardrailMiddleware
+
+_JSON_TYPES = (b"application/json", b"text/json")
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media in _JSON_TYPES or media.endswith(b"+json")
+
+
+class GuardedResponder:
+    __slots__ = (
+        "caller",
+        "chunks",
+        "ctx",
+        "decision_id",
+        "default_signals",
+        "encoding",
+        "guard",
+        "middleware",
+        "mode",
+        "outcome",
+        "overhead",
+        "passthrough",
+        "route",
+        "send",
+        "size",
+        "start",
+        "state",
+    )
+
+    def __init__(
+        self,
+        middleware: GuardrailMiddleware,
+        guard: Guard,
+        route: GuardedRoute,
+        ctx: UserContext,
+        caller: Caller,
+        send: Send,
+        *,
+        rewritten: bool,
+        head: bool,
+    ) -> None:
+        self.middleware = middleware
+        self.guard = guard
+        self.route = route
+        self.ctx = ctx
+        self.caller = caller
+        self.send = send
+        self.mode = guard.policy.mode
+        # A rewritten request went to the non-personalized route without identity:
+        # items that do not say otherwise relied on no personal data.
+        self.default_signals = () if rewritten else route.default_signals
+        self.decision_id = middleware.next_decision_id()
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.encoding = b""
+        self.passthrough = head
+        self.state = "passthrough" if head else "waiting"
+        self.outcome = "passthrough"
+        self.overhead = 0.0
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if self.state == "passthrough":
+            await self.send(message)
+        elif kind == "http.response.start":
+            await self._on_start(message)
+        elif kind == "http.response.body":
+            if self.state == "buffering":
+                await self._on_body(message)
+            elif self.state == "streaming":  # over max_body_bytes in open or shadow mode
+                await self.send(message)
+            # "discarding": a 502 has been sent; the rest of the upstream body is dropped.
+
+    async def _on_start(self, message: Message) -> None:
+        status = message["status"]
+        content_type = b""
+        for name, value in message.get("headers", ()):
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-encoding":
+                self.encoding = value.strip().lower()
+        if not 200 <= status < 300 or not _is_json(content_type):
+            # Errors and non-JSON bodies are the upstream's to explain: untouched, but counted.
+            self.state = "passthrough"
+            self.middleware.metrics.upstream_bodies.labels("error_status" if status >= 400 else "non_json").inc()
+            await self.send(message)
+            return
+        self.start = message
+        self.state = "buffering"
+
+    async def _on_body(self, message: Message) -> None:
+        started = time.perf_counter()
+        body = message.get("body", b"")
+        if body:
+            self.chunks.append(body)
+            self.size += len(body)
+        limit = self.guard.policy.max_body_bytes
+        if self.size > limit:
+            # Open or shadow: what came so far goes out, the rest streams through as it comes.
+            await self._unchecked("too_large", f"the body is over max_body_bytes ({limit})")
+        elif not message.get("more_body", False):
+            await self._finish()
+        self.overhead += time.perf_counter() - started
+
+    async def _finish(self) -> None:
+        raw = b"".join(self.chunks)
+        limit = self.guard.policy.max_body_bytes
+        try:
+            body = decode_body(raw, self.encoding, limit)
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise BadBody("invalid_json", f"the body is not valid JSON ({exc})") from None
+            try:
+                container, key, items = resolve(document, self.route.pointer)
+            except PointerError as exc:
+                raise BadBody("no_list", f"nothing at the items pointer: {exc}") from None
+            if type(items) is not list:
+                raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
+            decisions = decide_items(self.ctx, self.route, items, self.default_signals)
+        except BadBody as exc:
+            await self._unchecked(exc.kind, exc.detail)
+            return
+
+        hidden = [d for d in decisions if d.action is Action.HIDE]
+        summary_notice = notice(self.ctx, hidden)
+        headers = self._headers(len(hidden))
+        if self.mode == "shadow":
+            self.outcome = "shadow"
+            out = raw
+        else:
+            self.outcome = "degraded" if self.ctx.degraded else "enforced"
+            kept = []
+            for item, decision in zip(items, decisions, strict=True):
+                if decision.explanation is not None:
+                    item["explanation"] = decision.explanation
+                    kept.append(item)
+            if container is None:
+                document = kept
+            else:
+                container[key] = kept
+            if type(document) is dict:
+                document["guardrail"] = {
+                    "decision": self.decision_id,
+                    "mode": self.mode,
+                    "policy": self.guard.policy.policy_id,
+                    "kept": len(kept),
+                    "hidden": len(hidden),
+                    "degraded": self.ctx.degraded,
+                    "notice": summary_notice,
+                }
+            out = encode_body(orjson.dumps(document), self.encoding)
+        if self.ctx.degraded:
+            self.middleware.count_fail_mode(self.guard.policy.fail_mode)
+        assert self.start is not None  # _on_start stored it before any body
+        await self.send(
+            {
+                **self.start,
+                "headers": [
+                    *(h for h in self.start.get("headers", ()) if h[0] != b"content-length"),
+                    (b"content-length", str(len(out)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": out})
+        self.middleware.after_decision(self, items, decisions)
+
+    def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"guardrail-decision", self.decision_id.encode()),
+            (b"guardrail-mode", self.mode.encode()),
+            (b"guardrail-hidden", str(hidden).encode()),
+        ]
+        if self.ctx.degraded if degraded is None else degraded:
+            headers.append((b"guardrail-degraded", b"1"))
+        return headers
+
+    async def _unchecked(self, kind: str, detail: str) -> None:
+        """A body we cannot check. Closed: 502 with nothing of it. Open (or shadow): as it came, marked."""
+        middleware = self.middleware
+        middleware.metrics.upstream_bodies.labels(kind).inc()
+        assert self.start is not None
+        if self.mode == "shadow" or self.guard.policy.fail_mode == "open":
+            self.outcome = "degraded"
+            middleware.count_fail_mode("open")
+            middleware.log_unchecked(self, kind, detail, "passed through unchecked")
+            await self.send(
+                {
+                    **self.start,
+                    "headers": [*self.start.get("headers", ()), *self._headers(0, degraded=True)],
+                }
+            )
+            more = kind == "too_large"
+            await self.send({"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more})
+            self.chunks = []
+            self.state = "streaming" if more else "done"
+            return
+        self.outcome = "upstream_error"
+        middleware.count_fail_mode("closed")
+        middleware.log_unchecked(self, kind, detail, "replaced by a 502")
+        self.state = "discarding"
+        self.chunks = []
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Bad Gateway",
+                "status": 502,
+                "detail": (
+                    f"The recommendation service sent a response the guardrail could not check: {detail}. "
+                    "Nothing of it was shown (fail_mode: closed)."
+                ),
+                "decision": self.decision_id,
+            }
+        )
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 502,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    *self._headers(0, degraded=True),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})
+
+    def record(self, items: Sequence[Any], decisions: Sequence[ItemDecision]) -> DecisionRecord | None:
+        user = self.caller.user
+        if user is None:
+            return None  # nobody could ever ask for an anonymous receipt
+        id_field = self.route.fields.id
+        return DecisionRecord(
+            id=self.decision_id,
+            user=user,
+            created_at=time.time(),
+            route=self.route.template,
+            mode=self.mode,
+            policy=self.guard.policy.policy_id,
+            locale=self.ctx.locale,
+            degraded=self.ctx.degraded,
+            items=tuple(
+                (str(item[id_field]), d.action.value, d.reasons, d.because)
+                for item, d in zip(items, decisions, strict=True)
+            ),
+        )

@@ -1,0 +1,54 @@
+"""The store protocol (design §6): a small async interface with one module per backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from guardrail.controls import ControlsPatch, UserState
+
+# (item id, action, reason codes, signals relied on): plain tuples, cheap to build per item.
+ItemRecord = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A receipt of one guarded response, kept so the user can ask "why?" later."""
+
+    id: str
+    user: str
+    created_at: float  # seconds since the epoch
+    route: str
+    mode: str
+    policy: str
+    locale: str
+    degraded: bool
+    items: tuple[ItemRecord, ...]
+
+
+@runtime_checkable
+class Store(Protocol):
+    async def load(self, user: str) -> UserState | None:
+        """The user's state, or None if they never changed anything. Raises StoreError."""
+
+    async def patch(self, user: str, patch: ControlsPatch, *, if_match: int | None, now: datetime) -> UserState:
+        """Apply a validated patch atomically; StaleRevision if `if_match` is not the current revision."""
+
+    async def erase(self, user: str) -> None:
+        """Forget the user's controls and decision records."""
+
+    def record(self, record: DecisionRecord) -> None:
+        """Queue a decision record. Never blocks and never raises: it is off the request path."""
+
+    async def decisions(self, user: str, *, limit: int = 50) -> Sequence[DecisionRecord]:
+        """The user's recent decision records, newest first."""
+
+    async def decision(self, user: str, decision_id: str) -> DecisionRecord | None:
+        """One of the user's decision records; None if absent or someone else's."""
+
+    async def check(self) -> None:
+        """Raise StoreError unless the store answers."""
+
+    async def aclose(self) -> None: ...

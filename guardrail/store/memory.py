@@ -1,0 +1,73 @@
+"""The embedded store: one process, no persistence. For demos, tests and single-replica use."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from guardrail.controls import ControlsPatch, UserState
+from guardrail.errors import StaleRevision
+from guardrail.store.base import DecisionRecord
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        *,
+        decisions_per_user: int = 50,
+        retention: timedelta = timedelta(days=7),
+        max_users_with_decisions: int = 100_000,
+    ) -> None:
+        self._states: dict[str, UserState] = {}
+        self._decisions: OrderedDict[str, deque[DecisionRecord]] = OrderedDict()
+        self._per_user = decisions_per_user
+        self._retention = retention
+        self._max_users = max_users_with_decisions
+
+    async def load(self, user: str) -> UserState | None:
+        return self._states.get(user)
+
+    async def patch(self, user: str, patch: ControlsPatch, *, if_match: int | None, now: datetime) -> UserState:
+        # No await between the read and the write: on one event loop this is atomic.
+        current = self._states.get(user, UserState())
+        if if_match is not None and if_match != current.revision:
+            raise StaleRevision(current.revision)
+        state = patch.apply(current, now)
+        self._states[user] = state
+        return state
+
+    async def erase(self, user: str) -> None:
+        self._states.pop(user, None)
+        self._decisions.pop(user, None)
+
+    def record(self, record: DecisionRecord) -> None:
+        records = self._decisions.get(record.user)
+        if records is None:
+            if len(self._decisions) >= self._max_users:
+                self._decisions.popitem(last=False)  # the least recently served user
+            records = self._decisions[record.user] = deque(maxlen=self._per_user)
+        else:
+            self._decisions.move_to_end(record.user)
+        records.append(record)
+
+    async def decisions(self, user: str, *, limit: int = 50) -> Sequence[DecisionRecord]:
+        records = self._decisions.get(user)
+        if not records:
+            return []
+        oldest = time.time() - self._retention.total_seconds()
+        fresh = [r for r in reversed(records) if r.created_at >= oldest]
+        return fresh[:limit]
+
+    async def decision(self, user: str, decision_id: str) -> DecisionRecord | None:
+        for record in await self.decisions(user, limit=self._per_user):
+            if record.id == decision_id:
+                return record
+        return None
+
+    async def check(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
