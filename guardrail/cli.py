@@ -21,10 +21,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
 
+    tcf = commands.add_parser("tcf", help="IAB TCF consent strings")
+    tcf_commands = tcf.add_subparsers(dest="tcf_command", required=True, metavar="COMMAND")
+    decode = tcf_commands.add_parser("decode", help="decode TC strings: one JSON object per input, in order")
+    decode.add_argument("strings", nargs="+", metavar="STRING", help="TC strings, or - to read one per line from stdin")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         return check_files(args.files)
+    if args.command == "tcf":
+        return decode_tc_strings(args.strings)
     return run_demo(args.host, args.port, args.config)
+
+
+def decode_tc_strings(strings: Sequence[str]) -> int:
+    import orjson
+
+    from guardrail.consent.tcf import TcfError, decode, to_json
+
+    inputs = [line.strip() for line in sys.stdin] if list(strings) == ["-"] else list(strings)
+    status = 0
+    for text in inputs:
+        try:
+            result: dict[str, object] = to_json(decode(text))
+        except TcfError as exc:
+            result, status = {"input": text, "error": str(exc)}, 1
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return status
 
 
 def check_files(files: Sequence[str]) -> int:

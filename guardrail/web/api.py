@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from guardrail.guard import Guard
     from guardrail.middleware import GuardrailMiddleware
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 MAX_PATCH_BYTES = 64 * 1024
+_EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
 
@@ -34,14 +37,29 @@ def build_api(middleware: GuardrailMiddleware, guard: Guard) -> ASGIApp:
     prefix = guard.prefix or ""
     return Router(
         routes=[
-            Route(f"{prefix}/healthz", api.healthz, methods=["GET"]),
-            Route(f"{prefix}/readyz", api.readyz, methods=["GET"]),
-            Route(f"{prefix}/v1/controls", api.controls, methods=["GET", "PATCH", "DELETE"]),
-            Route(f"{prefix}/v1/decisions", api.decisions, methods=["GET"]),
-            Route(f"{prefix}/v1/decisions/{{decision_id}}", api.decision, methods=["GET"]),
+            _route(f"{prefix}/healthz", api.healthz, "GET"),
+            _route(f"{prefix}/readyz", api.readyz, "GET"),
+            _route(f"{prefix}/v1/controls", api.controls, "GET", "PATCH", "DELETE"),
+            _route(f"{prefix}/v1/decisions", api.decisions, "GET"),
+            _route(f"{prefix}/v1/decisions/{{decision_id}}", api.decision, "GET"),
         ],
         default=api.not_found,
     )
+
+
+def _route(path: str, endpoint: Endpoint, *methods: str) -> Route:
+    """A route whose wrong-method answer is problem+json too (Starlette's own is plain text)."""
+    allowed = ", ".join(methods)
+
+    async def checked(request: Request) -> Response:
+        if request.method not in methods:
+            return problem(
+                405, "Method Not Allowed", f"{request.method} is not allowed here; use {allowed}.",
+                headers={"Allow": allowed},
+            )  # fmt: skip
+        return await endpoint(request)
+
+    return Route(path, checked, methods=_EVERY_METHOD)
 
 
 class ControlsApi:

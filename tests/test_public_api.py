@@ -1,0 +1,51 @@
+"""The public surface is curated: what `import guardrail` offers is a promise."""
+
+from __future__ import annotations
+
+import guardrail
+
+
+def test_all_is_exactly_the_public_surface() -> None:
+    assert sorted(guardrail.__all__) == sorted(
+        [
+            "Action",
+            "ControlsError",
+            "GuardrailError",
+            "GuardrailMiddleware",
+            "InvalidControls",
+            "MemoryStore",
+            "Policy",
+            "PolicyError",
+            "Reason",
+            "StaleRevision",
+            "Store",
+            "StoreError",
+            "UserState",
+            "create_store",
+            "load_policy",
+            "parse_policy",
+        ]
+    )
+    for name in guardrail.__all__:
+        assert getattr(guardrail, name) is not None
+
+
+def test_reason_codes_are_the_documented_closed_set() -> None:
+    assert {reason.value for reason in guardrail.Reason} == {
+        "no_consent",
+        "personalization_off",
+        "signal_off",
+        "topic_muted",
+        "sensitive_needs_opt_in",
+        "too_invasive",
+        "minor_protection",
+        "gpc_opt_out",
+        "tcf_no_consent",
+        "store_unavailable",
+    }
+    assert [action.value for action in guardrail.Action] == ["keep", "discreet", "hide"]
+
+
+def test_memory_store_follows_the_store_protocol() -> None:
+    assert isinstance(guardrail.MemoryStore(), guardrail.Store)
+    assert isinstance(guardrail.create_store("memory://"), guardrail.MemoryStore)
