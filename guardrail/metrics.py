@@ -3,9 +3,14 @@ policy, actions and reasons from enums, never a user id, raw path or header valu
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 # From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
 OVERHEAD_BUCKETS = (
@@ -17,6 +22,8 @@ STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # First on the registry, so that a scrape adds the batched counts before it reads any counter.
+        self.tally = Tally(registry)
         self.requests = Counter(
             "guardrail_requests",
             "Guarded requests by outcome.",
@@ -85,9 +92,54 @@ class Metrics:
             registry=registry,
         )
 
+
     def set_policy(self, policy_id: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy=policy_id).set(1)
+
+
+class Tally:
+    """Counts of the hot path, kept as plain integers and added to their Prometheus counters in
+    batches: a labelled `Counter.inc` takes a lock and costs about 1 µs, and a guarded response
+    would make five of them. A batch is added within a second, and always before a scrape."""
+
+    def __init__(self, registry: CollectorRegistry, delay: float = 1.0) -> None:
+        self.counts: dict[Any, float] = {}
+        self.delay = delay
+        self._scheduled = False
+        registry.register(_FlushOnCollect(self))
+
+    def add(self, child: Any, amount: float = 1) -> None:
+        counts = self.counts
+        counts[child] = counts.get(child, 0) + amount
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            asyncio.get_running_loop().call_later(self.delay, self.flush)
+        except RuntimeError:  # no event loop (a synchronous caller): add the counts now
+            self.flush()
+            return
+        self._scheduled = True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        counts, self.counts = self.counts, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+
+
+class _FlushOnCollect(Collector):
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterable[Metric]:
+        self.tally.flush()
+        return ()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
 
 
 _SHARED: WeakKeyDictionary[CollectorRegistry, Metrics] = WeakKeyDictionary()

@@ -7,17 +7,17 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail.controls import DEFAULT_STATE, UserState
-from guardrail.engine import Action, ItemDecision, RequestSignals
+from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
+from guardrail.items import CheckedItems
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -66,6 +66,7 @@ class GuardrailMiddleware:
         self._id_prefix = secrets.token_hex(5)
         self._children: dict[tuple[str, str, str], Counter] = {}
         self._overhead: Histogram = self.metrics.overhead
+        self._tally = self.metrics.tally
         self.guard = self._make_guard(policy)
 
     # -- policy -------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class GuardrailMiddleware:
         )
         before = time.perf_counter() - started
         await self.app(scope, receive, responder)
-        self._count(route.template, "requests", responder.outcome).inc()
+        self._tally.add(self._count(route.template, "requests", responder.outcome))
         self._overhead.observe(before + responder.overhead)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
@@ -193,24 +194,22 @@ class GuardrailMiddleware:
             child = self._children[key] = family.labels(route, label)
         return child
 
-    def after_decision(
-        self, responder: GuardedResponder, items: Sequence[Any], decisions: Sequence[ItemDecision]
-    ) -> None:
+    def after_decision(self, responder: GuardedResponder, checked: CheckedItems) -> None:
         route = responder.route.template
-        kept = discreet = hidden = 0
-        for decision in decisions:
-            action = decision.action
-            if action is Action.KEEP:
-                kept += 1
-            elif action is Action.DISCREET:
-                discreet += 1
-            else:
-                hidden += 1
-                self._count(route, "hidden_items", decision.reasons[0]).inc()
-        for action_name, count in (("keep", kept), ("discreet", discreet), ("hide", hidden)):
+        add = self._tally.add
+        hidden = checked.hidden
+        kept = len(checked.kept) - checked.discreet
+        for action, count in (("keep", kept), ("discreet", checked.discreet), ("hide", len(hidden))):
             if count:
-                self._count(route, "items", action_name).inc(count)
-        record = responder.record(items, decisions)
+                add(self._count(route, "items", action), count)
+        if hidden:
+            by_reason: dict[str, int] = {}
+            for decision in hidden:
+                first = decision.reasons[0]
+                by_reason[first] = by_reason.get(first, 0) + 1
+            for reason, count in by_reason.items():
+                add(self._count(route, "hidden_items", reason), count)
+        record = responder.record(checked)
         if record is not None:
             self.store.record(record)
 

@@ -7,16 +7,15 @@ configuration only. Anything that is not a 2xx JSON body passes through untouche
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.types import Message, Send
 
-from guardrail.engine import Action, ItemDecision, UserContext
+from guardrail.engine import UserContext
 from guardrail.explain.render import notice
 from guardrail.identity import Caller
-from guardrail.items import BadBody, decide_items, decode_body, encode_body
+from guardrail.items import BadBody, CheckedItems, check_items, decode_body, encode_body
 from guardrail.routes import GuardedRoute, PointerError, resolve
 from guardrail.store import DecisionRecord
 from guardrail.web.problem import PROBLEM_JSON
@@ -26,11 +25,17 @@ if TYPE_CHECKING:
     from guardrail.middleware import GuardrailMiddleware
 
 _JSON_TYPES = (b"application/json", b"text/json")
+_json_by_content_type: dict[bytes, bool] = {}
 
 
 def _is_json(content_type: bytes) -> bool:
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media in _JSON_TYPES or media.endswith(b"+json")
+    found = _json_by_content_type.get(content_type)
+    if found is None:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        found = media in _JSON_TYPES or media.endswith(b"+json")
+        if len(_json_by_content_type) < 256:  # an upstream sends a handful of distinct values
+            _json_by_content_type[content_type] = found
+    return found
 
 
 class GuardedResponder:
@@ -46,7 +51,6 @@ class GuardedResponder:
         "mode",
         "outcome",
         "overhead",
-        "passthrough",
         "route",
         "send",
         "size",
@@ -81,7 +85,6 @@ class GuardedResponder:
         self.chunks: list[bytes] = []
         self.size = 0
         self.encoding = b""
-        self.passthrough = head
         self.state = "passthrough" if head else "waiting"
         self.outcome = "passthrough"
         self.overhead = 0.0
@@ -117,7 +120,6 @@ class GuardedResponder:
         self.state = "buffering"
 
     async def _on_body(self, message: Message) -> None:
-        started = time.perf_counter()
         body = message.get("body", b"")
         if body:
             self.chunks.append(body)
@@ -128,9 +130,11 @@ class GuardedResponder:
             await self._unchecked("too_large", f"the body is over max_body_bytes ({limit})")
         elif not message.get("more_body", False):
             await self._finish()
-        self.overhead += time.perf_counter() - started
 
     async def _finish(self) -> None:
+        # The overhead timer stops before each send: handing the body to the server, and
+        # waiting on a slow client, is not time the guardrail adds.
+        started = time.perf_counter()
         raw = b"".join(self.chunks)
         limit = self.guard.policy.max_body_bytes
         try:
@@ -145,24 +149,20 @@ class GuardedResponder:
                 raise BadBody("no_list", f"nothing at the items pointer: {exc}") from None
             if type(items) is not list:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
-            decisions = decide_items(self.ctx, self.route, items, self.default_signals)
+            enforce = self.mode == "enforce"
+            checked = check_items(self.ctx, self.route, items, self.default_signals, annotate=enforce)
         except BadBody as exc:
+            self.overhead += time.perf_counter() - started
             await self._unchecked(exc.kind, exc.detail)
             return
-
-        hidden = [d for d in decisions if d.action is Action.HIDE]
-        summary_notice = notice(self.ctx, hidden)
+        kept, hidden = checked.kept, checked.hidden
+        summary_notice = notice(self.ctx, hidden) if hidden else None
         headers = self._headers(len(hidden))
-        if self.mode == "shadow":
+        if not enforce:
             self.outcome = "shadow"
             out = raw
         else:
             self.outcome = "degraded" if self.ctx.degraded else "enforced"
-            kept = []
-            for item, decision in zip(items, decisions, strict=True):
-                if decision.explanation is not None:
-                    item["explanation"] = decision.explanation
-                    kept.append(item)
             if container is None:
                 document = kept
             else:
@@ -181,18 +181,20 @@ class GuardedResponder:
         if self.ctx.degraded:
             self.middleware.count_fail_mode(self.guard.policy.fail_mode)
         assert self.start is not None  # _on_start stored it before any body
-        await self.send(
-            {
-                **self.start,
-                "headers": [
-                    *(h for h in self.start.get("headers", ()) if h[0] != b"content-length"),
-                    (b"content-length", str(len(out)).encode()),
-                    *headers,
-                ],
-            }
-        )
+        start = {
+            **self.start,
+            "headers": [
+                *(h for h in self.start.get("headers", ()) if h[0] != b"content-length"),
+                (b"content-length", str(len(out)).encode()),
+                *headers,
+            ],
+        }
+        self.overhead += time.perf_counter() - started
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": out})
-        self.middleware.after_decision(self, items, decisions)
+        started = time.perf_counter()
+        self.middleware.after_decision(self, checked)
+        self.overhead += time.perf_counter() - started
 
     def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -254,11 +256,10 @@ class GuardedResponder:
         )
         await self.send({"type": "http.response.body", "body": body})
 
-    def record(self, items: Sequence[Any], decisions: Sequence[ItemDecision]) -> DecisionRecord | None:
+    def record(self, checked: CheckedItems) -> DecisionRecord | None:
         user = self.caller.user
         if user is None:
             return None  # nobody could ever ask for an anonymous receipt
-        id_field = self.route.fields.id
         return DecisionRecord(
             id=self.decision_id,
             user=user,
@@ -268,8 +269,8 @@ class GuardedResponder:
             policy=self.guard.policy.policy_id,
             locale=self.ctx.locale,
             degraded=self.ctx.degraded,
-            items=tuple(
-                (str(item[id_field]), d.action.value, d.reasons, d.because)
-                for item, d in zip(items, decisions, strict=True)
-            ),
+            # The decisions are shared, immutable objects: keeping references costs nothing now,
+            # and the receipt is spelled out only if someone asks for it.
+            item_ids=checked.item_ids,
+            decisions=checked.decisions,
         )

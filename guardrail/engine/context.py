@@ -7,17 +7,19 @@ if not, why", and memoizes the decision for each distinct item shape it sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from guardrail.controls import UserState
 from guardrail.engine.compiled import CompiledPolicy
 from guardrail.engine.decisions import PRECEDENCE, ItemDecision, Reason
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSignals:
-    """What the request says about consent, independent of the store."""
+class RequestSignals(NamedTuple):
+    """What the request says about consent, independent of the store.
+
+    A NamedTuple, not a dataclass: it is made per request and hashed as part of the
+    context cache key, and a tuple does both in C."""
 
     gpc: bool = False
     minor: bool = False
@@ -38,6 +40,7 @@ class UserContext:
         "memo",
         "minor",
         "muted",
+        "notices",
         "personalized_allowed",
         "sensitive_opt_ins",
         "signal_reasons",
@@ -62,6 +65,7 @@ class UserContext:
         self.minor = request.minor
         self.degraded = degraded or store_unavailable
         self.memo: dict[object, ItemDecision] = {}
+        self.notices: dict[object, str | None] = {}
         known = state if state is not None else UserState()
         self.muted = frozenset(known.active_mutes(now))
         upcoming = [until for until in known.muted.values() if until is not None and until > now]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class Action(StrEnum):
@@ -41,7 +43,15 @@ class ItemDecision:
     because: tuple[str, ...]  # the signals the recommendation relied on
     explanation: dict[str, Any] | None  # attached to kept items; shared between equal decisions
     muted_topic: str | None = None  # the muted category that hid it, for the notice
+    # Derived once here so the per-item loops of a response test plain attributes: in
+    # Python 3.11 every `Action.HIDE` lookup goes through an enum descriptor.
+    hidden: bool = field(init=False)
+    discreet: bool = field(init=False)
+    # The explanation serialized once; orjson copies a Fragment's bytes as they are.
+    explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def hidden(self) -> bool:
-        return self.action is Action.HIDE
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", self.action is Action.HIDE)
+        object.__setattr__(self, "discreet", self.action is Action.DISCREET)
+        fragment = orjson.Fragment(orjson.dumps(self.explanation)) if self.explanation is not None else None
+        object.__setattr__(self, "explanation_json", fragment)

@@ -45,8 +45,20 @@ def receipt_text(compiled: CompiledPolicy, locale: str, reasons: Sequence[str], 
 _DISCREET_REASONS = frozenset({Reason.SENSITIVE_NEEDS_OPT_IN})
 
 
-def notice(ctx: UserContext, hidden: Iterable[ItemDecision]) -> str | None:
-    """One sentence about what was hidden, naming the rule that decided; discreet if it is sensitive."""
+def notice(ctx: UserContext, hidden: Sequence[ItemDecision]) -> str | None:
+    """One sentence about what was hidden, naming the rule that decided; discreet if it is sensitive.
+    Memoized per context: the sentence depends only on the count and the (reason, topic) pairs."""
+    key = (len(hidden), frozenset([(d.reasons[0], d.muted_topic) for d in hidden]))
+    notices = ctx.notices
+    if key in notices:
+        return notices[key]
+    found = notices[key] = _notice(ctx, hidden)
+    if len(notices) > 256:  # bounded: one entry per distinct mix of hidden reasons
+        notices.clear()
+    return found
+
+
+def _notice(ctx: UserContext, hidden: Iterable[ItemDecision]) -> str | None:
     deciding: Counter[Reason] = Counter()
     topics: set[str] = set()
     for decision in hidden:

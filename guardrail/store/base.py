@@ -8,14 +8,15 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from guardrail.controls import ControlsPatch, UserState
+from guardrail.engine.decisions import ItemDecision
 
 # (item id, action, reason codes, signals relied on): plain tuples, cheap to build per item.
 ItemRecord = tuple[str, str, tuple[str, ...], tuple[str, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per response, and a frozen init costs several µs
 class DecisionRecord:
-    """A receipt of one guarded response, kept so the user can ask "why?" later."""
+    """A receipt of one guarded response, kept so the user can ask "why?" later. Never changed once made."""
 
     id: str
     user: str
@@ -25,7 +26,15 @@ class DecisionRecord:
     policy: str
     locale: str
     degraded: bool
-    items: tuple[ItemRecord, ...]
+    item_ids: Sequence[str | int]
+    decisions: Sequence[ItemDecision]
+
+    @property
+    def items(self) -> tuple[ItemRecord, ...]:
+        return tuple(
+            (str(item_id), d.action.value, tuple(d.reasons), d.because)
+            for item_id, d in zip(self.item_ids, self.decisions, strict=True)
+        )
 
 
 @runtime_checkable

@@ -1,0 +1,177 @@
+"""The two arms of the overhead benchmark, as uvicorn app factories.
+
+    uvicorn --app-dir benchmarks --factory apps:make_bare
+    uvicorn --app-dir benchmarks --factory apps:make_guarded
+
+Both serve the same pre-serialized recommendation body, so the bare arm costs as little as Starlette
+allows and the difference between the arms is what the guardrail adds. `BENCH_ITEMS` sets the
+number of items (50 by default).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from guardrail import GuardrailMiddleware, load_policy
+from guardrail.controls import validate_patch
+
+POLICY_PATH = Path(__file__).resolve().parent.parent / "config" / "guardrail.yaml"
+BENCH_USER = "bench"
+ITEMS_ENV = "BENCH_ITEMS"
+
+# The shapes a ranker for a media service returns, with how often: mostly mainstream topics from
+# the watch history, some from searches, some popular picks (no signals), a few on a sensitive topic
+# (hidden by the demo policy without an opt-in, or shown discreetly when popular) and a few on recent
+# activity (scored as more invasive). (categories, signals, seconds since the activity, weight)
+_SHAPES: tuple[tuple[tuple[str, ...], tuple[str, ...], int | None, int], ...] = (
+    (("movies", "movies.action"), ("watch_history",), None, 10),
+    (("movies", "movies.comedy"), ("watch_history",), None, 8),
+    (("movies.documentary",), ("watch_history",), None, 5),
+    (("music", "music.jazz"), ("watch_history",), None, 6),
+    (("music.classical",), ("search_history",), None, 4),
+    (("sports", "sports.soccer"), ("watch_history",), None, 7),
+    (("sports.basketball",), ("search_history",), None, 4),
+    (("television", "television.reality"), ("watch_history", "search_history"), None, 4),
+    (("books",), ("search_history",), None, 3),
+    (("movies", "movies.action"), (), None, 5),
+    (("music", "music.jazz"), (), None, 3),
+    (("movies", "movies.comedy"), ("watch_history",), 300, 3),
+    (("health",), ("watch_history",), None, 2),
+    (("gambling", "sports.soccer"), ("search_history",), None, 1),
+    (("health",), (), None, 1),
+)
+_WORDS = (
+    "midnight", "river", "golden", "echoes", "city", "last", "summer", "blue", "north", "final",
+    "quiet", "storm", "highway", "season", "story", "light", "wild", "kings", "garden", "signal",
+)  # fmt: skip
+
+
+def recommendation_document(count: int = 50, *, seed: int = 0) -> dict[str, Any]:
+    """A ranker's response of `count` items, drawn (seeded) from the weighted `_SHAPES`.
+
+    A 50-item page has about fifteen distinct (categories, signals, fresh) shapes, which is what
+    the engine's per-shape memo sees in practice.
+    """
+    rng = random.Random(seed)
+    shapes = rng.choices(_SHAPES, weights=[shape[3] for shape in _SHAPES], k=count)
+    items: list[dict[str, Any]] = []
+    for index, (categories, signals, age, _) in enumerate(shapes):
+        item: dict[str, Any] = {
+            "id": f"rec-{index:04d}-{rng.randrange(16**6):06x}",
+            "title": " ".join(rng.choice(_WORDS).capitalize() for _ in range(rng.randint(2, 4))),
+            "score": round(1.0 - index / (count + 1) - rng.random() / 100, 4),
+            "categories": list(categories),
+            "signals": list(signals),
+        }
+        if age is not None:
+            item["signal_age_seconds"] = age + rng.randrange(300)
+        items.append(item)
+    return {"items": items, "model": "two-tower-v3", "generated_at": "2026-11-26T09:00:00Z"}
+
+
+def recommendation_body(count: int = 50) -> bytes:
+    return orjson.dumps(recommendation_document(count))
+
+
+def distinct_shapes(document: dict[str, Any]) -> int:
+    """How many entries the engine's memo needs for this page (its key, without `inferred`)."""
+    return len({(tuple(i["categories"]), tuple(i["signals"]), "signal_age_seconds" in i) for i in document["items"]})
+
+
+def _body(count: int | None) -> bytes:
+    """The body of `count` items; by default as many as `BENCH_ITEMS` says (uvicorn factories take no arguments)."""
+    return recommendation_body(int(os.environ.get(ITEMS_ENV, "50")) if count is None else count)
+
+
+def _routes(body: bytes, registry: CollectorRegistry | None = None) -> list[Route]:
+    async def recommendations(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [Route("/recommendations", recommendations), Route("/healthz", healthz)]
+    if registry is not None:
+
+        async def metrics(request: Request) -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        # The guardrail's own view of its overhead (guardrail_overhead_seconds), for overhead.py.
+        routes.append(Route("/metrics", metrics))
+    return routes
+
+
+def make_bare(count: int | None = None) -> Starlette:
+    return Starlette(routes=_routes(_body(count)))
+
+
+async def grant_consent(middleware: GuardrailMiddleware, user: str = BENCH_USER) -> None:
+    now = datetime.now(UTC)
+    patch = validate_patch(middleware.policy, {"consent": {"personalization": "granted"}}, now)
+    await middleware.store.patch(user, patch, if_match=None, now=now)
+
+
+def make_guarded(count: int | None = None) -> GuardrailMiddleware:
+    """The bare app behind the guardrail. Served with a lifespan (uvicorn's default), `bench` has granted
+    consent before the first request; in-process callers await `grant_consent` themselves."""
+    middleware: GuardrailMiddleware | None = None
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        assert middleware is not None
+        await grant_consent(middleware)
+        yield
+
+    registry = CollectorRegistry()
+    inner = Starlette(routes=_routes(_body(count), registry), lifespan=lifespan)
+    middleware = GuardrailMiddleware(inner, policy=load_policy(POLICY_PATH), store="memory://", registry=registry)
+    return middleware
+
+
+class OrjsonRoundTrip:
+    """The yardstick arm: a pure-ASGI middleware that buffers the body, parses it with orjson and
+    serializes it again, and nothing else. 1/rps of this arm minus 1/rps of the bare arm is
+    "the cost of an orjson loads+dumps of the same body" measured the way the guardrail is measured:
+    inside the server, with the same cache effects."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def buffered(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = orjson.dumps(orjson.loads(b"".join(chunks)))
+            headers = [h for h in start["headers"] if h[0] != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, buffered)
+
+
+def make_orjson(count: int | None = None) -> OrjsonRoundTrip:
+    return OrjsonRoundTrip(Starlette(routes=_routes(_body(count))))
