@@ -160,6 +160,11 @@ class OrjsonRoundTrip:
         async def buffered(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
+                if (b"content-type", b"application/json") not in message["headers"]:
+                    await send(message)  # /healthz and the like go through as they are
+                return
+            if (b"content-type", b"application/json") not in start["headers"]:
+                await send(message)
                 return
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):

@@ -57,7 +57,7 @@ class UserState:
 # context cache (which compares states by identity) hits for every such user.
 DEFAULT_STATE = UserState()
 
-_Unset = object()  # a field the patch does not mention
+UNSET = object()  # a field the patch does not mention
 
 
 class _Remove:
@@ -72,20 +72,20 @@ REMOVE = _Remove()
 
 @dataclass(frozen=True, slots=True)
 class ControlsPatch:
-    personalization: bool | object | None = _Unset
-    locale: str | object | None = _Unset
+    personalization: bool | object | None = UNSET
+    locale: str | object | None = UNSET
     maps: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
 
     def changed_fields(self) -> list[str]:
-        fields = [name for name in ("personalization", "locale") if getattr(self, name) is not _Unset]
+        fields = [name for name in ("personalization", "locale") if getattr(self, name) is not UNSET]
         return fields + list(self.maps)
 
     def apply(self, state: UserState, now: datetime) -> UserState:
         """The state after this patch: every map merges key by key, expired snoozes are dropped."""
         values: dict[str, Any] = {}
-        if self.personalization is not _Unset:
+        if self.personalization is not UNSET:
             values["personalization"] = True if self.personalization is None else self.personalization
-        if self.locale is not _Unset:
+        if self.locale is not UNSET:
             values["locale"] = self.locale
         for name, changes in self.maps.items():
             current = dict(getattr(state, name))
@@ -128,8 +128,8 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
     if not isinstance(body, Mapping):
         raise InvalidControls([("(body)", 'send a JSON object, e.g. {"signals": {"location_precise": false}}')])
 
-    personalization: Any = _Unset
-    locale: Any = _Unset
+    personalization: Any = UNSET
+    locale: Any = UNSET
     maps: dict[str, Mapping[str, Any] | None] = {}
     read_only = ("user", "revision", "updated_at")
     allowed = ("personalization", "locale", *MAPS)

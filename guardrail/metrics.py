@@ -92,7 +92,6 @@ class Metrics:
             registry=registry,
         )
 
-
     def set_policy(self, policy_id: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy=policy_id).set(1)

@@ -56,11 +56,13 @@ class GuardrailMiddleware:
                 store,
                 decisions_per_user=policy.decisions_per_user,
                 retention=timedelta(days=policy.decision_retention_days),
+                timeout=policy.store_timeout_ms / 1000,
             )
             if isinstance(store, str)
             else store
         )
         self.metrics = metrics_for(registry)
+        self.store.bind_metrics(self.metrics)
         self._ids = itertools.count(1)
         # Unique across replicas and restarts without coordination; sequential within a process.
         self._id_prefix = secrets.token_hex(5)
@@ -158,9 +160,12 @@ class GuardrailMiddleware:
         try:
             state = await self.store.load(user)
         except StoreError:
-            self.metrics.store_errors.labels("load").inc()
-            closed = policy.fail_mode == "closed"
-            return DEFAULT_STATE, closed, True
+            if policy.fail_mode == "closed":
+                return DEFAULT_STATE, True, True
+            # Open: the last state seen, else purpose defaults. Sensitive opt-ins are not trusted
+            # while degraded (the engine hides those items), and minor rules do not need the store.
+            known = self.store.last_known(user)
+            return (known if known is not None else DEFAULT_STATE), False, True
         return (state if state is not None else DEFAULT_STATE), False, False
 
     @staticmethod

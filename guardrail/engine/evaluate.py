@@ -61,7 +61,10 @@ def _decide(
         for signal in signals:
             # A signal the policy does not know has no purpose we could have consent for.
             reasons.update(ctx.signal_reasons.get(signal, (Reason.NO_CONSENT,)))
-        if sensitive and not all(
+        if ctx.degraded and sensitive:
+            # Sensitive rules fail closed: an opt-in read from a cache we could not check is not enough.
+            reasons.add(Reason.STORE_UNAVAILABLE)
+        elif sensitive and not all(
             any(prefix in ctx.sensitive_opt_ins for prefix in compiled.prefixes(c)) for c in sensitive
         ):
             reasons.add(Reason.SENSITIVE_NEEDS_OPT_IN)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from guardrail.errors import GuardrailError
@@ -13,17 +14,37 @@ from guardrail.store.memory import MemoryStore
 __all__ = ["DecisionRecord", "ItemRecord", "MemoryStore", "Store", "create_store"]
 
 
-def _memory(url: str, decisions_per_user: int, retention: timedelta) -> Store:
-    return MemoryStore(decisions_per_user=decisions_per_user, retention=retention)
+def _memory(url: str, *, timeout: float, **options: Any) -> Store:
+    return MemoryStore(**options)
 
 
-BACKENDS: dict[str, Callable[[str, int, timedelta], Store]] = {"memory": _memory}
+def _redis(url: str, **options: Any) -> Store:
+    from guardrail.store.redis import RedisStore  # redis-py is imported only when used
+
+    return RedisStore.from_url(url, **options)
 
 
-def create_store(url: str, *, decisions_per_user: int = 50, retention: timedelta = timedelta(days=7)) -> Store:
-    """A store for a URL such as `memory://`."""
+# Chosen by URL scheme, in a plain dict (like `limits`); redis+cluster://h:p,h:p is Redis Cluster.
+BACKENDS: dict[str, Callable[..., Store]] = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+cluster": _redis,
+    "rediss+cluster": _redis,
+}
+
+
+def create_store(
+    url: str,
+    *,
+    decisions_per_user: int = 50,
+    retention: timedelta = timedelta(days=7),
+    timeout: float = 0.02,
+) -> Store:
+    """A store for a URL: `memory://`, `redis://host:port/db`, `rediss://...`, `redis+cluster://h:p,h:p`.
+    `timeout` is the budget of one store call on the request path, in seconds."""
     scheme = urlsplit(url).scheme
     factory = BACKENDS.get(scheme)
     if factory is None:
         raise GuardrailError(f"unknown store URL {url!r}; use one of: {', '.join(f'{s}://' for s in BACKENDS)}")
-    return factory(url, decisions_per_user, retention)
+    return factory(url, decisions_per_user=decisions_per_user, retention=retention, timeout=timeout)

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.engine.decisions import ItemDecision
+from guardrail.metrics import Metrics
 
 # (item id, action, reason codes, signals relied on): plain tuples, cheap to build per item.
 ItemRecord = tuple[str, str, tuple[str, ...], tuple[str, ...]]
@@ -56,6 +57,12 @@ class Store(Protocol):
 
     async def decision(self, user: str, decision_id: str) -> DecisionRecord | None:
         """One of the user's decision records; None if absent or someone else's."""
+
+    def last_known(self, user: str) -> UserState | None:
+        """The last state seen for the user, however old, without I/O: for `fail_mode: open`."""
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        """Where to count cache lookups, store errors and dropped decision records."""
 
     async def check(self) -> None:
         """Raise StoreError unless the store answers."""

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import StaleRevision
+from guardrail.metrics import Metrics
 from guardrail.store.base import DecisionRecord
 
 
@@ -65,6 +66,12 @@ class MemoryStore:
             if record.id == decision_id:
                 return record
         return None
+
+    def last_known(self, user: str) -> UserState | None:
+        return self._states.get(user)
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        return None  # nothing to count: memory neither fails nor drops
 
     async def check(self) -> None:
         return None

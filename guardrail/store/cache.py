@@ -1,0 +1,80 @@
+"""A bounded local cache of user state, in front of a remote store (design §6).
+
+LRU with a maximum age. Concurrent misses for one user share one fetch. The owner drops entries
+when the invalidation channel says a user changed, and drops everything (and stops trusting the
+cache) when that channel is lost: a cached state is never trusted stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from guardrail.controls import UserState
+
+Fetch = Callable[[str], Awaitable[UserState | None]]
+
+
+class StateCache:
+    def __init__(self, max_entries: int = 100_000, max_age: float = 60.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.trusted = True  # False while the invalidation channel is down
+        self._entries: OrderedDict[str, tuple[float, UserState | None]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[UserState | None]] = {}
+        self._generation = 0  # bumped by every invalidation, so a fetch racing one is not cached
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, user: str) -> tuple[bool, UserState | None]:
+        """(hit, state). A hit may be a user with no state (None)."""
+        if not self.trusted:
+            return False, None
+        entry = self._entries.get(user)
+        if entry is None or time.monotonic() - entry[0] > self.max_age:
+            return False, None
+        self._entries.move_to_end(user)
+        return True, entry[1]
+
+    def last_known(self, user: str) -> UserState | None:
+        """The cached state whatever its age: for `fail_mode: open` when the store is down."""
+        entry = self._entries.get(user)
+        return entry[1] if entry is not None else None
+
+    async def fetch(self, user: str, fetch: Fetch) -> tuple[bool, UserState | None]:
+        """(coalesced, state): one fetch per user at a time; the others wait for its answer."""
+        pending = self._inflight.get(user)
+        if pending is not None:
+            return True, await asyncio.shield(pending)
+        future: asyncio.Future[UserState | None] = asyncio.get_running_loop().create_future()
+        self._inflight[user] = future
+        generation = self._generation
+        try:
+            state = await fetch(user)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._inflight.pop(user, None)
+        future.set_result(state)
+        if generation == self._generation and self.trusted:
+            self.put(user, state)
+        return False, state
+
+    def put(self, user: str, state: UserState | None) -> None:
+        self._entries[user] = (time.monotonic(), state)
+        self._entries.move_to_end(user)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, user: str) -> None:
+        self._generation += 1
+        self._entries.pop(user, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()

@@ -1,0 +1,123 @@
+"""How user state and decision records are written in Redis.
+
+Controls are one hash per user, one field per map entry, so that a merge patch changes only the
+fields it names and two devices changing different keys never overwrite each other:
+
+    p        personalization "1"/"0" (absent: on)      l  locale
+    r        revision                                  t  updated_at, epoch seconds
+    c:<purpose>   consent "granted"/"denied"          s:<signal>  "1"/"0"
+    m:<category>  muted until, epoch seconds ("" = no end)
+    o:<category>  sensitive opt-in "1"/"0"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from guardrail.controls import REMOVE, UNSET, ControlsPatch, UserState
+from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.store.base import DecisionRecord
+
+_PREFIXES = {"consent": "c:", "signals": "s:", "muted": "m:", "sensitive": "o:"}
+
+
+def patch_ops(patch: ControlsPatch) -> list[str]:
+    """The patch as (op, field, value) triples for patch.lua."""
+    ops: list[str] = []
+    if patch.personalization is not UNSET:
+        if patch.personalization is None:
+            ops += ["del", "p", ""]
+        else:
+            ops += ["set", "p", "1" if patch.personalization else "0"]
+    if patch.locale is not UNSET:
+        ops += ["del", "l", ""] if patch.locale is None else ["set", "l", str(patch.locale)]
+    for name, changes in patch.maps.items():
+        prefix = _PREFIXES[name]
+        if changes is None:
+            ops += ["clear", prefix, ""]
+            continue
+        for key, value in changes.items():
+            if value is REMOVE:
+                ops += ["del", prefix + key, ""]
+            else:
+                ops += ["set", prefix + key, _encode_value(name, value)]
+    return ops
+
+
+def _encode_value(name: str, value: Any) -> str:
+    if name == "consent":
+        return str(value)
+    if name == "muted":
+        return "" if value is None else repr(value.timestamp())
+    return "1" if value else "0"
+
+
+def decode_state(fields: Mapping[bytes, bytes]) -> UserState | None:
+    if not fields:
+        return None
+    maps: dict[str, dict[str, Any]] = {name: {} for name in _PREFIXES}
+    by_prefix = {prefix: name for name, prefix in _PREFIXES.items()}
+    values: dict[str, Any] = {}
+    for raw_name, raw_value in fields.items():
+        name, value = raw_name.decode(), raw_value.decode()
+        kind = by_prefix.get(name[:2])
+        if kind == "consent":
+            maps[kind][name[2:]] = value
+        elif kind == "muted":
+            maps[kind][name[2:]] = datetime.fromtimestamp(float(value), UTC) if value else None
+        elif kind is not None:
+            maps[kind][name[2:]] = value == "1"
+        elif name == "p":
+            values["personalization"] = value == "1"
+        elif name == "l":
+            values["locale"] = value
+        elif name == "r":
+            values["revision"] = int(value)
+        elif name == "t":
+            values["updated_at"] = datetime.fromtimestamp(float(value), UTC)
+    for name, entries in maps.items():
+        values[name] = MappingProxyType(entries)
+    return UserState(**values)
+
+
+def encode_record(record: DecisionRecord) -> bytes:
+    return orjson.dumps(
+        {
+            "id": record.id,
+            "t": record.created_at,
+            "route": record.route,
+            "mode": record.mode,
+            "policy": record.policy,
+            "locale": record.locale,
+            "degraded": record.degraded,
+            "items": [
+                [item_id, d.action.value, [r.value for r in d.reasons], list(d.because)]
+                for item_id, d in zip(record.item_ids, record.decisions, strict=True)
+            ],
+        }
+    )
+
+
+def decode_record(user: str, raw: bytes) -> DecisionRecord:
+    data = orjson.loads(raw)
+    decisions = [
+        ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
+        for _, action, reasons, because in data["items"]
+    ]
+    return DecisionRecord(
+        id=data["id"],
+        user=user,
+        created_at=data["t"],
+        route=data["route"],
+        mode=data["mode"],
+        policy=data["policy"],
+        locale=data["locale"],
+        degraded=data["degraded"],
+        item_ids=[item[0] for item in data["items"]],
+        decisions=decisions,
+    )

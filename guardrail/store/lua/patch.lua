@@ -1,0 +1,39 @@
+-- Apply a validated controls patch to one user's hash, atomically (design §6).
+-- KEYS[1]  the user's controls hash
+-- ARGV[1]  expected revision ("" for no If-Match)
+-- ARGV[2]  now, seconds since the epoch
+-- ARGV[3]  invalidation channel
+-- ARGV[4]  invalidation message (the user)
+-- ARGV[5..] triples: op ("set", "del" or "clear"), field (or field prefix for "clear"), value
+-- Returns {"stale", revision} or the hash after the change, as HGETALL does.
+local key = KEYS[1]
+local revision = tonumber(redis.call("HGET", key, "r") or "0")
+if ARGV[1] ~= "" and tonumber(ARGV[1]) ~= revision then
+  return {"stale", tostring(revision)}
+end
+for i = 5, #ARGV, 3 do
+  local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if op == "set" then
+    redis.call("HSET", key, field, value)
+  elseif op == "del" then
+    redis.call("HDEL", key, field)
+  elseif op == "clear" then
+    for _, name in ipairs(redis.call("HKEYS", key)) do
+      if string.sub(name, 1, #field) == field then
+        redis.call("HDEL", key, name)
+      end
+    end
+  end
+end
+-- Snoozes that have ended are dropped on every change, so the hash does not grow with them.
+local now = tonumber(ARGV[2])
+local fields = redis.call("HGETALL", key)
+for i = 1, #fields, 2 do
+  local name, value = fields[i], fields[i + 1]
+  if string.sub(name, 1, 2) == "m:" and value ~= "" and tonumber(value) <= now then
+    redis.call("HDEL", key, name)
+  end
+end
+redis.call("HSET", key, "r", revision + 1, "t", ARGV[2])
+redis.call("PUBLISH", ARGV[3], ARGV[4])
+return redis.call("HGETALL", key)

@@ -1,0 +1,293 @@
+"""The Redis backend: shared, durable user state for many replicas (design §6).
+
+Keys (one user's keys share the hash tag `{u:<user>}`, so every user operation is single-slot
+and works the same on Redis Cluster):
+
+    gr:{u:<user>}     hash: the user's controls (see codec.py for the fields)
+    gr:{u:<user>}:d   list: the user's decision records, newest first, capped and expiring
+
+Reads go through a local cache (0 round trips on a hit, 1 on a miss, concurrent misses coalesced);
+every change publishes the user on `gr:invalidate`, and every replica drops that user from its
+cache. If the subscription is lost, the cache is cleared and bypassed until it is back.
+Every call has a time budget and no retry loop; a circuit breaker stops waiting on a dead server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from guardrail.controls import ControlsPatch, UserState
+from guardrail.errors import StaleRevision, StoreError
+from guardrail.metrics import Metrics
+from guardrail.store.breaker import CircuitBreaker
+from guardrail.store.cache import StateCache
+from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
+
+logger = logging.getLogger("guardrail.store")
+
+CHANNEL = "gr:invalidate"
+MAX_QUEUED_RECORDS = 10_000
+FLUSH_EVERY = 0.05  # seconds between decision-record batches
+_LUA = resources.files("guardrail.store").joinpath("lua")
+
+
+def controls_key(user: str) -> str:
+    # Braces inside a user id would move the hash tag: escape them (and the escape character).
+    tag = user.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"gr:{{u:{tag}}}"
+
+
+def records_key(user: str) -> str:
+    return controls_key(user) + ":d"
+
+
+def client_from_url(url: str, timeout: float) -> Any:
+    """redis://, rediss://, and redis+cluster://host:port,host:port (rediss+cluster:// with TLS)."""
+    # redis-py's defaults block for seconds and retry: here a call gets one try within the budget.
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 5,
+    }
+    parts = urlsplit(url)
+    if parts.scheme.endswith("+cluster"):
+        nodes = []
+        for address in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = address.rpartition(":")
+            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+        return RedisCluster(
+            startup_nodes=nodes,
+            ssl=parts.scheme.startswith("rediss"),
+            username=parts.username,
+            password=parts.password,
+            cluster_error_retry_attempts=0,
+            **options,
+        )
+    return aioredis.Redis.from_url(url, **options)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        timeout: float = 0.02,
+        decisions_per_user: int = 50,
+        retention: timedelta = timedelta(days=7),
+        cache: StateCache | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.decisions_per_user = decisions_per_user
+        self.retention = retention
+        self.cache = cache or StateCache()
+        self.breaker = breaker or CircuitBreaker()
+        self.metrics: Metrics | None = None
+        self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
+        self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
+        self._queue: deque[Any] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listening = False
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        return cls(client_from_url(url, kwargs.get("timeout", 0.02)), **kwargs)
+
+    def bind_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def load(self, user: str) -> UserState | None:
+        self._start_background()
+        hit, state = self.cache.get(user)
+        if hit:
+            self._count_lookup("hit")
+            return state
+        coalesced, state = await self.cache.fetch(user, self._fetch)
+        self._count_lookup("coalesced" if coalesced else ("miss" if self.cache.trusted else "bypass"))
+        return state
+
+    def last_known(self, user: str) -> UserState | None:
+        return self.cache.last_known(user)
+
+    async def _fetch(self, user: str) -> UserState | None:
+        fields = await self._call("load", self.client.hgetall(controls_key(user)))
+        return decode_state(fields)
+
+    async def _call(self, op: str, awaitable: Any, *, budget: float | None = None) -> Any:
+        """One store call within the time budget; any failure becomes StoreError."""
+        if not self.breaker.allow():
+            _close(awaitable)
+            self._count_error(op)
+            raise StoreError(f"the store is not answering ({op} not attempted: circuit open)")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(budget or self.timeout):
+                result = await awaitable
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failure()
+            self._count_error(op)
+            raise StoreError(f"the store did not answer {op} in time: {type(exc).__name__}") from None
+        self.breaker.success()
+        if self.metrics is not None:
+            self.metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
+        return result
+
+    # -- changes -------------------------------------------------------------------------------
+
+    async def patch(self, user: str, patch: ControlsPatch, *, if_match: int | None, now: datetime) -> UserState:
+        args = ["" if if_match is None else str(if_match), repr(now.timestamp()), CHANNEL, user, *patch_ops(patch)]
+        # A change is worth a longer wait than a read on the hot path, but still bounded.
+        result = await self._call(
+            "patch", self._patch(keys=[controls_key(user)], args=args), budget=max(self.timeout, 1.0)
+        )
+        if result and result[0] == b"stale":
+            raise StaleRevision(int(result[1]))
+        state = decode_state(dict(zip(result[::2], result[1::2], strict=True)))
+        assert state is not None  # the script always writes the revision
+        self.cache.invalidate(user)
+        return state
+
+    async def erase(self, user: str) -> None:
+        await self._call(
+            "erase",
+            self._erase(keys=[controls_key(user), records_key(user)], args=[CHANNEL, user]),
+            budget=max(self.timeout, 1.0),
+        )
+        self.cache.invalidate(user)
+
+    # -- decision records ----------------------------------------------------------------------
+
+    def record(self, record: Any) -> None:
+        if len(self._queue) >= MAX_QUEUED_RECORDS:
+            self._count_dropped(1)
+            return
+        self._queue.append(record)
+        self._start_background()
+
+    async def decisions(self, user: str, *, limit: int = 50) -> Sequence[Any]:
+        raw = await self._call("decisions", self.client.lrange(records_key(user), 0, limit - 1), budget=1.0)
+        oldest = time.time() - self.retention.total_seconds()
+        records = [decode_record(user, item) for item in raw]
+        return [r for r in records if r.created_at >= oldest]
+
+    async def decision(self, user: str, decision_id: str) -> Any:
+        for record in await self.decisions(user, limit=self.decisions_per_user):
+            if record.id == decision_id:
+                return record
+        return None
+
+    async def _flush_records(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(FLUSH_EVERY)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the queued decision records in one pipelined round trip."""
+        if not self._queue:
+            return
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
+        pipe = self.client.pipeline(transaction=False)
+        ttl = int(self.retention.total_seconds())
+        for record in batch:
+            key = records_key(record.user)
+            pipe.lpush(key, encode_record(record))
+            pipe.ltrim(key, 0, self.decisions_per_user - 1)
+            pipe.expire(key, ttl)
+        try:
+            await self._call("record", pipe.execute(), budget=1.0)
+        except StoreError:
+            # Receipts are best effort: counted, never retried into a growing backlog.
+            self._count_dropped(len(batch))
+
+    # -- invalidation --------------------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        if self._listening or self._closed:
+            return
+        self._listening = True
+        for work in (self._listen(), self._flush_records()):
+            task = asyncio.get_running_loop().create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self) -> None:
+        """Follow the invalidation channel; while it is down, the cache is cleared and bypassed."""
+        delay = 0.05
+        while not self._closed:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                self.cache.clear()  # whatever happened while we were not listening is unknown
+                self.cache.trusted = True
+                delay = 0.05
+                while not self._closed:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self.cache.invalidate(message["data"].decode())
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self.cache.trusted:
+                    logger.warning("invalidation channel lost (%s); the user cache is off until it is back", exc)
+                self.cache.trusted = False
+                self.cache.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        await self._call("check", self.client.ping(), budget=max(self.timeout, 0.5))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        with contextlib.suppress(StoreError):
+            await self.flush()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.client.aclose()
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _count_lookup(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.tally.add(self.metrics.cache_lookups.labels(result))
+
+    def _count_error(self, op: str) -> None:
+        if self.metrics is not None:
+            self.metrics.store_errors.labels(op).inc()
+
+    def _count_dropped(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.decision_records_dropped.inc(count)
+
+
+def _close(awaitable: Any) -> None:
+    # A coroutine that will not be awaited must be closed, or Python warns about it.
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
