@@ -43,6 +43,7 @@ logger = logging.getLogger("guardrail.store")
 CHANNEL = "gr:invalidate"
 MAX_QUEUED_RECORDS = 10_000
 FLUSH_EVERY = 0.05  # seconds between decision-record batches
+CHANGE_BUDGET = 1.0  # seconds: a user's change may wait longer than a read on the hot path
 _LUA = resources.files("guardrail.store").joinpath("lua")
 
 
@@ -58,10 +59,14 @@ def records_key(user: str) -> str:
 
 def client_from_url(url: str, timeout: float) -> Any:
     """redis://, rediss://, and redis+cluster://host:port,host:port (rediss+cluster:// with TLS)."""
-    # redis-py's defaults block for seconds and retry: here a call gets one try within the budget.
+    # redis-py's defaults block for seconds and retry: here a call gets one try, and the budget of
+    # each call is enforced around it (RedisStore._call). The socket timeouts only bound what
+    # runs outside a call (the invalidation listener, connecting under a burst), so they are the
+    # longest budget any call has, not the 20 ms of a read on the request path.
+    socket_timeout = max(timeout, CHANGE_BUDGET)
     options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 5,
     }
@@ -76,7 +81,6 @@ def client_from_url(url: str, timeout: float) -> Any:
             ssl=parts.scheme.startswith("rediss"),
             username=parts.username,
             password=parts.password,
-            cluster_error_retry_attempts=0,
             **options,
         )
     return aioredis.Redis.from_url(url, **options)
@@ -106,6 +110,8 @@ class RedisStore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
         self._closed = False
+        self._connected = False
+        self._connect_after = 0.0
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -135,6 +141,8 @@ class RedisStore:
 
     async def _call(self, op: str, awaitable: Any, *, budget: float | None = None) -> Any:
         """One store call within the time budget; any failure becomes StoreError."""
+        if not self._connected and time.monotonic() >= self._connect_after:
+            await self._connect()
         if not self.breaker.allow():
             _close(awaitable)
             self._count_error(op)
@@ -152,13 +160,29 @@ class RedisStore:
             self.metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
         return result
 
+    async def _connect(self) -> None:
+        # A cluster client learns the slot layout on first use: more than a hot-path budget.
+        initialize = getattr(self.client, "initialize", None)
+        if initialize is None:
+            self._connected = True
+            return
+        try:
+            async with asyncio.timeout(max(self.timeout, CHANGE_BUDGET)):
+                await initialize()
+        except (RedisError, OSError, TimeoutError):
+            # The call that follows fails and is counted. Requests do not each wait for the
+            # next attempt: it comes after a pause.
+            self._connect_after = time.monotonic() + 2.0
+            return
+        self._connected = True
+
     # -- changes -------------------------------------------------------------------------------
 
     async def patch(self, user: str, patch: ControlsPatch, *, if_match: int | None, now: datetime) -> UserState:
         args = ["" if if_match is None else str(if_match), repr(now.timestamp()), CHANNEL, user, *patch_ops(patch)]
         # A change is worth a longer wait than a read on the hot path, but still bounded.
         result = await self._call(
-            "patch", self._patch(keys=[controls_key(user)], args=args), budget=max(self.timeout, 1.0)
+            "patch", self._patch(keys=[controls_key(user)], args=args), budget=max(self.timeout, CHANGE_BUDGET)
         )
         if result and result[0] == b"stale":
             raise StaleRevision(int(result[1]))
@@ -171,7 +195,7 @@ class RedisStore:
         await self._call(
             "erase",
             self._erase(keys=[controls_key(user), records_key(user)], args=[CHANNEL, user]),
-            budget=max(self.timeout, 1.0),
+            budget=max(self.timeout, CHANGE_BUDGET),
         )
         self.cache.invalidate(user)
 
