@@ -23,6 +23,7 @@ from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
 from guardrail.responder import GuardedResponder
 from guardrail.routes import GuardedRoute
+from guardrail.settings import Settings
 from guardrail.store import Store, create_store
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class GuardrailMiddleware:
     """Check every item a guarded route returns against consent, invasiveness and the user's controls.
 
     `policy` is a loaded `Policy` or the path of a policy file; `store` a store URL (`memory://`,
-    ...) or a store object; `registry` the Prometheus registry for the metrics (the global one by default).
+    `redis://...`) or a store object, by default `GUARDRAIL_STORE` or `memory://`; `registry` the
+    Prometheus registry for the metrics (the global one by default).
     """
 
     def __init__(
@@ -45,10 +47,12 @@ class GuardrailMiddleware:
         app: ASGIApp,
         *,
         policy: Policy | str | os.PathLike[str],
-        store: Store | str = "memory://",
+        store: Store | str | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.app = app
+        if store is None:
+            store = Settings().store  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
         self.store: Store = (

@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from guardrail import GuardrailMiddleware, MemoryStore, Policy
+from guardrail import GuardrailError, GuardrailMiddleware, MemoryStore, Policy
 from guardrail.policy.loading import policy_from_mapping
 from tests.conftest import BASE_POLICY, ClientFactory, make_policy
 from tests.upstream import Upstream, call, http_scope, item
@@ -565,3 +565,13 @@ async def test_metrics_count_items_reasons_and_overhead(client_for: ClientFactor
     assert registry.get_sample_value("guardrail_overhead_seconds_count") == 1
     assert registry.get_sample_value("guardrail_policy_info", {"policy": "test-policy"}) == 1
     assert registry.get_sample_value("guardrail_control_changes_total", {"field": "muted"}) == 1
+
+
+async def test_store_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_STORE", "memory://")
+    assert isinstance(
+        GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry()).store, MemoryStore
+    )
+    monkeypatch.setenv("GUARDRAIL_STORE", "nosuch://x")
+    with pytest.raises(GuardrailError, match="unknown store URL 'nosuch://x'; use one of: memory://, redis://"):
+        GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())

@@ -1,0 +1,14 @@
+"""Settings from the environment (prefix `GUARDRAIL_`), for what does not belong in the policy file:
+where things are, and secrets. Precedence: arguments given in code > environment > these defaults."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUARDRAIL_", extra="ignore")
+
+    config: str = "config/guardrail.yaml"  # GUARDRAIL_CONFIG: the policy file
+    store: str = "memory://"  # GUARDRAIL_STORE: memory://, redis://..., rediss://..., redis+cluster://h:p,h:p
+    upstream: str | None = None  # GUARDRAIL_UPSTREAM: the service behind the sidecar
