@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,10 +19,9 @@ from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, Reque
 from guardrail.explain.catalog import message
 from guardrail.policy.models import Policy
 from tests.conftest import BASE_POLICY, make_policy
+from tests.engine.support import COMPILED, CONSENTED, NOW, context
 
-NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
-COMPILED = CompiledPolicy(make_policy())
 
 MINOR = Reason.MINOR_PROTECTION
 GPC = Reason.GPC_OPT_OUT
@@ -39,7 +38,6 @@ KEEP, DISCREET, HIDE = Action.KEEP, Action.DISCREET, Action.HIDE
 
 # A known user who never touched a control: purpose defaults apply.
 NO_CONTROLS = UserState()
-CONSENTED = UserState(consent={"personalization": "granted"})
 ALL_GRANTED = UserState(consent={"personalization": "granted", "sharing": "granted", "measurement": "granted"})
 ALL_DENIED = UserState(consent={"personalization": "denied", "sharing": "denied", "measurement": "denied"})
 # Everything allowed, every sensitive category opted into: only invasiveness can hide an item.
@@ -57,28 +55,6 @@ def consented(**controls: Any) -> UserState:
 def tc_string(**verdicts: bool) -> frozenset[tuple[str, bool]]:
     """What a decoded TC string says: (purpose, allowed) for the purposes it covers."""
     return frozenset(verdicts.items())
-
-
-def context(
-    state: UserState | None = CONSENTED,
-    *,
-    gpc: bool = False,
-    minor: bool = False,
-    tcf: frozenset[tuple[str, bool]] | None = None,
-    locale: str = "en",
-    now: datetime = NOW,
-    store_unavailable: bool = False,
-    compiled: CompiledPolicy = COMPILED,
-) -> UserContext:
-    return UserContext(
-        compiled,
-        state,
-        RequestSignals(gpc=gpc, minor=minor, tcf=tcf),
-        locale=locale,
-        now=now,
-        store_unavailable=store_unavailable,
-        degraded=False,
-    )
 
 
 @dataclass(frozen=True)

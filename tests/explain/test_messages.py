@@ -4,50 +4,26 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 import pytest
 import textstat  # type: ignore[import-untyped]
 
 from guardrail.controls import UserState
-from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, RequestSignals, UserContext, decide
+from guardrail.engine import Action, ItemDecision, Reason, UserContext, decide
 from guardrail.explain.catalog import CATALOGS, SOURCE_LOCALE, Message, message, missing_messages
 from guardrail.explain.render import notice, receipt_text
-from tests.conftest import make_policy
+from tests.engine.support import COMPILED, context
 
-NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-COMPILED = CompiledPolicy(make_policy())
 ENGLISH = CATALOGS["en"]
 OTHER_LOCALES = sorted(set(CATALOGS) - {"en"})
 PLURAL_CATEGORIES = {"zero", "one", "two", "few", "many", "other"}
 # Realistic values for every placeholder the catalogs use.
 EXAMPLE_PARAMS = {"signals": "what you watched", "topic": "gambling"}
-CONSENTED = UserState(consent={"personalization": "granted"})
 
 
 def placeholders(entry: Message) -> set[str]:
     texts = [entry] if isinstance(entry, str) else list(entry.values())
     return {name for text in texts for _, name, _, _ in string.Formatter().parse(text) if name}
-
-
-def context(
-    state: UserState | None = CONSENTED,
-    *,
-    gpc: bool = False,
-    minor: bool = False,
-    tcf: frozenset[tuple[str, bool]] | None = None,
-    locale: str = "en",
-    store_unavailable: bool = False,
-) -> UserContext:
-    return UserContext(
-        COMPILED,
-        state,
-        RequestSignals(gpc=gpc, minor=minor, tcf=tcf),
-        locale=locale,
-        now=NOW,
-        store_unavailable=store_unavailable,
-        degraded=False,
-    )
 
 
 def hidden(ctx: UserContext, *items: tuple[Sequence[str], Sequence[str]]) -> list[ItemDecision]:
