@@ -16,7 +16,6 @@ from guardrail.policy.loading import policy_from_mapping
 from guardrail.policy.models import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def label(en: str, ko: str | None = None) -> dict[str, str]:
