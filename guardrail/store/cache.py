@@ -25,6 +25,9 @@ class StateCache:
         self._entries: OrderedDict[str, tuple[float, UserState | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[UserState | None]] = {}
         self._generation = 0  # bumped by every invalidation, so a fetch racing one is not cached
+        # Entries fetched before this moment are not served: `clear()` moves it instead of
+        # deleting them, so that `last_known` still has them for `fail_mode: open`.
+        self._valid_after = float("-inf")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -34,7 +37,7 @@ class StateCache:
         if not self.trusted:
             return False, None
         entry = self._entries.get(user)
-        if entry is None or time.monotonic() - entry[0] > self.max_age:
+        if entry is None or entry[0] <= self._valid_after or time.monotonic() - entry[0] > self.max_age:
             return False, None
         self._entries.move_to_end(user)
         return True, entry[1]
@@ -61,12 +64,14 @@ class StateCache:
         finally:
             self._inflight.pop(user, None)
         future.set_result(state)
-        if generation == self._generation and self.trusted:
-            self.put(user, state)
+        # A fetch that raced an invalidation (or ran while the channel was down) may be stale
+        # already: kept as the last known state, but never served as a hit.
+        servable = generation == self._generation and self.trusted
+        self.put(user, state, servable=servable)
         return False, state
 
-    def put(self, user: str, state: UserState | None) -> None:
-        self._entries[user] = (time.monotonic(), state)
+    def put(self, user: str, state: UserState | None, *, servable: bool = True) -> None:
+        self._entries[user] = (time.monotonic() if servable else float("-inf"), state)
         self._entries.move_to_end(user)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -76,5 +81,6 @@ class StateCache:
         self._entries.pop(user, None)
 
     def clear(self) -> None:
+        """Serve nothing cached so far (it may have missed an invalidation)."""
         self._generation += 1
-        self._entries.clear()
+        self._valid_after = time.monotonic()

@@ -101,8 +101,8 @@ class RedisStore:
         self.timeout = timeout
         self.decisions_per_user = decisions_per_user
         self.retention = retention
-        self.cache = cache or StateCache()
-        self.breaker = breaker or CircuitBreaker()
+        self.cache = cache if cache is not None else StateCache()
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.metrics: Metrics | None = None
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
@@ -112,6 +112,7 @@ class RedisStore:
         self._closed = False
         self._connected = False
         self._connect_after = 0.0
+        self.subscribed = asyncio.Event()  # set while the invalidation channel is followed
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -148,13 +149,27 @@ class RedisStore:
             self._count_error(op)
             raise StoreError(f"the store is not answering ({op} not attempted: circuit open)")
         started = time.perf_counter()
+        # The call runs in a task of its own and is abandoned when the budget is spent: a
+        # cancellation sent into redis-py can be swallowed there, and then the call would wait
+        # for the socket timeout instead of the budget.
+        task = asyncio.ensure_future(awaitable)
         try:
-            async with asyncio.timeout(budget or self.timeout):
-                result = await awaitable
+            done, _ = await asyncio.wait({task}, timeout=budget or self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            self.breaker.failure()
+            self._count_error(op)
+            raise StoreError(f"the store did not answer {op} in time")
+        try:
+            result = task.result()
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             self._count_error(op)
-            raise StoreError(f"the store did not answer {op} in time: {type(exc).__name__}") from None
+            raise StoreError(f"the store failed on {op}: {type(exc).__name__}") from None
         self.breaker.success()
         if self.metrics is not None:
             self.metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
@@ -179,13 +194,26 @@ class RedisStore:
     # -- changes -------------------------------------------------------------------------------
 
     async def patch(self, user: str, patch: ControlsPatch, *, if_match: int | None, now: datetime) -> UserState:
-        args = ["" if if_match is None else str(if_match), repr(now.timestamp()), CHANNEL, user, *patch_ops(patch)]
+        # The script refuses to run after this moment: a change the API reported as not saved
+        # (the budget ran out while Redis was hung) must not land when Redis wakes up.
+        deadline = time.time() + CHANGE_BUDGET
+        args = [
+            "" if if_match is None else str(if_match),
+            repr(now.timestamp()),
+            CHANNEL,
+            user,
+            repr(deadline),
+            *patch_ops(patch),
+        ]
         # A change is worth a longer wait than a read on the hot path, but still bounded.
         result = await self._call(
             "patch", self._patch(keys=[controls_key(user)], args=args), budget=max(self.timeout, CHANGE_BUDGET)
         )
         if result and result[0] == b"stale":
             raise StaleRevision(int(result[1]))
+        if result and result[0] == b"late":
+            self._count_error("patch")
+            raise StoreError("the change reached the store after its deadline and was not applied")
         state = decode_state(dict(zip(result[::2], result[1::2], strict=True)))
         assert state is not None  # the script always writes the revision
         self.cache.invalidate(user)
@@ -263,6 +291,7 @@ class RedisStore:
                 await pubsub.subscribe(CHANNEL)
                 self.cache.clear()  # whatever happened while we were not listening is unknown
                 self.cache.trusted = True
+                self.subscribed.set()
                 delay = 0.05
                 while not self._closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -271,8 +300,9 @@ class RedisStore:
             except (RedisError, OSError, TimeoutError) as exc:
                 if self.cache.trusted:
                     logger.warning("invalidation channel lost (%s); the user cache is off until it is back", exc)
+                # Not trusted for hits any more; kept only as the last known state for fail_mode: open.
                 self.cache.trusted = False
-                self.cache.clear()
+                self.subscribed.clear()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -308,6 +338,12 @@ class RedisStore:
     def _count_dropped(self, count: int) -> None:
         if self.metrics is not None:
             self.metrics.decision_records_dropped.inc(count)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # An abandoned call's outcome is of no interest, but it must be retrieved or asyncio logs it.
+    if not task.cancelled():
+        task.exception()
 
 
 def _close(awaitable: Any) -> None:

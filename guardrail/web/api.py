@@ -227,6 +227,6 @@ def _store_down() -> Response:
     return problem(
         503,
         "Service Unavailable",
-        "Your settings cannot be reached just now. Nothing was changed; try again in a moment.",
+        "Your settings cannot be reached just now, so nothing was saved. Try again in a moment.",
         headers={"Retry-After": "1"},
     )

@@ -4,14 +4,20 @@
 -- ARGV[2]  now, seconds since the epoch
 -- ARGV[3]  invalidation channel
 -- ARGV[4]  invalidation message (the user)
--- ARGV[5..] triples: op ("set", "del" or "clear"), field (or field prefix for "clear"), value
--- Returns {"stale", revision} or the hash after the change, as HGETALL does.
+-- ARGV[5]  deadline, seconds since the epoch: a script that runs later (Redis was hung and the
+--          client already reported failure) changes nothing
+-- ARGV[6..] triples: op ("set", "del" or "clear"), field (or field prefix for "clear"), value
+-- Returns {"stale", revision}, {"late"}, or the hash after the change, as HGETALL does.
 local key = KEYS[1]
+local clock = redis.call("TIME")
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[5]) then
+  return {"late"}
+end
 local revision = tonumber(redis.call("HGET", key, "r") or "0")
 if ARGV[1] ~= "" and tonumber(ARGV[1]) ~= revision then
   return {"stale", tostring(revision)}
 end
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local op, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if op == "set" then
     redis.call("HSET", key, field, value)
