@@ -286,6 +286,8 @@ class RedisStore:
         """Follow the invalidation channel; while it is down, the cache is cleared and bypassed."""
         delay = 0.05
         while not self._closed:
+            if not self._connected:
+                await self._connect()
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)
@@ -297,7 +299,7 @@ class RedisStore:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self.cache.invalidate(message["data"].decode())
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever breaks the channel, the cache stops trusting
                 if self.cache.trusted:
                     logger.warning("invalidation channel lost (%s); the user cache is off until it is back", exc)
                 # Not trusted for hits any more; kept only as the last known state for fail_mode: open.
