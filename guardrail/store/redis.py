@@ -299,7 +299,7 @@ class RedisStore:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self.cache.invalidate(message["data"].decode())
-            except Exception as exc:  # noqa: BLE001 - whatever breaks the channel, the cache stops trusting
+            except Exception as exc:
                 if self.cache.trusted:
                     logger.warning("invalidation channel lost (%s); the user cache is off until it is back", exc)
                 # Not trusted for hits any more; kept only as the last known state for fail_mode: open.
