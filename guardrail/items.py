@@ -9,6 +9,8 @@ from guardrail.engine import ItemDecision, UserContext, decide
 from guardrail.routes import GuardedRoute
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
+_ID_TYPES = (str, int)
+_NUMBER_TYPES = (int, float)
 
 
 class BadBody(ValueError):
@@ -69,66 +71,68 @@ def check_items(
     id_field, categories_field, signals_field = fields.id, fields.categories, fields.signals
     age_field, inferred_field = fields.signal_age_seconds, fields.inferred
     fresh_seconds = ctx.compiled.fresh_seconds
-    memo = ctx.memo
+    cached = ctx.memo.get
     defaults = list(default_signals)
     decisions: list[ItemDecision] = []
-    item_ids: list[str | int] = []
     kept: list[dict[str, Any]] = []
     hidden: list[ItemDecision] = []
+    add_decision, add_kept = decisions.append, kept.append
     discreet = 0
-    for item in items:
-        if type(item) is not dict:
-            raise BadBody("bad_item", f"item {_index(items, item)} is a {type(item).__name__}, not an object")
-        item_id = item.get(id_field)
-        categories = item.get(categories_field, _NO_CATEGORIES)
-        signals = item.get(signals_field)
-        if signals is None:
-            signals = defaults
-        # Most items carry neither optional field: `in` is cheaper than two .get() calls.
-        if age_field in item or inferred_field in item:
-            age = item.get(age_field)
-            inferred = item.get(inferred_field, False)
-            if (age is not None and type(age) is not float and type(age) is not int) or (
-                inferred is not False and inferred is not True
-            ):
-                _reject(_index(items, item), item, route)
-        else:
-            age = None
-            inferred = False
-        if (
-            (type(item_id) is not str and type(item_id) is not int)
-            or type(categories) is not list
-            or type(signals) is not list
-        ):
-            _reject(_index(items, item), item, route)
-        try:
-            key = (tuple(categories), tuple(signals), age is not None and age < fresh_seconds, inferred)
-            decision = memo.get(key)
+    # Every statement here runs once per item: locals are bound above, and an item that is not
+    # an object (no `.get`) or has unhashable lists ends the loop with an exception that the
+    # slow path below turns into a precise message.
+    try:
+        for item in items:
+            item_id = item.get(id_field)
+            categories = item.get(categories_field, _NO_CATEGORIES)
+            signals = item.get(signals_field)
+            if signals is None:
+                signals = defaults
+            # Most items carry neither optional field: `in` is cheaper than two .get() calls.
+            if age_field in item or inferred_field in item:
+                age = item.get(age_field)
+                inferred = item.get(inferred_field, False)
+                if (age is not None and type(age) not in _NUMBER_TYPES) or (
+                    inferred is not False and inferred is not True
+                ):
+                    _reject(items, item, route)
+                fresh = age is not None and age < fresh_seconds
+            else:
+                fresh = inferred = False
+            if type(item_id) not in _ID_TYPES or type(categories) is not list or type(signals) is not list:
+                _reject(items, item, route)
+            decision = cached((tuple(categories), tuple(signals), fresh, inferred))
             if decision is None:
-                decision = decide(ctx, categories, signals, age, inferred)
-        except (TypeError, AttributeError):
-            # An unhashable or non-string entry in a list: named here, not as a stack trace.
-            index = _index(items, item)
-            raise BadBody("bad_item", f"item {index}: categories and signals must be strings") from None
-        decisions.append(decision)
-        item_ids.append(item_id)
-        if decision.hidden:
-            hidden.append(decision)
-        else:
-            discreet += decision.discreet
-            if annotate:
-                item["explanation"] = decision.explanation_json
-            kept.append(item)
+                decision = decide(ctx, categories, signals, age if fresh else None, inferred)
+            add_decision(decision)
+            if decision.hidden:
+                hidden.append(decision)
+            else:
+                discreet += decision.discreet
+                if annotate:
+                    item["explanation"] = decision.explanation_json
+                add_kept(item)
+    except (TypeError, AttributeError):
+        _reject_first_bad(items, route)
+    item_ids = [item[id_field] for item in items]
     return CheckedItems(decisions, item_ids, kept, hidden, discreet)
 
 
-def _index(items: list[Any], item: Any) -> int:
-    # Only for error messages: the loop above saves an enumerate() on every good item.
-    return next(index for index, candidate in enumerate(items) if candidate is item)
+def _reject_first_bad(items: list[Any], route: GuardedRoute) -> NoReturn:
+    """The slow path: find the first item that is not what the item contract says, and name it."""
+    for index, item in enumerate(items):
+        if type(item) is not dict:
+            raise BadBody("bad_item", f"item {index} is a {type(item).__name__}, not an object")
+        categories, signals = item.get(route.fields.categories, []), item.get(route.fields.signals) or []
+        if not all(type(entry) is str for entry in (*categories, *signals)):
+            raise BadBody("bad_item", f"item {index}: categories and signals must be strings")
+    raise BadBody("bad_item", "an item does not follow the item contract")
 
 
-def _reject(index: int, item: dict[str, Any], route: GuardedRoute) -> NoReturn:
+def _reject(items: list[Any], item: dict[str, Any], route: GuardedRoute) -> NoReturn:
     """Name what is wrong with an item, for the person who can fix the upstream."""
+    # Only for error messages: the loop above saves an enumerate() on every good item.
+    index = next(index for index, candidate in enumerate(items) if candidate is item)
     fields = route.fields
     if type(item.get(fields.id)) not in (str, int):
         raise BadBody("bad_item", f"item {index} has no {fields.id!r} (a string or an integer)")

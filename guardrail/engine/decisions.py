@@ -49,9 +49,13 @@ class ItemDecision:
     discreet: bool = field(init=False)
     # The explanation serialized once; orjson copies a Fragment's bytes as they are.
     explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
+    # [action, reasons, because] serialized once, for decision records written to a store.
+    record_json: orjson.Fragment = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", self.action is Action.HIDE)
         object.__setattr__(self, "discreet", self.action is Action.DISCREET)
         fragment = orjson.Fragment(orjson.dumps(self.explanation)) if self.explanation is not None else None
         object.__setattr__(self, "explanation_json", fragment)
+        record = orjson.dumps([self.action.value, [r.value for r in self.reasons], list(self.because)])
+        object.__setattr__(self, "record_json", orjson.Fragment(record))

@@ -95,10 +95,8 @@ def encode_record(record: DecisionRecord) -> bytes:
             "policy": record.policy,
             "locale": record.locale,
             "degraded": record.degraded,
-            "items": [
-                [item_id, d.action.value, [r.value for r in d.reasons], list(d.because)]
-                for item_id, d in zip(record.item_ids, record.decisions, strict=True)
-            ],
+            # [id, [action, reasons, because]]: the inner part is serialized once per decision shape.
+            "items": [[item_id, d.record_json] for item_id, d in zip(record.item_ids, record.decisions, strict=True)],
         }
     )
 
@@ -107,7 +105,7 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
     data = orjson.loads(raw)
     decisions = [
         ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
-        for _, action, reasons, because in data["items"]
+        for _, (action, reasons, because) in data["items"]
     ]
     return DecisionRecord(
         id=data["id"],

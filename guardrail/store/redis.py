@@ -43,6 +43,7 @@ logger = logging.getLogger("guardrail.store")
 CHANNEL = "gr:invalidate"
 MAX_QUEUED_RECORDS = 10_000
 FLUSH_EVERY = 0.05  # seconds between decision-record batches
+MAX_CONNECTIONS = 256  # per replica (per node on a cluster)
 CHANGE_BUDGET = 1.0  # seconds: a user's change may wait longer than a read on the hot path
 _LUA = resources.files("guardrail.store").joinpath("lua")
 
@@ -81,9 +82,15 @@ def client_from_url(url: str, timeout: float) -> Any:
             ssl=parts.scheme.startswith("rediss"),
             username=parts.username,
             password=parts.password,
+            max_connections=MAX_CONNECTIONS,
             **options,
         )
-    return aioredis.Redis.from_url(url, **options)
+    # A burst of misses waits for a pooled connection (within each call's budget) instead of
+    # failing at once when the pool is full, as redis-py's default pool does.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=socket_timeout, **options
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it too
 
 
 class RedisStore:
