@@ -177,11 +177,8 @@ class GuardrailMiddleware:
         """Ask the upstream for the non-personalized route, with nothing that identifies the user:
         profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
         assert route.non_personalized is not None
-        identity = guard.policy.identity
         strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
-        strip.add(identity.header.encode("latin-1"))
-        if identity.age_header:
-            strip.add(identity.age_header.encode("latin-1"))
+        strip |= guard.identity.identifying_headers
         target = route.non_personalized.rewrite_to
         return {
             **scope,
