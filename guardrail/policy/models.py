@@ -151,5 +151,18 @@ class Policy(Model):
     invasiveness: Invasiveness = Field(default_factory=Invasiveness)
     minors: Minors = Field(default_factory=Minors)
     decision_retention_days: Annotated[float, Field(gt=0, le=366)] = 7
+    # How often one user may change their controls, in the `limits` notation ("30/minute").
+    controls_rate_limit: str = "30/minute"
     decisions_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("controls_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate; write it like 30/minute or 5/second") from None
+        return value

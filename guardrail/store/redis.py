@@ -111,6 +111,7 @@ class RedisStore:
         self.cache = cache if cache is not None else StateCache()
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self.metrics: Metrics | None = None
+        self.url: str | None = None  # set by from_url; other parts (the change rate limiter) share the server
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
         self._queue: deque[Any] = deque()
@@ -123,7 +124,9 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
-        return cls(client_from_url(url, kwargs.get("timeout", 0.02)), **kwargs)
+        store = cls(client_from_url(url, kwargs.get("timeout", 0.02)), **kwargs)
+        store.url = url
+        return store
 
     def bind_metrics(self, metrics: Metrics) -> None:
         self.metrics = metrics

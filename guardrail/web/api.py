@@ -16,7 +16,9 @@ from guardrail.controls import DEFAULT_STATE, format_time, validate_patch
 from guardrail.errors import InvalidControls, StaleRevision, StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.store import DecisionRecord
+from guardrail.web.openapi import openapi_endpoint
 from guardrail.web.problem import problem
+from guardrail.web.ratelimit import ChangeLimiter
 
 if TYPE_CHECKING:
     from guardrail.guard import Guard
@@ -42,6 +44,7 @@ def build_api(middleware: GuardrailMiddleware, guard: Guard) -> ASGIApp:
             _route(f"{prefix}/v1/controls", api.controls, "GET", "PATCH", "DELETE"),
             _route(f"{prefix}/v1/decisions", api.decisions, "GET"),
             _route(f"{prefix}/v1/decisions/{{decision_id}}", api.decision, "GET"),
+            _route(f"{prefix}/v1/openapi.json", openapi_endpoint(guard.policy), "GET"),
         ],
         default=api.not_found,
     )
@@ -67,6 +70,7 @@ class ControlsApi:
         self.middleware = middleware
         self.guard = guard
         self.policy = guard.policy
+        self.limiter = ChangeLimiter(guard.policy.controls_rate_limit, middleware.store)
 
     async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
         response = problem(404, "Not Found", f"There is nothing at {scope['path']}.")
@@ -98,6 +102,15 @@ class ControlsApi:
         user = self._user(request)
         if user is None:
             return _unauthorized()
+        if request.method in ("PATCH", "DELETE"):
+            wait = await self.limiter.retry_after(user)
+            if wait is not None:
+                return problem(
+                    429,
+                    "Too Many Requests",
+                    f"You changed your settings many times in a short while. Try again in {wait} seconds.",
+                    headers={"Retry-After": str(wait)},
+                )
         try:
             if request.method == "PATCH":
                 return await self._patch(request, user)
