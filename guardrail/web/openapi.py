@@ -1,0 +1,455 @@
+"""The OpenAPI 3.1 document of the JSON API (design §7), built from the policy it serves.
+
+The maps in the controls are keyed by the policy's own purposes, signals and categories, so the
+document names them (`propertyNames`): a client generated from it knows what it may send, and a
+change of policy gives a new document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from guardrail.controls import CONSENT_VALUES, DEFAULT_STATE, MAX_MUTED_TOPICS, is_sensitive_category
+from guardrail.engine.decisions import Action, Reason
+from guardrail.policy.models import Policy
+from guardrail.web.problem import PROBLEM_JSON
+
+OPENAPI_VERSION = "3.1.0"
+PATCH_MEDIA_TYPES = ("application/merge-patch+json", "application/json")
+SECURITY_SCHEME = "identity"
+# A policy is swapped rarely and each swap builds one API; a few entries cover every live one.
+# The policy is kept with its document, so an `id` cannot be reused while its entry lives.
+_CACHE_SIZE = 8
+_cache: dict[int, tuple[Policy, dict[str, Any]]] = {}
+
+JSON = "application/json"
+# What `_parse_if_match` understands; anything else is answered 412.
+IF_MATCH_PATTERN = r'^\s*(\*|(W/)?"[0-9]+")\s*$'
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def openapi_document(policy: Policy) -> dict[str, Any]:
+    """The document for this policy; the same (shared, do not change it) object for the same policy."""
+    cached = _cache.get(id(policy))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    document = _build(policy)
+    if len(_cache) >= _CACHE_SIZE:
+        del _cache[next(iter(_cache))]
+    _cache[id(policy)] = (policy, document)
+    return document
+
+
+def openapi_endpoint(policy: Policy) -> Callable[[Request], Awaitable[Response]]:
+    """`GET {prefix}/v1/openapi.json`: public, encoded once."""
+    body = orjson.dumps(openapi_document(policy))
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type=JSON)
+
+    return endpoint
+
+
+# -- the document ------------------------------------------------------------------------------
+
+
+def _build(policy: Policy) -> dict[str, Any]:
+    from guardrail import __version__  # the package imports the middleware, which imports the API
+
+    prefix = policy.prefix or ""
+    document: dict[str, Any] = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "guardrail personalization controls",
+            "version": __version__,
+            "summary": f"Your personalization controls and decision receipts under policy {policy.policy_id}.",
+            "description": (
+                "Read and change your personalization controls, and ask why a recommendation was kept or hidden. "
+                "Errors are RFC 9457 problem details (application/problem+json) with a human-readable `detail`. "
+                f"Valid keys and values follow the policy `{policy.policy_id}`."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": _paths(prefix),
+        "components": {
+            "schemas": _schemas(policy),
+            "responses": _responses(),
+            "headers": _headers(),
+            "parameters": {
+                "IfMatch": {
+                    "name": "If-Match",
+                    "in": "header",
+                    "required": False,
+                    "description": (
+                        'The ETag from a GET, such as "7": the change is applied only if nobody changed the controls '
+                        'since (412 otherwise). "*" or no header: apply whatever the revision.'
+                    ),
+                    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+                },
+            },
+        },
+    }
+    scheme = _security_scheme(policy)
+    if scheme is not None:
+        document["components"]["securitySchemes"] = {SECURITY_SCHEME: scheme}
+        document["security"] = [{SECURITY_SCHEME: []}]
+    return document
+
+
+def _security_scheme(policy: Policy) -> dict[str, Any] | None:
+    identity = policy.identity
+    if identity.source == "header":
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": identity.header,
+            "description": (
+                "The user id, set by a trusted proxy: the header counts only when the request comes from one of "
+                "the policy's trusted proxies; from anyone else the caller is anonymous (401)."
+            ),
+        }
+    if identity.source == "jwt":
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A signed token whose `sub` claim is the user id and which has an `exp` claim.",
+        }
+    # `scope`: whatever authentication the host application does (a session cookie, a token...),
+    # which guardrail cannot describe; the 401 responses still say that it is needed.
+    return None
+
+
+def _paths(prefix: str) -> dict[str, Any]:
+    public: dict[str, Any] = {"security": [], "tags": ["health"]}
+    return {
+        f"{prefix}/healthz": {
+            "get": {
+                **public,
+                "operationId": "healthz",
+                "summary": "Liveness",
+                "responses": {"200": _json_response("Alive.", {"$ref": "#/components/schemas/Health"})},
+            }
+        },
+        f"{prefix}/readyz": {
+            "get": {
+                **public,
+                "operationId": "readyz",
+                "summary": "Readiness: the policy is loaded and the store answers",
+                "responses": {
+                    "200": _json_response("Ready.", {"$ref": "#/components/schemas/Readiness"}),
+                    "503": _json_response("The store does not answer.", {"$ref": "#/components/schemas/Readiness"}),
+                },
+            }
+        },
+        f"{prefix}/v1/openapi.json": {
+            "get": {
+                "security": [],
+                "tags": ["meta"],
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": _json_response("The OpenAPI document.", {"type": "object"})},
+            }
+        },
+        f"{prefix}/v1/controls": {
+            "get": {
+                "tags": ["controls"],
+                "operationId": "getControls",
+                "summary": "Your controls (the policy's defaults if you never changed anything)",
+                "responses": {
+                    "200": _controls_response("Your controls."),
+                    **_refs("401", "503"),
+                },
+            },
+            "patch": {
+                "tags": ["controls"],
+                "operationId": "patchControls",
+                "summary": "Change your controls with a JSON merge patch (RFC 7386)",
+                "description": (
+                    "Every map merges key by key; a key set to null is removed, a map set to null is cleared. "
+                    "Either the whole change is applied or nothing is."
+                ),
+                "parameters": [{"$ref": "#/components/parameters/IfMatch"}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        media: {"schema": {"$ref": "#/components/schemas/ControlsPatch"}} for media in PATCH_MEDIA_TYPES
+                    },
+                },
+                "responses": {
+                    "200": _controls_response("Your controls after the change."),
+                    **_refs("400", "401", "412", "413", "415", "422", "429", "503"),
+                },
+            },
+            "delete": {
+                "tags": ["controls"],
+                "operationId": "eraseControls",
+                "summary": "Erase your controls and decision receipts",
+                "responses": {
+                    "204": {"description": "Erased: the policy's defaults apply again."},
+                    **_refs("401", "429", "503"),
+                },
+            },
+        },
+        f"{prefix}/v1/decisions": {
+            "get": {
+                "tags": ["decisions"],
+                "operationId": "listDecisions",
+                "summary": "Your recent decisions, newest first",
+                "responses": {
+                    "200": _json_response("Your recent decisions.", {"$ref": "#/components/schemas/DecisionList"}),
+                    **_refs("401", "503"),
+                },
+            }
+        },
+        f"{prefix}/v1/decisions/{{decision_id}}": {
+            "get": {
+                "tags": ["decisions"],
+                "operationId": "getDecision",
+                "summary": "One of your decisions, item by item, with the reasons in plain language",
+                "parameters": [
+                    {
+                        "name": "decision_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The `decision` of a summary (also sent as the `guardrail-decision` header).",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json_response("The decision.", {"$ref": "#/components/schemas/Decision"}),
+                    **_refs("401", "404", "503"),
+                },
+            }
+        },
+    }
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _controls_response(description: str) -> dict[str, Any]:
+    response = _json_response(description, {"$ref": "#/components/schemas/Controls"})
+    response["headers"] = {"ETag": {"$ref": "#/components/headers/ETag"}}
+    return response
+
+
+def _refs(*statuses: str) -> dict[str, Any]:
+    return {status: {"$ref": f"#/components/responses/{_RESPONSE_NAMES[status]}"} for status in statuses}
+
+
+# status: (component name, description, headers)
+_ERRORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "400": ("BadRequest", "The body is not valid JSON.", ()),
+    "401": ("Unauthorized", "The request did not say who you are.", ()),
+    "404": ("NotFound", "You have no such decision (or it is someone else's).", ()),
+    "412": (
+        "PreconditionFailed",
+        "If-Match is malformed, or the controls changed since you read them (the current ETag is sent then).",
+        ("ETag",),
+    ),
+    "413": ("ContentTooLarge", "The change is too large.", ()),
+    "415": ("UnsupportedMediaType", "The change is not sent as JSON (merge patch).", ()),
+    "422": ("UnprocessableContent", "Nothing was changed: `errors` names each bad field and what it may be.", ()),
+    "429": ("TooManyRequests", "Too many changes in a short time.", ("Retry-After",)),
+    "503": ("ServiceUnavailable", "Your settings cannot be reached just now; nothing was saved.", ("Retry-After",)),
+}
+_RESPONSE_NAMES = {status: name for status, (name, _, _) in _ERRORS.items()}
+
+
+def _responses() -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for name, description, headers in _ERRORS.values():
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        if headers:
+            response["headers"] = {header: {"$ref": f"#/components/headers/{header}"} for header in headers}
+        responses[name] = response
+    return responses
+
+
+def _headers() -> dict[str, Any]:
+    return {
+        "ETag": {
+            "description": "The revision of the controls, quoted: send it back as If-Match.",
+            "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+        },
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _keyed_by(names: Iterable[str], value: dict[str, Any], *, nullable: bool = False) -> dict[str, Any]:
+    """An object whose keys are `names` and whose values are `value`."""
+    keys = sorted(names)
+    schema: dict[str, Any] = {"type": ["object", "null"] if nullable else "object"}
+    if keys:
+        schema["propertyNames"] = {"enum": keys}
+        schema["additionalProperties"] = value
+    else:
+        schema["maxProperties"] = 0  # an empty `enum` is not allowed; nothing is
+    return schema
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {"oneOf": [{"type": "null"}, schema]}
+
+
+def _schemas(policy: Policy) -> dict[str, Any]:
+    purposes = list(policy.purposes)
+    signals = list(policy.signals)
+    categories = list(policy.categories)
+    sensitive = [name for name in categories if is_sensitive_category(policy, name)]
+    consent = {"enum": list(CONSENT_VALUES)}
+    mute = {
+        "type": "object",
+        "properties": {"until": {**_NULLABLE_TIME, "description": "When the snooze ends; null: muted until unmuted."}},
+        "additionalProperties": False,
+    }
+    locale = {"enum": list(policy.locales)}
+    problem_error = {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {
+            "field": {"type": "string", "description": 'Where, e.g. "signals.location_precise" or "(body)".'},
+            "message": {"type": "string"},
+        },
+    }
+    return {
+        "Controls": {
+            "type": "object",
+            "description": "Your controls, as stored. Maps are keyed by the policy's purposes, signals and categories.",
+            # Every key `UserState.to_json` writes, so the two cannot drift apart.
+            "required": list(DEFAULT_STATE.to_json("", datetime.now(UTC))),
+            "properties": {
+                "user": {"type": "string"},
+                "personalization": {"type": "boolean", "description": "false: nothing is personalized."},
+                "consent": {**_keyed_by(purposes, consent), "description": "Consent by purpose."},
+                "signals": {**_keyed_by(signals, {"type": "boolean"}), "description": "false: this signal is unused."},
+                "muted": {
+                    **_keyed_by(categories, {**mute, "required": ["until"]}),
+                    "description": "Muted categories; a mute with `until` is a snooze that ends by itself.",
+                },
+                "sensitive": {
+                    **_keyed_by(sensitive, {"type": "boolean"}),
+                    "description": "true: recommendations may use this sensitive category.",
+                },
+                "locale": {**_or_null(locale), "description": "The language of explanations; null: as asked."},
+                "revision": {"type": "integer", "minimum": 0},
+                "updated_at": _NULLABLE_TIME,
+            },
+        },
+        "ControlsPatch": {
+            "type": "object",
+            "description": (
+                "A JSON merge patch (RFC 7386) of Controls: set what changes; null removes a key (or clears a map). "
+                "`user`, `revision` and `updated_at` are read-only."
+            ),
+            "additionalProperties": False,
+            "properties": {
+                "personalization": {"type": ["boolean", "null"], "description": "null: back to true."},
+                "locale": _or_null(locale),
+                "consent": _keyed_by(purposes, _or_null(consent), nullable=True),
+                "signals": _keyed_by(signals, {"type": ["boolean", "null"]}, nullable=True),
+                "muted": {
+                    **_keyed_by(categories, _or_null(mute), nullable=True),
+                    "maxProperties": MAX_MUTED_TOPICS,
+                    "description": 'A category: {"until": null} mutes it, {"until": <a future time>} snoozes it, '
+                    "null unmutes it.",
+                },
+                "sensitive": _keyed_by(sensitive, {"type": ["boolean", "null"]}, nullable=True),
+            },
+        },
+        "DecisionSummary": {
+            "type": "object",
+            "required": ["decision", "created_at", "route", "mode", "policy", "degraded", "kept", "hidden"],
+            "properties": {
+                "decision": {"type": "string"},
+                "created_at": _TIME,
+                "route": {"type": "string", "description": "The guarded route's template."},
+                "mode": {"enum": ["enforce", "shadow"]},
+                "policy": {"type": "string", "description": "The id of the policy that decided."},
+                "degraded": {"type": "boolean", "description": "true: decided without your stored controls."},
+                "kept": {"type": "integer", "minimum": 0},
+                "hidden": {"type": "integer", "minimum": 0},
+            },
+        },
+        "DecisionList": {
+            "type": "object",
+            "required": ["decisions"],
+            "properties": {"decisions": {"type": "array", "items": {"$ref": "#/components/schemas/DecisionSummary"}}},
+        },
+        "Decision": {
+            "allOf": [
+                {"$ref": "#/components/schemas/DecisionSummary"},
+                {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DecisionItem"}}},
+                },
+            ]
+        },
+        "DecisionItem": {
+            "type": "object",
+            "required": ["id", "action", "reasons", "because", "text"],
+            "properties": {
+                "id": {"type": "string"},
+                "action": {"enum": [action.value for action in Action]},
+                "reasons": {
+                    "type": "array",
+                    "items": {"enum": [reason.value for reason in Reason]},
+                    "description": "Why it was hidden, the deciding reason first; empty unless hidden.",
+                },
+                "because": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The signals the recommendation relied on.",
+                },
+                "text": {"type": "string", "description": "The same, in plain language."},
+            },
+        },
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details.",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 100, "maximum": 599},
+                "detail": {"type": "string"},
+                "errors": {"type": "array", "items": problem_error},
+                "decision": {"type": "string", "description": "The decision the problem is about, if any."},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": "ok"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status", "policy", "store"],
+            "properties": {
+                "status": {"enum": ["ready", "unavailable"]},
+                "policy": {"type": "string"},
+                "store": {"type": "string", "description": '"ok", or what went wrong.'},
+            },
+        },
+    }
