@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from apps import POLICY_PATH, grant_consent, make_bare, recommendation_body  # noqa: E402
 from overhead import source_fingerprint, wait_for_quiet_cores  # noqa: E402
+from profile_hot_path import SCOPE, receive  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402
 from starlette.types import Message, Scope  # noqa: E402
@@ -202,25 +203,7 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def scope_for(user: str) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50312),
-        "scheme": "http",
-        "method": "GET",
-        "root_path": "",
-        "path": "/recommendations",
-        "raw_path": b"/recommendations",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"x-user-id", user.encode())],
-        "state": {},
-    }
-
-
-async def receive() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    return {**SCOPE, "headers": [(b"host", b"127.0.0.1:8000"), (b"x-user-id", user.encode())]}
 
 
 class Sink:
