@@ -17,6 +17,7 @@ from guardrail.errors import InvalidControls, StaleRevision, StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.store import DecisionRecord
 from guardrail.web.openapi import openapi_endpoint
+from guardrail.web.page import page_routes
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
 
@@ -45,6 +46,7 @@ def build_api(middleware: GuardrailMiddleware, guard: Guard) -> ASGIApp:
             _route(f"{prefix}/v1/decisions", api.decisions, "GET"),
             _route(f"{prefix}/v1/decisions/{{decision_id}}", api.decision, "GET"),
             _route(f"{prefix}/v1/openapi.json", openapi_endpoint(guard.policy), "GET"),
+            *page_routes(api, prefix, _route),
         ],
         default=api.not_found,
     )

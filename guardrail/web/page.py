@@ -1,0 +1,335 @@
+"""The HTML controls page (design §7, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/erase`.
+
+It works without JavaScript: plain forms, native controls, server-side rendering (Jinja2, autoescaped).
+A POST applies the whole form as one validated merge patch, the same way `PATCH /v1/controls` does.
+
+CSRF: a signed token in a hidden field, an HMAC (key `GUARDRAIL_CSRF_KEY`, else random per process) over
+the caller's id and an hour-long window; a POST must carry the token of the current or the previous window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from guardrail.controls import format_time, validate_patch
+from guardrail.errors import InvalidControls, StoreError
+from guardrail.explain.render import receipt_text
+
+if TYPE_CHECKING:
+    from guardrail.web.api import ControlsApi
+
+RouteFactory = Callable[..., Route]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+CSRF_WINDOW_SECONDS = 3600
+MAX_FORM_BYTES = 64 * 1024
+MAX_HIDDEN_SHOWN = 10
+FORM_TYPE = "application/x-www-form-urlencoded"
+TOPIC_CHOICES = ("keep", "show", "snooze7", "snooze30", "mute")
+LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
+# No external resources, no scripts, no framing: the page needs nothing but its own inline style.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+STRINGS: dict[str, dict[str, str]] = json.loads(
+    resources.files("guardrail.web").joinpath("templates", "strings.json").read_text(encoding="utf-8")
+)
+_ENV = Environment(
+    loader=PackageLoader("guardrail.web", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def page_routes(api: ControlsApi, prefix: str, route: RouteFactory) -> list[Route]:
+    """The page's routes, made with the API's `_route` helper (so a wrong method is a 405 there too)."""
+    page = ControlsPage(api, prefix)
+    return [
+        route(f"{prefix}/controls", page.controls, "GET", "POST"),
+        route(f"{prefix}/controls/erase", page.erase, "POST"),
+    ]
+
+
+def csrf_key() -> bytes:
+    configured = os.environ.get("GUARDRAIL_CSRF_KEY", "")
+    return configured.encode() if configured else _PROCESS_KEY
+
+
+class CsrfTokens:
+    def __init__(self, key: bytes, window: int = CSRF_WINDOW_SECONDS) -> None:
+        self.key = key
+        self.window = window
+
+    def _sign(self, user: str, window: int) -> str:
+        return hmac.new(self.key, f"{window}\n{user}".encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, user: str, now: float | None = None) -> str:
+        return self._sign(user, int((time.time() if now is None else now) // self.window))
+
+    def verify(self, user: str, token: str | None, now: float | None = None) -> bool:
+        if not token:
+            return False
+        current = int((time.time() if now is None else now) // self.window)
+        given = token.encode("utf-8", "replace")
+        # Both windows are always compared, so the time taken says nothing about which one matched.
+        matches = [hmac.compare_digest(self._sign(user, w).encode(), given) for w in (current, current - 1)]
+        return any(matches)
+
+
+class ControlsPage:
+    def __init__(self, api: ControlsApi, prefix: str) -> None:
+        self.api = api
+        self.prefix = prefix
+        self.csrf = CsrfTokens(csrf_key())
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def action(self) -> str:
+        return f"{self.prefix}/controls"
+
+    def _locale(self, request: Request, user_locale: str | None = None) -> str:
+        accept = request.headers.get("accept-language")
+        locale = self.api.guard.locales.choose(user_locale, accept.encode("latin-1") if accept else None)
+        if locale in STRINGS:
+            return locale
+        default = self.api.policy.default_locale
+        return default if default in STRINGS else "en"
+
+    def _render(self, template: str, locale: str, status: int = 200, headers: Mapping[str, str] | None = None,
+                **context: Any) -> Response:  # fmt: skip
+        strings = STRINGS[locale]
+
+        def t(key: str, **params: Any) -> str:
+            text = strings[key]
+            return text.format(**params) if params else text
+
+        html = _ENV.get_template(template).render(locale=locale, t=t, **context)
+        return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+
+    def _error(self, locale: str, status: int, text: str | None = None, *, fields: list[tuple[str, str]] | None = None,
+               headers: Mapping[str, str] | None = None, back: bool = True, **params: Any) -> Response:  # fmt: skip
+        strings = STRINGS[locale]
+        return self._render(
+            "error.html",
+            locale,
+            status,
+            headers,
+            heading=strings[f"error.{status}.title"],
+            text=text if text is not None else strings[f"error.{status}.text"].format(**params),
+            fields=fields or [],
+            back=self.action if back else None,
+        )
+
+    async def _form(self, request: Request) -> dict[str, str] | None:
+        """The urlencoded form (first value of each name), or None when it is too large."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_FORM_BYTES:
+                return None
+        if media != FORM_TYPE:
+            return {}
+        form: dict[str, str] = {}
+        for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+            form.setdefault(name, value)
+        return form
+
+    async def _guard_change(self, request: Request) -> tuple[str, str, dict[str, str]] | Response:
+        """Who is asking, in which language, with which form; or the error page that stops the change."""
+        user = self.api._user(request)
+        locale = self._locale(request)
+        if user is None:
+            return self._error(locale, 401, back=False)
+        form = await self._form(request)
+        if form is None:
+            return self._error(locale, 422, fields=[("(form)", f"at most {MAX_FORM_BYTES} bytes")])
+        if not self.csrf.verify(user, form.get("csrf")):
+            return self._error(locale, 403)
+        return user, locale, form
+
+    async def _rate_limited(self, user: str, locale: str) -> Response | None:
+        wait = await self.api.limiter.retry_after(user)
+        if wait is None:
+            return None
+        return self._error(locale, 429, headers={"Retry-After": str(wait)}, seconds=wait)
+
+    def _store_down(self, locale: str) -> Response:
+        return self._error(locale, 503, headers={"Retry-After": "1"})
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def controls(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self._save(request)
+        user = self.api._user(request)
+        if user is None:
+            return self._error(self._locale(request), 401, back=False)
+        try:
+            state = await self.api.middleware.store.load(user)
+            records = await self.api.middleware.store.decisions(user, limit=50)
+        except StoreError:
+            return self._store_down(self._locale(request))
+        locale = self._locale(request, state.locale if state is not None else None)
+        now = datetime.now(UTC)
+        policy, compiled = self.api.policy, self.api.guard.compiled
+        mutes = state.active_mutes(now) if state is not None else {}
+        signals = state.signals if state is not None else {}
+        opted_in = state.sensitive if state is not None else {}
+        topics = []
+        for name in policy.categories:
+            until = mutes.get(name)
+            muted = name in mutes
+            topics.append(
+                {
+                    "name": name,
+                    "label": compiled.label("category", name, locale),
+                    "state": ("mute" if until is None else "snoozed") if muted else "show",
+                    "until": until.strftime("%Y-%m-%d %H:%M UTC") if until is not None else None,
+                }
+            )
+        hidden: list[dict[str, Any]] = []
+        for record in records:
+            moment = datetime.fromtimestamp(record.created_at, UTC)
+            for item_id, action, reasons, because in record.items:
+                if action == "hide" and len(hidden) < MAX_HIDDEN_SHOWN:
+                    hidden.append(
+                        {
+                            "item": item_id,
+                            "when": format_time(moment),
+                            "when_text": moment.strftime("%Y-%m-%d %H:%M UTC"),
+                            "text": receipt_text(compiled, locale, reasons, because),
+                        }
+                    )
+        return self._render(
+            "controls.html",
+            locale,
+            action=self.action,
+            erase_action=f"{self.action}/erase",
+            csrf=self.csrf.issue(user),
+            saved=request.query_params.get("saved") == "1",
+            erased=request.query_params.get("erased") == "1",
+            personalization=state.personalization if state is not None else True,
+            signals=[
+                {
+                    "name": name,
+                    "label": compiled.label("signal", name, locale),
+                    "allowed": signals.get(name) is not False,
+                }
+                for name in policy.signals
+            ],
+            topics=topics,
+            sensitive=[
+                {"name": name, "label": compiled.label("category", name, locale), "opted_in": bool(opted_in.get(name))}
+                for name in compiled.sensitive_categories
+            ],
+            languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in policy.locales],
+            user_locale=state.locale if state is not None else None,
+            hidden=hidden,
+        )
+
+    async def _save(self, request: Request) -> Response:
+        checked = await self._guard_change(request)
+        if isinstance(checked, Response):
+            return checked
+        user, locale, form = checked
+        limited = await self._rate_limited(user, locale)
+        if limited is not None:
+            return limited
+        now = datetime.now(UTC)
+        body, problems = self._patch_body(form, now)
+        try:
+            patch = validate_patch(self.api.policy, body, now)
+        except InvalidControls as exc:
+            problems.extend(exc.problems)
+        if problems:
+            return self._error(locale, 422, fields=problems)
+        try:
+            await self.api.middleware.store.patch(user, patch, if_match=None, now=now)
+        except StoreError:
+            return self._store_down(locale)
+        for field in patch.changed_fields():
+            self.api.middleware.metrics.control_changes.labels(field).inc()
+        return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+    def _patch_body(self, form: Mapping[str, str], now: datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The merge patch the whole form stands for, and the problems only the form can have.
+        Names the policy does not know are passed on, so `validate_patch` names them like the API does."""
+        policy = self.api.policy
+        problems: list[tuple[str, str]] = []
+        signals: dict[str, Any] = {name: f"signal.{name}" in form for name in policy.signals}
+        sensitive: dict[str, Any] = {
+            name: f"sensitive.{name}" in form for name in self.api.guard.compiled.sensitive_categories
+        }
+        muted: dict[str, Any] = {}
+        body: dict[str, Any] = {"personalization": "personalization" in form}
+        for key, value in form.items():
+            kind, _, name = key.partition(".")
+            if kind == "signal":
+                signals.setdefault(name, True)
+            elif kind == "sensitive":
+                sensitive.setdefault(name, True)
+            elif kind == "topic":
+                if value not in TOPIC_CHOICES:
+                    problems.append((f"muted.{name}", f"must be one of {', '.join(TOPIC_CHOICES)}"))
+                elif value == "show":
+                    muted[name] = None
+                elif value == "mute":
+                    muted[name] = {"until": None}
+                elif value.startswith("snooze"):
+                    days = int(value.removeprefix("snooze"))
+                    muted[name] = {"until": format_time(now + timedelta(days=days))}
+                elif name not in policy.categories:  # "keep" of a topic that does not exist
+                    muted[name] = None
+            elif key == "locale":
+                body["locale"] = value or None
+            elif key not in ("csrf", "personalization"):
+                problems.append((key, "is not a field of this form"))
+        body["signals"] = signals
+        body["sensitive"] = sensitive
+        if muted:
+            body["muted"] = muted
+        return body, problems
+
+    async def erase(self, request: Request) -> Response:
+        checked = await self._guard_change(request)
+        if isinstance(checked, Response):
+            return checked
+        user, locale, form = checked
+        if form.get("confirm") != "yes":
+            return self._error(locale, 422, STRINGS[locale]["error.422.confirm"])
+        limited = await self._rate_limited(user, locale)
+        if limited is not None:
+            return limited
+        try:
+            await self.api.middleware.store.erase(user)
+        except StoreError:
+            return self._store_down(locale)
+        self.api.middleware.metrics.control_changes.labels("erase").inc()
+        return RedirectResponse(f"{self.action}?erased=1", status_code=303, headers={"Cache-Control": "no-store"})
