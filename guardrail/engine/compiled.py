@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from guardrail.controls import is_sensitive_category as category_is_sensitive
 from guardrail.policy.models import Policy
@@ -54,11 +55,19 @@ class CompiledPolicy:
         return found
 
     def label(self, kind: str, name: str, locale: str) -> str:
-        entries = self.policy.signals if kind == "signal" else self.policy.categories
-        entry = entries.get(name)
-        if entry is None:
+        """The plain label of a signal, category or purpose in a locale; its id, readably, if it has none."""
+        policy = self.policy
+        entry: Any = (
+            policy.signals.get(name)
+            if kind == "signal"
+            else policy.categories.get(name)
+            if kind == "category"
+            else policy.purposes.get(name)
+        )
+        labels = getattr(entry, "label", None)
+        if not labels:
             return name.replace("_", " ").replace(".", ": ")
-        return entry.label.get(locale) or entry.label.get(self.policy.default_locale) or name
+        return str(labels.get(locale) or labels.get(self.policy.default_locale) or name)
 
     @cached_property
     def sensitive_categories(self) -> tuple[str, ...]:

@@ -44,6 +44,10 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
             f"{default_locale!r} is not one of the enabled locales ({_names(locales)})",
         )
 
+    for name, purpose in purposes.items():
+        if isinstance(purpose, Mapping):
+            yield from _label_issues(f"purposes.{name}.label", purpose.get("label"), locales)
+
     for name, signal in signals.items():
         if not isinstance(signal, Mapping):
             continue

@@ -63,6 +63,8 @@ class Purpose(Model):
     tcf_purposes: list[Annotated[int, Field(ge=1, le=24)]] = Field(default_factory=list)
     default: Literal["granted", "denied"] = "denied"
     follows_gpc: bool = False
+    # What the controls page shows next to the consent checkbox ("suggestions picked for you").
+    label: Labels | None = None
 
 
 class Tcf(Model):

@@ -236,6 +236,14 @@ class ControlsPage:
             saved=request.query_params.get("saved") == "1",
             erased=request.query_params.get("erased") == "1",
             personalization=state.personalization if state is not None else True,
+            purposes=[
+                {
+                    "name": name,
+                    "label": compiled.label("purpose", name, locale),
+                    "granted": (state.consent if state is not None else {}).get(name, purpose.default) == "granted",
+                }
+                for name, purpose in policy.purposes.items()
+            ],
             signals=[
                 {
                     "name": name,
@@ -288,11 +296,15 @@ class ControlsPage:
             name: f"sensitive.{name}" in form for name in self.api.guard.compiled.sensitive_categories
         }
         muted: dict[str, Any] = {}
-        body: dict[str, Any] = {"personalization": "personalization" in form}
+        # Every purpose gets the answer the user gave on the page: ticked is a yes, unticked a no.
+        consent = {name: "granted" if f"consent.{name}" in form else "denied" for name in policy.purposes}
+        body: dict[str, Any] = {"personalization": "personalization" in form, "consent": consent}
         for key, value in form.items():
             kind, _, name = key.partition(".")
             if kind == "signal":
                 signals.setdefault(name, True)
+            elif kind == "consent":
+                consent.setdefault(name, "granted")
             elif kind == "sensitive":
                 sensitive.setdefault(name, True)
             elif kind == "topic":

@@ -68,9 +68,11 @@ async def grant_consent(client: httpx.AsyncClient, user: str = "alice") -> None:
     assert response.status_code == 200
 
 
-def full_form(token: str, **changes: str) -> dict[str, str]:
-    """What a browser sends for the default page: personalization and every signal ticked, topics shown."""
+def full_form(token: str, consent: str = "personalization,measurement", **changes: str) -> dict[str, str]:
+    """What a browser sends for the page of a consented user: personalization, the purposes agreed to and
+    every signal ticked, topics shown."""
     form = {"csrf": token, "personalization": "on", "locale": ""}
+    form.update({f"consent.{name}": "on" for name in consent.split(",") if name})
     policy = make_policy()
     for name in policy.signals:
         form[f"signal.{name}"] = "on"
@@ -131,7 +133,8 @@ async def test_post_turns_off_a_signal_and_mutes_a_topic(client: httpx.AsyncClie
     state = await controls(client)
     assert state["signals"]["search_history"] is False and state["signals"]["watch_history"] is True
     assert state["muted"] == {"sports": {"until": None}}
-    assert state["consent"] == {"personalization": "granted"}  # not on the form: untouched
+    # The form states every purpose: the ones ticked are a yes, the others a no.
+    assert state["consent"] == {"personalization": "granted", "measurement": "granted", "sharing": "denied"}
 
     after = await client.get("/recommendations", headers=as_user())
     kept = {i["id"] for i in after.json()["items"]}
@@ -272,3 +275,14 @@ def test_page_strings_exist_in_both_locales() -> None:
         source = resources.files("guardrail.web").joinpath("templates", name).read_text("utf-8")
         for key in re.findall(r't\("([\w.]+)"', source):
             assert key in raw["en"], (name, key)
+
+
+async def test_a_user_never_asked_can_say_yes_on_the_page(client: httpx.AsyncClient) -> None:
+    before = await client.get("/recommendations", headers=as_user("dora"))
+    assert "m1" not in {i["id"] for i in before.json()["items"]}  # watch_history needs consent
+    page = (await client.get(PAGE, headers=as_user("dora"))).text
+    assert 'name="consent.personalization" value="on">' in page  # shown, not ticked: the default is denied
+    token = await page_token(client, "dora")
+    assert (await post(client, full_form(token, consent="personalization"), **as_user("dora"))).status_code == 303
+    after = await client.get("/recommendations", headers=as_user("dora"))
+    assert "m1" in {i["id"] for i in after.json()["items"]}
