@@ -17,6 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--config", help="a policy file instead of the demo policy")
+    demo.add_argument(
+        "--log-level",
+        default=None,
+        help="JSON log level (info logs every guarded request); default GUARDRAIL_LOG_LEVEL or warning",
+    )
 
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -31,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_files(args.files)
     if args.command == "tcf":
         return decode_tc_strings(args.strings)
-    return run_demo(args.host, args.port, args.config)
+    return run_demo(args.host, args.port, args.config, args.log_level)
 
 
 def decode_tc_strings(strings: Sequence[str]) -> int:
@@ -70,9 +75,14 @@ def check_files(files: Sequence[str]) -> int:
     return status
 
 
-def run_demo(host: str, port: int, config: str | None) -> int:
+def run_demo(host: str, port: int, config: str | None, log_level: str | None = None) -> int:
+    import os
+
     import uvicorn
 
+    from guardrail.logs import configure_logging
+
+    configure_logging(log_level or os.environ.get("GUARDRAIL_LOG_LEVEL", "warning"))
     from guardrail.demo.app import build_demo_app, demo_policy_path, instructions
     from guardrail.policy.loading import load_policy
 

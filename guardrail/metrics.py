@@ -151,3 +151,20 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
     if found is None:
         found = _SHARED[registry] = Metrics(registry)
     return found
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> Any:
+    """A pure-ASGI app serving the Prometheus exposition, to mount at `/metrics` in your service."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    chosen = registry if registry is not None else REGISTRY
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = generate_latest(chosen)
+        headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app

@@ -18,6 +18,7 @@ from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.items import CheckedItems
+from guardrail.logs import user_hash
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -157,7 +158,10 @@ class GuardrailMiddleware:
         before = time.perf_counter() - started
         await self.app(scope, receive, responder)
         self._tally.add(self._count(route.template, "requests", responder.outcome))
-        self._overhead.observe(before + responder.overhead)
+        overhead = before + responder.overhead
+        self._overhead.observe(overhead)
+        if logger.isEnabledFor(logging.INFO):
+            self._log_request(responder, caller.user, started, overhead)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
         """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults."""
@@ -218,6 +222,21 @@ class GuardrailMiddleware:
         record = responder.record(checked)
         if record is not None:
             self.store.record(record)
+
+    @staticmethod
+    def _log_request(responder: GuardedResponder, user: str | None, started: float, overhead: float) -> None:
+        logger.info(
+            "guarded request",
+            extra={
+                "route": responder.route.template,
+                "outcome": responder.outcome,
+                "hidden": responder.hidden_count,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "overhead_ms": round(overhead * 1000, 3),
+                "decision": responder.decision_id,
+                "user": user_hash(user) if user is not None else None,
+            },
+        )
 
     def count_fail_mode(self, mode: str) -> None:
         self.metrics.fail_mode.labels(mode).inc()

@@ -47,6 +47,7 @@ class GuardedResponder:
         "default_signals",
         "encoding",
         "guard",
+        "hidden_count",
         "middleware",
         "mode",
         "outcome",
@@ -88,6 +89,7 @@ class GuardedResponder:
         self.state = "passthrough" if head else "waiting"
         self.outcome = "passthrough"
         self.overhead = 0.0
+        self.hidden_count = 0
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -156,6 +158,7 @@ class GuardedResponder:
             await self._unchecked(exc.kind, exc.detail)
             return
         kept, hidden = checked.kept, checked.hidden
+        self.hidden_count = len(hidden)
         summary_notice = notice(self.ctx, hidden) if hidden else None
         headers = self._headers(len(hidden))
         if not enforce:

@@ -1,0 +1,62 @@
+"""JSON logs: one line per guarded request, for machines to read (issue 5).
+
+What is logged is bounded and safe to ship: the route template (never the raw path), the outcome, the
+hidden count, the duration and the decision id. The user appears only as a keyed hash (HMAC-SHA256
+with `GUARDRAIL_LOG_KEY`, else a per-process key), so logs can be correlated per user without naming
+anyone; TC strings, cookies and headers are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from typing import Any
+
+_PROCESS_KEY = secrets.token_bytes(32)
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+def user_hash(user: str) -> str:
+    key = os.environ.get("GUARDRAIL_LOG_KEY", "").encode() or _PROCESS_KEY
+    return hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
+        if record.exc_info:
+            # The exception's type and message only: a stack trace is for a debugger, not a log line.
+            entry["error"] = f"{record.exc_info[0].__name__ if record.exc_info[0] else 'Error'}: {record.exc_info[1]}"
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes (servers and tests may replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def configure_logging(level: str | int | None = None) -> None:
+    """JSON lines on stderr at `level`, else `GUARDRAIL_LOG_LEVEL`, else info."""
+    chosen = level or os.environ.get("GUARDRAIL_LOG_LEVEL", "info")
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("guardrail")
+    root.handlers[:] = [handler]
+    root.setLevel(chosen.upper() if isinstance(chosen, str) else chosen)
+    root.propagate = False
