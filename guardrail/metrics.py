@@ -92,6 +92,13 @@ class Metrics:
             registry=registry,
         )
 
+        # Series that alerts watch with increase() exist from the start, at 0: a counter that appears
+        # only with its first event hides that event from increase().
+        for result in ("success", "error"):
+            self.policy_reloads.labels(result)
+        for mode in ("closed", "open"):
+            self.fail_mode.labels(mode)
+
     def set_policy(self, policy_id: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy=policy_id).set(1)
