@@ -9,24 +9,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from guardrail import GuardrailMiddleware
 from guardrail.controls import format_time
-from tests.conftest import ClientFactory, make_policy
-from tests.upstream import Upstream
 
 MERGE = {"content-type": "application/merge-patch+json"}
-
-
-@pytest.fixture
-def app() -> GuardrailMiddleware:
-    return GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())
-
-
-@pytest.fixture
-def client(app: GuardrailMiddleware, client_for: ClientFactory) -> httpx.AsyncClient:
-    return client_for(app)
 
 
 def as_user(user: str, **headers: str) -> dict[str, str]:

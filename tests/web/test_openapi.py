@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guardrail import GuardrailMiddleware
 from guardrail.engine import Reason
 from guardrail.web.openapi import openapi_document
-from tests.conftest import BASE_POLICY, ClientFactory, make_policy
+from tests.conftest import BASE_POLICY, make_policy
 from tests.upstream import Upstream
 
 OPENAPI_PATH = "/guardrail/v1/openapi.json"
@@ -35,16 +34,6 @@ _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 def operations(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in document["paths"].items() for method in item if method in _METHODS}
-
-
-@pytest.fixture
-def app() -> GuardrailMiddleware:
-    return GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())
-
-
-@pytest.fixture
-def client(app: GuardrailMiddleware, client_for: ClientFactory) -> httpx.AsyncClient:
-    return client_for(app)
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from prometheus_client import CollectorRegistry
 
 from guardrail import GuardrailMiddleware
@@ -21,16 +20,6 @@ from tests.upstream import Upstream
 
 PAGE = "/guardrail/controls"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def app() -> GuardrailMiddleware:
-    return GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())
-
-
-@pytest.fixture
-def client(app: GuardrailMiddleware, client_for: ClientFactory) -> httpx.AsyncClient:
-    return client_for(app)
 
 
 def as_user(user: str = "alice", **headers: str) -> dict[str, str]:
