@@ -10,7 +10,9 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 from prometheus_client import CollectorRegistry
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail.controls import DEFAULT_STATE, UserState
@@ -33,6 +35,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("guardrail")
 
 _REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"})
+# The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
+# guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
+GPC_PATH = "/.well-known/gpc.json"
+_GPC_STATEMENT = Response(
+    orjson.dumps({"gpc": True, "lastUpdate": "2026-11-26"}),
+    media_type="application/json",
+    headers={"Cache-Control": "public, max-age=86400"},
+)
 
 
 class GuardrailMiddleware:
@@ -106,6 +116,9 @@ class GuardrailMiddleware:
         prefix = guard.prefix
         if prefix is not None and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
             await guard.api(scope, receive, send)
+            return
+        if path == GPC_PATH and prefix is not None:
+            await _GPC_STATEMENT(scope, receive, send)
             return
         route = guard.routes.match(path, scope["method"])
         if route is None:

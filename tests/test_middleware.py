@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -575,3 +576,16 @@ async def test_store_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("GUARDRAIL_STORE", "nosuch://x")
     with pytest.raises(GuardrailError, match="unknown store URL 'nosuch://x'; use one of: memory://, redis://"):
         GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())
+
+
+async def test_the_gpc_support_statement_is_served(client_for: ClientFactory) -> None:
+    upstream = Upstream(body=b"app", content_type="text/plain")
+    response = await client_for(guarded(upstream)).get("/.well-known/gpc.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    statement = response.json()
+    assert statement["gpc"] is True
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", statement["lastUpdate"])
+    # With the guardrail's HTTP surface switched off, the app answers for itself.
+    off = client_for(guarded(upstream, policy_from_mapping({**BASE_POLICY, "prefix": None})))
+    assert (await off.get("/.well-known/gpc.json")).content == b"app"
