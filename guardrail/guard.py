@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp
 
+from guardrail.consent.tcf_policy import TcfReader
 from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
 from guardrail.identity import IdentityResolver
@@ -31,6 +32,7 @@ class Guard:
         self.identity = IdentityResolver(policy.identity)
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix
+        self.tcf = TcfReader(policy)
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
 

@@ -85,6 +85,12 @@ class Metrics:
             "Decision records that could not be kept.",
             registry=registry,
         )
+        self.tc_strings = Counter(
+            "guardrail_tc_strings",
+            "TC strings seen on requests, by what the TCF rules made of them.",
+            ["result"],
+            registry=registry,
+        )
         self.upstream_bodies = Counter(
             "guardrail_upstream_bodies",
             "Upstream bodies on guarded routes that were not checked, by why.",

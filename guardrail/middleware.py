@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from guardrail.consent.tcf_policy import TcfReader
 from guardrail.controls import DEFAULT_STATE, UserState
 from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
@@ -92,8 +93,9 @@ class GuardrailMiddleware:
         from guardrail.web.api import build_api  # the API imports this module's types
 
         guard = Guard(policy)
+        guard.tcf = TcfReader(policy, count=lambda result: self.metrics.tc_strings.labels(result).inc())
         guard.api = build_api(self, guard)
-        self._wanted = guard.identity.wanted | _REQUEST_HEADERS
+        self._wanted = guard.identity.wanted | _REQUEST_HEADERS | guard.tcf.wanted
         self.metrics.set_policy(policy.policy_id)
         return guard
 
@@ -141,7 +143,9 @@ class GuardrailMiddleware:
         caller = guard.identity.resolve(scope, headers)
         age = caller.age
         minor = age is not None and age < guard.policy.minors.age_of_majority
-        request = RequestSignals(gpc, minor, None)
+        tcf = guard.tcf
+        tc_string = tcf.find(headers, scope["query_string"]) if tcf.mapping else None
+        request = RequestSignals(gpc, minor, tcf.verdict(tc_string) if tc_string is not None else None)
 
         state: UserState | None = None
         unavailable = degraded = False

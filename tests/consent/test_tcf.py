@@ -128,23 +128,32 @@ CREATED = datetime(2024, 5, 1, 12, 30, 15, 300_000, tzinfo=UTC)
 UPDATED = datetime(2024, 6, 2, 8, 0, 0, tzinfo=UTC)
 
 
-def header(*, version: int = 2, language: str = "FR", country: str = "DE") -> BitWriter:
-    """Version .. PublisherCC with fixed, recognisable values."""
+def header(
+    *,
+    version: int = 2,
+    language: str = "FR",
+    country: str = "DE",
+    created: datetime = CREATED,
+    policy_version: int = 5,
+    purpose_consents: Iterable[int] = (1, 3, 4, 11),
+    purpose_interests: Iterable[int] = (2, 7, 10),
+) -> BitWriter:
+    """Version .. PublisherCC with fixed, recognisable values (the ones a test varies are arguments)."""
     w = BitWriter()
     w.uint(version, 6)
-    w.uint(deciseconds(CREATED), 36)
+    w.uint(deciseconds(created), 36)
     w.uint(deciseconds(UPDATED), 36)
     w.uint(300, 12)  # CmpId
     w.uint(7, 12)  # CmpVersion
     w.uint(3, 6)  # ConsentScreen
     w.letters(language)
     w.uint(150, 12)  # VendorListVersion
-    w.uint(5, 6)  # TcfPolicyVersion
+    w.uint(policy_version, 6)  # TcfPolicyVersion
     w.flag(True)  # IsServiceSpecific
     w.flag(False)  # UseNonStandardTexts
     w.ids({2}, 12)
-    w.ids({1, 3, 4, 11}, 24)
-    w.ids({2, 7, 10}, 24)
+    w.ids(set(purpose_consents), 24)
+    w.ids(set(purpose_interests), 24)
     w.flag(True)  # PurposeOneTreatment
     w.letters(country)
     assert len("".join(w.parts)) == HEADER_BITS
