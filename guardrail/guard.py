@@ -7,6 +7,7 @@ atomically: requests already running finish on the guard they started with.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from starlette.types import ASGIApp
@@ -25,14 +26,14 @@ _ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
 
 
 class Guard:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, count_tc_string: Callable[[str], None] | None = None) -> None:
         self.policy = policy
         self.compiled = CompiledPolicy(policy)
         self.routes = RouteTable(policy.routes)
         self.identity = IdentityResolver(policy.identity)
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix
-        self.tcf = TcfReader(policy)
+        self.tcf = TcfReader(policy, count=count_tc_string)
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
 

@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from guardrail.consent.tcf_policy import TcfReader
 from guardrail.controls import DEFAULT_STATE, UserState
 from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
@@ -92,8 +91,7 @@ class GuardrailMiddleware:
     def _make_guard(self, policy: Policy) -> Guard:
         from guardrail.web.api import build_api  # the API imports this module's types
 
-        guard = Guard(policy)
-        guard.tcf = TcfReader(policy, count=lambda result: self.metrics.tc_strings.labels(result).inc())
+        guard = Guard(policy, count_tc_string=lambda result: self.metrics.tc_strings.labels(result).inc())
         guard.api = build_api(self, guard)
         self._wanted = guard.identity.wanted | _REQUEST_HEADERS | guard.tcf.wanted
         self.metrics.set_policy(policy.policy_id)
