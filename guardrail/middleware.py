@@ -135,7 +135,8 @@ class GuardrailMiddleware:
             if name in wanted:
                 if name == b"sec-gpc":
                     # GPC is exactly "1" after trimming; with repeated headers one "1" is enough.
-                    gpc = gpc or value.strip(b" \t") == b"1"
+                    # Repeated fields may also arrive joined with commas (RFC 9110 §5.3).
+                    gpc = gpc or any(part.strip(b" \t") == b"1" for part in value.split(b","))
                 else:
                     headers.setdefault(name, value)
         caller = guard.identity.resolve(scope, headers)

@@ -589,3 +589,45 @@ async def test_the_gpc_support_statement_is_served(client_for: ClientFactory) ->
     # With the guardrail's HTTP surface switched off, the app answers for itself.
     off = client_for(guarded(upstream, policy_from_mapping({**BASE_POLICY, "prefix": None})))
     assert (await off.get("/.well-known/gpc.json")).content == b"app"
+
+
+@pytest.mark.parametrize(
+    ("values", "honoured"),
+    [
+        pytest.param(["1"], True, id="one"),
+        pytest.param([" 1\t"], True, id="blanks-trimmed"),
+        pytest.param(["0", "1"], True, id="repeated-one-is-enough"),
+        pytest.param(["0"], False, id="zero"),
+        pytest.param(["true"], False, id="true"),
+        pytest.param(["yes"], False, id="yes"),
+        pytest.param([""], False, id="empty"),
+        pytest.param(["0, 1"], True, id="joined-repeats-one-is-enough"),
+        pytest.param(["0, 0"], False, id="joined-repeats-no-1"),
+        pytest.param(["11"], False, id="not-exactly-1"),
+    ],
+)
+async def test_sec_gpc_is_exactly_1(values: list[str], honoured: bool) -> None:
+    upstream = Upstream(
+        body={"items": [item("p", ["movies"], ["partner_data"]), item("w", ["movies"], ["watch_history"])]}
+    )
+    middleware = guarded(upstream)
+    store = middleware.store
+    from datetime import UTC, datetime
+
+    from guardrail.controls import validate_patch
+
+    now = datetime.now(UTC)
+    await store.patch(
+        "alice",
+        validate_patch(middleware.policy, {"consent": {"personalization": "granted"}}, now),
+        if_match=None,
+        now=now,
+    )
+    headers = [(b"x-user-id", b"alice"), *((b"sec-gpc", value.encode()) for value in values)]
+    sent = await call(middleware, http_scope("/recommendations", headers=headers))
+    body = orjson.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    shown = [entry["id"] for entry in body["items"]]
+    # partner_data is sale_or_share: the browser's signal opts out of it, and of nothing else.
+    assert shown == (["w"] if honoured else ["p", "w"])
+    if honoured:
+        assert "privacy signal" in body["items"][0]["explanation"]["text"]
