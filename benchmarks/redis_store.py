@@ -29,7 +29,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from apps import POLICY_PATH, grant_consent, make_bare, recommendation_body  # noqa: E402
 from overhead import source_fingerprint, wait_for_quiet_cores  # noqa: E402
-from profile_hot_path import SCOPE, receive  # noqa: E402
+from profile_hot_path import SCOPE, receive, replaced  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402
 from starlette.types import Message, Scope  # noqa: E402
@@ -233,21 +233,6 @@ NO_RECORDS = "redis 0%, store.record() a no-op"
 STORE_MISS = "RedisStore: invalidate + load() (a miss), no middleware"
 RAW_HGETALL = "HGETALL through the store's redis-py client, no store"
 MISS_RATES = {"0%": 0, "5%": 20, "100%": 1}  # every Nth request goes to a dropped entry (0: none)
-
-
-@contextlib.contextmanager
-def replaced(target: object, name: str, value: object) -> Iterator[None]:
-    """`target.name` is `value` inside the block (an instance attribute shadowing a method)."""
-    original = getattr(target, name)
-    own = name in vars(target)
-    setattr(target, name, value)
-    try:
-        yield
-    finally:
-        if own:
-            setattr(target, name, original)
-        else:
-            delattr(target, name)
 
 
 def _sample(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:

@@ -21,6 +21,7 @@ from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
 
 CONTEXT_CACHE_SIZE = 10_000
+_REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"})
 
 _ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
 
@@ -34,6 +35,9 @@ class Guard:
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix
         self.tcf = TcfReader(policy, count=count_tc_string)
+        # Every request header the hot path reads, taken in one pass over the headers. It belongs to
+        # the guard, not the middleware: a reloaded policy may read other headers, and both swap together.
+        self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
 

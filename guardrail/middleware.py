@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("guardrail")
 
-_REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"})
 # The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
 GPC_PATH = "/.well-known/gpc.json"
@@ -93,7 +92,6 @@ class GuardrailMiddleware:
 
         guard = Guard(policy, count_tc_string=lambda result: self.metrics.tc_strings.labels(result).inc())
         guard.api = build_api(self, guard)
-        self._wanted = guard.identity.wanted | _REQUEST_HEADERS | guard.tcf.wanted
         self.metrics.set_policy(policy.policy_id)
         return guard
 
@@ -128,7 +126,7 @@ class GuardrailMiddleware:
 
     async def _guarded(self, guard: Guard, route: GuardedRoute, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        wanted = self._wanted
+        wanted = guard.wanted
         headers: dict[bytes, bytes] = {}
         gpc = False
         for name, value in scope["headers"]:
