@@ -1,0 +1,105 @@
+"""`check_items`, the hot loop over a page: it decides each item as the engine would on its own
+(the per-shape memo changes nothing), keeps the page's order, and names the first bad item."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import pytest
+
+from guardrail.controls import UserState
+from guardrail.engine import decide
+from guardrail.items import BadBody, check_items
+from guardrail.routes import GuardedRoute, RouteTable
+from tests.conftest import make_policy
+from tests.engine.support import context
+
+POLICY = make_policy()
+CATEGORIES = ["movies", "movies.horror", "sports", "gambling", "health", "health.pregnancy", "health.fitness", "dating"]
+SIGNALS = ["watch_history", "search_history", "location_precise", "partner_data", "shared_segments", "play_count"]
+STATES = {
+    "consented": UserState(consent={"personalization": "granted"}),
+    "muted and opted in": UserState(
+        consent={"personalization": "granted", "sharing": "granted"},
+        muted={"sports": None},
+        sensitive={"health": True},
+    ),
+    "never asked": None,
+}
+
+
+def _route() -> GuardedRoute:
+    route = RouteTable(POLICY.routes).match("/recommendations", "GET")
+    assert route is not None
+    return route
+
+
+ROUTE = _route()
+
+
+def random_item(rng: random.Random, index: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": index if rng.random() < 0.2 else f"rec-{index}", "title": f"Item {index}"}
+    if rng.random() < 0.9:
+        item["categories"] = rng.sample(CATEGORIES, rng.randint(0, 2))
+    roll = rng.random()
+    if roll < 0.7:
+        item["signals"] = rng.sample(SIGNALS, rng.randint(0, 2))
+    elif roll < 0.8:
+        item["signals"] = None  # null: the route's default signals, as when missing
+    if rng.random() < 0.15:
+        item["signal_age_seconds"] = rng.choice([0, 30, 899, 900, 901.5, 86_400])
+    if rng.random() < 0.1:
+        item["inferred"] = rng.random() < 0.5
+    return item
+
+
+def alone(item: dict[str, Any], state: UserState | None) -> Any:
+    """The engine's decision for one item, in a context that has seen nothing else."""
+    signals = item.get("signals")
+    return decide(
+        context(state),
+        item.get("categories", []),
+        list(ROUTE.default_signals) if signals is None else signals,
+        item.get("signal_age_seconds"),
+        item.get("inferred", False),
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
+def test_each_item_is_decided_as_if_alone(seed: int, state: UserState | None) -> None:
+    rng = random.Random(seed)
+    items = [random_item(rng, index) for index in range(rng.randint(0, 60))]
+    expected = [alone(item, state) for item in items]
+    checked = check_items(context(state), ROUTE, copy.deepcopy(items), ROUTE.default_signals, annotate=True)
+    assert checked.decisions == expected
+    assert checked.item_ids == [item["id"] for item in items]
+    shown = [item["id"] for item, decision in zip(items, expected, strict=True) if not decision.hidden]
+    assert [item["id"] for item in checked.kept] == shown
+    assert checked.hidden == [d for d in expected if d.hidden]
+    assert checked.discreet == sum(d.discreet for d in expected)
+    assert all(item["explanation"] is not None for item in checked.kept)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"categories": ["movies"]}, "item 1 has no 'id'"),
+        ({"id": True}, "item 1 has no 'id'"),
+        ({"id": "x", "categories": "movies"}, "item 1: 'categories' and 'signals' must be lists"),
+        ({"id": "x", "signals": {"watch_history": 1}}, "item 1: 'categories' and 'signals' must be lists"),
+        ({"id": "x", "signal_age_seconds": "5"}, "item 1: 'signal_age_seconds' must be a number of seconds"),
+        ({"id": "x", "signal_age_seconds": True}, "item 1: 'signal_age_seconds' must be a number of seconds"),
+        ({"id": "x", "inferred": 1}, "item 1: 'inferred' must be true or false"),
+        ({"id": "x", "categories": [["movies"]]}, "item 1: categories and signals must be strings"),
+        ("x", "item 1 is a str, not an object"),
+    ],
+)
+def test_a_bad_item_is_named(item: Any, message: str) -> None:
+    items = [{"id": "fine", "categories": ["movies"]}, item]
+    with pytest.raises(BadBody) as caught:
+        check_items(context(), ROUTE, items, ("watch_history",), annotate=True)
+    assert caught.value.kind == "bad_item"
+    assert message in caught.value.detail
