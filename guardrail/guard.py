@@ -7,8 +7,9 @@ atomically: requests already running finish on the guard they started with.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.types import ASGIApp
 
@@ -40,6 +41,7 @@ class Guard:
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
+        self._shared: dict[tuple[Hashable, RequestSignals, str, bool, bool], UserContext] = {}
 
     def context(
         self,
@@ -51,23 +53,49 @@ class Guard:
         store_unavailable: bool = False,
         degraded: bool = False,
     ) -> UserContext:
-        """The user's context, reused while their state object and the request's signals are the same."""
+        """The user's context, reused while their state object and the request's signals are the same.
+
+        Users whose controls say the same thing share one context (and its memo of decisions): a
+        context costs kilobytes, and most users are in one of a few states. The per-user entry only
+        remembers which shared context that user's state object maps to.
+        """
         locale = self.locales.choose(state.locale if state is not None else None, accept_language)
         key = (user, request, locale, store_unavailable, degraded)
         entry = self._contexts.get(key)
         if entry is not None and entry[0] is state and time.time() < entry[1].valid_until:
             return entry[1]
-        ctx = UserContext(
-            self.compiled,
-            state,
-            request,
-            locale=locale,
-            now=datetime.now(UTC),
-            store_unavailable=store_unavailable,
-            degraded=degraded,
-        )
-        if len(self._contexts) >= CONTEXT_CACHE_SIZE:
-            # Drop the oldest entry: dicts keep insertion order, so this is FIFO eviction.
-            del self._contexts[next(iter(self._contexts))]
-        self._contexts[key] = (state, ctx)
+        shared_key = (_meaning(state), request, locale, store_unavailable, degraded)
+        ctx = self._shared.get(shared_key)
+        if ctx is None or time.time() >= ctx.valid_until:
+            ctx = UserContext(
+                self.compiled,
+                state,
+                request,
+                locale=locale,
+                now=datetime.now(UTC),
+                store_unavailable=store_unavailable,
+                degraded=degraded,
+            )
+            _put(self._shared, shared_key, ctx)
+        _put(self._contexts, key, (state, ctx))
         return ctx
+
+
+def _meaning(state: UserState | None) -> Hashable:
+    """What in a state decides items: not its revision, time of change or locale (keyed apart)."""
+    if state is None:
+        return None  # anonymous: not the same as a user who never changed anything
+    return (
+        state.personalization,
+        frozenset(state.consent.items()),
+        frozenset(state.signals.items()),
+        frozenset(state.muted.items()),
+        frozenset(state.sensitive.items()),
+    )
+
+
+def _put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= CONTEXT_CACHE_SIZE:
+        # Drop the oldest entry: dicts keep insertion order, so this is FIFO eviction.
+        del cache[next(iter(cache))]
+    cache[key] = value

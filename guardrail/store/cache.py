@@ -15,10 +15,14 @@ from collections.abc import Awaitable, Callable
 from guardrail.controls import UserState
 
 Fetch = Callable[[str], Awaitable[UserState | None]]
+# What one replica keeps: at a few hundred bytes per entry, 100,000 users take tens of MB
+# (benchmarks/memory.py measures it). Store URLs change them: ?cache_entries=...&cache_seconds=...
+DEFAULT_CACHE_ENTRIES = 100_000
+DEFAULT_CACHE_SECONDS = 60.0
 
 
 class StateCache:
-    def __init__(self, max_entries: int = 100_000, max_age: float = 60.0) -> None:
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, max_age: float = DEFAULT_CACHE_SECONDS) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
         self.trusted = True  # False while the invalidation channel is down

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -32,10 +32,10 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from guardrail.controls import ControlsPatch, UserState
-from guardrail.errors import StaleRevision, StoreError
+from guardrail.errors import GuardrailError, StaleRevision, StoreError
 from guardrail.metrics import Metrics
 from guardrail.store.breaker import CircuitBreaker
-from guardrail.store.cache import StateCache
+from guardrail.store.cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, StateCache
 from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
 
 logger = logging.getLogger("guardrail.store")
@@ -56,6 +56,36 @@ def controls_key(user: str) -> str:
 
 def records_key(user: str) -> str:
     return controls_key(user) + ":d"
+
+
+_CACHE_OPTIONS = {"cache_entries": int, "cache_seconds": float}
+
+
+def cache_from_url(url: str) -> tuple[str, StateCache]:
+    """(the URL without the cache options, the cache they describe)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    bounds: dict[str, float] = {}
+    for name, value in query:
+        kind = _CACHE_OPTIONS.get(name)
+        if kind is None:
+            continue
+        try:
+            bounds[name] = kind(value)
+        except ValueError:
+            bounds[name] = -1
+        if bounds[name] < 0 or (kind is int and bounds[name] < 1):
+            raise GuardrailError(
+                f"store URL option {name}={value!r} is not valid; use a positive "
+                f"{'whole number' if kind is int else 'number of seconds'}, e.g. {name}="
+                f"{100_000 if kind is int else 60}"
+            )
+    rest = urlencode([(name, value) for name, value in query if name not in _CACHE_OPTIONS])
+    cache = StateCache(
+        max_entries=int(bounds.get("cache_entries", DEFAULT_CACHE_ENTRIES)),
+        max_age=bounds.get("cache_seconds", DEFAULT_CACHE_SECONDS),
+    )
+    return urlunsplit(parts._replace(query=rest)), cache
 
 
 def client_from_url(url: str, timeout: float) -> Any:
@@ -124,6 +154,10 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        """The URL may end with the local cache's bounds, which redis-py does not see:
+        `?cache_entries=100000&cache_seconds=60` (the defaults)."""
+        url, cache = cache_from_url(url)
+        kwargs.setdefault("cache", cache)  # a cache object given in code wins
         store = cls(client_from_url(url, kwargs.get("timeout", 0.02)), **kwargs)
         store.url = url
         return store
