@@ -150,32 +150,23 @@ class ReverseProxy:
         headers = self._request_headers(scope)
         has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
         body = _RequestBody(receive) if has_body else None
-        request = httpx.Request(
-            scope["method"],
-            self._url(scope),
-            headers=headers,
-            content=body,
-        )
+        request = httpx.Request(scope["method"], self._url(scope), headers=headers, content=body)
         try:
             response = await client.send(request, stream=True)
         except _ClientGone:
             return  # nobody to answer
         except httpx.TimeoutException as exc:
-            await self._fail(scope, send, "timeout", exc)
+            await self._fail(send, "timeout", exc)
             return
         except httpx.ConnectError as exc:
-            await self._fail(scope, send, "connect", exc)
+            await self._fail(send, "connect", exc)
             return
         except httpx.TransportError as exc:  # the upstream broke the connection or spoke bad HTTP
-            await self._fail(scope, send, "protocol", exc)
+            await self._fail(send, "protocol", exc)
             return
         try:
-            start = {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": _response_headers(response.headers.raw),
-            }
-            await send(start)
+            returned = _response_headers(response.headers.raw)
+            await send({"type": "http.response.start", "status": response.status_code, "headers": returned})
             if (
                 "content-length" in response.headers
                 or scope["method"] == "HEAD"
@@ -206,7 +197,7 @@ class ReverseProxy:
             raise UpstreamInterrupted("the upstream response broke off") from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _fail(self, scope: Scope, send: Send, kind: str, error: Exception) -> None:
+    async def _fail(self, send: Send, kind: str, error: Exception) -> None:
         self._count(kind)
         logger.warning("upstream %s error: %s", kind, _describe(error), extra={"upstream": str(self.upstream)})
         if kind == "timeout":

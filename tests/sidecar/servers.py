@@ -161,7 +161,10 @@ class RecordingUpstream:
             return StreamingResponse(parts(), media_type="text/event-stream")
 
         async def slow(request: Request) -> Response:
-            await asyncio.sleep(5)
+            for _ in range(100):  # 5 s, or until the server stops
+                if self.gate.is_set():
+                    break
+                await asyncio.sleep(0.05)
             return Response(b"{}", media_type="application/json")
 
         return Starlette(
