@@ -188,29 +188,34 @@ def server(arm: str, items: int, loop: str, http: str) -> Iterator[tuple[int, in
         "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port),
         "--log-level", "warning", "--no-access-log", "--loop", loop, "--http", http, "--lifespan", "on",
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        ITEMS_ENV: str(items),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    # taskset execs the command, so the pid is the server's own.
+    env = {**os.environ, ITEMS_ENV: str(items)}
+    with process_answering(command, f"http://127.0.0.1:{port}/healthz", f"the {arm} server", env) as pid:
+        yield port, pid
+
+
+@contextmanager
+def process_answering(command: list[str], health_url: str, name: str, env: dict[str, str]) -> Iterator[int]:
+    """Run `command` (from the repository root, able to import `guardrail`) until the block ends:
+    yields its pid once `health_url` answers 200. With `taskset` first, the pid is the server's own
+    (taskset execs the command)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
                 stderr = process.stderr.read() if process.stderr else ""
-                raise BenchError(f"the {arm} server exited ({process.returncode}):\n{stderr}")
+                raise BenchError(f"{name} exited ({process.returncode}):\n{stderr}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                with urllib.request.urlopen(health_url, timeout=1) as response:
                     if response.status == 200:
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise BenchError(f"the {arm} server did not answer on port {port} within 30 s")
+                raise BenchError(f"{name} did not answer {health_url} within 30 s")
             time.sleep(0.05)
-        yield port, process.pid
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -218,6 +223,8 @@ def server(arm: str, items: int, loop: str, http: str) -> Iterator[tuple[int, in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def overhead_histogram(port: int) -> tuple[float, float]:

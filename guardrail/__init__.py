@@ -13,6 +13,7 @@ from guardrail.errors import (
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.loading import load_policy, parse_policy
 from guardrail.policy.models import Policy
+from guardrail.reload import PolicyReloader
 from guardrail.store import MemoryStore, Store, create_store
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "MemoryStore",
     "Policy",
     "PolicyError",
+    "PolicyReloader",
     "Reason",
     "StaleRevision",
     "Store",

@@ -1,8 +1,9 @@
-"""The `guardrail` command: demo, check (and more as they land)."""
+"""The `guardrail` command: demo, serve, check, tcf decode."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JSON log level (info logs every guarded request); default GUARDRAIL_LOG_LEVEL or warning",
     )
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the guardrail as a sidecar proxy in front of a service",
+        description="Run the guardrail as a reverse proxy in front of UPSTREAM. SIGHUP re-reads the policy: a "
+        "valid one swaps in, an invalid one is refused (logged, counted) and the old one keeps serving.",
+    )
+    serve.add_argument("--config", help="the policy file (default: GUARDRAIL_CONFIG, else config/guardrail.yaml)")
+    serve.add_argument(
+        "--upstream", help="the service's URL, such as http://127.0.0.1:8080 (default: GUARDRAIL_UPSTREAM)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        default=None,
+        help="also re-read the policy file when it changes, checked about once a second (default: GUARDRAIL_WATCH)",
+    )
+    serve.add_argument(
+        "--upstream-timeout",
+        type=float,
+        help="seconds the upstream may take to answer before a 504 (default: GUARDRAIL_UPSTREAM_TIMEOUT, else 30)",
+    )
+    serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
+
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
 
@@ -36,7 +63,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_files(args.files)
     if args.command == "tcf":
         return decode_tc_strings(args.strings)
+    if args.command == "serve":
+        return run_serve(args)
     return run_demo(args.host, args.port, args.config, args.log_level)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from guardrail.settings import Settings
+    from guardrail.sidecar import serve
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"GUARDRAIL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"guardrail serve: {problems}", file=sys.stderr)
+        return 2
+    upstream = args.upstream or settings.upstream
+    if not upstream:
+        print("guardrail serve: give the upstream's URL with --upstream or GUARDRAIL_UPSTREAM", file=sys.stderr)
+        return 2
+    log_level = (args.log_level or os.environ.get("GUARDRAIL_LOG_LEVEL") or "info").lower()
+    if not isinstance(logging.getLevelName(log_level.upper()), int):
+        print(f"guardrail serve: no log level {log_level!r}; use debug, info, warning or error", file=sys.stderr)
+        return 2
+    return serve(
+        config=args.config or settings.config,
+        upstream=upstream,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        watch=settings.watch if args.watch is None else args.watch,
+        upstream_timeout=args.upstream_timeout or settings.upstream_timeout,
+        log_level=log_level,
+    )
 
 
 def decode_tc_strings(strings: Sequence[str]) -> int:

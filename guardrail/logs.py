@@ -20,7 +20,8 @@ from typing import Any
 
 _PROCESS_KEY = secrets.token_bytes(32)
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# (uvicorn adds `color_message`: the message with terminal colours, for its own console format.)
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
 def user_hash(user: str) -> str:
@@ -34,6 +35,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with `guardrail serve --workers N`
             "message": record.getMessage(),
         }
         entry.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)

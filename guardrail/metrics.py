@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -17,13 +17,25 @@ OVERHEAD_BUCKETS = (
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "interrupted")
+# With several worker processes a scrape reaches one of them, which reads every worker's counts from
+# files: the others' batched counts must reach those files soon, so they are added every 0.1 s.
+MULTIPROCESS_TALLY_DELAY = 0.1
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus_client keeps values in files shared by worker processes (read at import)."""
+    from prometheus_client import values
+
+    return getattr(values.ValueClass, "_multiprocess", False) is True
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         # First on the registry, so that a scrape adds the batched counts before it reads any counter.
-        self.tally = Tally(registry)
+        self.multiprocess = multiprocess_mode()
+        self.tally = Tally(registry, delay=MULTIPROCESS_TALLY_DELAY if self.multiprocess else 1.0)
         self.requests = Counter(
             "guardrail_requests",
             "Guarded requests by outcome.",
@@ -97,6 +109,13 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.upstream_errors = Counter(
+            "guardrail_upstream_errors",
+            "Requests the sidecar could not get answered by the upstream, by why.",
+            ["kind"],
+            registry=registry,
+        )
+        self._live_policy: str | None = None
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears
         # only with its first event hides that event from increase().
@@ -104,9 +123,18 @@ class Metrics:
             self.policy_reloads.labels(result)
         for mode in ("closed", "open"):
             self.fail_mode.labels(mode)
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind)
 
     def set_policy(self, policy_id: str) -> None:
-        self.policy_info.clear()
+        previous, self._live_policy = self._live_policy, policy_id
+        if previous is not None and previous != policy_id:
+            if self.multiprocess:
+                # Series cannot be removed from the shared files: the replaced policy reads 0 until
+                # this process exits (dashboards select `guardrail_policy_info == 1`).
+                self.policy_info.labels(policy=previous).set(0)
+            else:
+                self.policy_info.remove(previous)
         self.policy_info.labels(policy=policy_id).set(1)
 
 
@@ -119,7 +147,7 @@ class Tally:
         self.counts: dict[Any, float] = {}
         self.delay = delay
         self._scheduled = False
-        registry.register(_FlushOnCollect(self))
+        self.flush_before_collecting(registry)
 
     def add(self, child: Any, amount: float = 1) -> None:
         counts = self.counts
@@ -140,6 +168,10 @@ class Tally:
         counts, self.counts = self.counts, {}
         for child, amount in counts.items():
             child.inc(amount)
+
+    def flush_before_collecting(self, registry: CollectorRegistry) -> None:
+        """Add the batched counts whenever `registry` is scraped (register before its other collectors)."""
+        registry.register(_FlushOnCollect(self))
 
 
 class _FlushOnCollect(Collector):
@@ -164,6 +196,16 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
     if found is None:
         found = _SHARED[registry] = Metrics(registry)
     return found
+
+
+def multiprocess_registry(metrics: Metrics) -> CollectorRegistry:
+    """The registry to scrape when worker processes share their values through files
+    (`PROMETHEUS_MULTIPROC_DIR`): every worker's counts, summed. This process's batched counts are
+    added first; the other workers add theirs every `MULTIPROCESS_TALLY_DELAY` seconds."""
+    registry = CollectorRegistry()
+    metrics.tally.flush_before_collecting(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def metrics_app(registry: CollectorRegistry | None = None) -> Any:

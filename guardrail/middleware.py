@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -34,9 +35,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("guardrail")
 
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+
 # The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
 GPC_PATH = "/.well-known/gpc.json"
+# Headers that carry the client's IP address, which a non-personalized request does not pass on.
+_CLIENT_ADDRESS_HEADERS = frozenset({b"x-forwarded-for", b"x-real-ip", b"forwarded"})
 _GPC_STATEMENT = Response(
     orjson.dumps({"gpc": True, "lastUpdate": "2026-11-26"}),
     media_type="application/json",
@@ -83,6 +88,8 @@ class GuardrailMiddleware:
         self._children: dict[tuple[str, str, str], Counter] = {}
         self._overhead: Histogram = self.metrics.overhead
         self._tally = self.metrics.tally
+        # What /readyz checks besides the store, by name: None when ready, else why not.
+        self.readiness_checks: dict[str, ReadinessCheck] = {}
         self.guard = self._make_guard(policy)
 
     # -- policy -------------------------------------------------------------------------------
@@ -102,6 +109,11 @@ class GuardrailMiddleware:
     @property
     def policy(self) -> Policy:
         return self.guard.policy
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Make `/readyz` also depend on `check` (an async callable: None when ready, else a short
+        reason, shown to anyone who asks, so nothing internal), reported under `name`."""
+        self.readiness_checks[name] = check
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -196,13 +208,16 @@ class GuardrailMiddleware:
         profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
         assert route.non_personalized is not None
         strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
-        strip |= guard.identity.identifying_headers
+        strip |= guard.identity.identifying_headers | _CLIENT_ADDRESS_HEADERS
         target = route.non_personalized.rewrite_to
         return {
             **scope,
             "path": target,
             "raw_path": target.encode(),
             "headers": [(name, value) for name, value in scope["headers"] if name not in strip],
+            # The client's address identifies them too: the app (or the sidecar's proxy, which would
+            # put it in X-Forwarded-For) does not get it.
+            "client": None,
         }
 
     # -- what the responder reports back ------------------------------------------------------

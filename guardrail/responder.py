@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from guardrail.middleware import GuardrailMiddleware
 
 _JSON_TYPES = (b"application/json", b"text/json")
+# Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
+# could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
+UPSTREAM_ERROR = "guardrail.upstream_error"
 _json_by_content_type: dict[bytes, bool] = {}
 
 
@@ -115,7 +118,10 @@ class GuardedResponder:
         if not 200 <= status < 300 or not _is_json(content_type):
             # Errors and non-JSON bodies are the upstream's to explain: untouched, but counted.
             self.state = "passthrough"
-            self.middleware.metrics.upstream_bodies.labels("error_status" if status >= 400 else "non_json").inc()
+            if UPSTREAM_ERROR in message:
+                self.outcome = "upstream_error"  # no upstream answer at all: the proxy's 502 or 504
+            else:
+                self.middleware.metrics.upstream_bodies.labels("error_status" if status >= 400 else "non_json").inc()
             await self.send(message)
             return
         self.start = message

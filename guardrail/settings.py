@@ -3,6 +3,7 @@ where things are, and secrets. Precedence: arguments given in code > environment
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,3 +13,6 @@ class Settings(BaseSettings):
     config: str = "config/guardrail.yaml"  # GUARDRAIL_CONFIG: the policy file
     store: str = "memory://"  # GUARDRAIL_STORE: memory://, redis://..., rediss://..., redis+cluster://h:p,h:p
     upstream: str | None = None  # GUARDRAIL_UPSTREAM: the service behind the sidecar
+    # GUARDRAIL_UPSTREAM_TIMEOUT: seconds the upstream may take to answer, or to send the next bytes.
+    upstream_timeout: float = Field(default=30.0, gt=0)
+    watch: bool = False  # GUARDRAIL_WATCH: the sidecar re-reads the policy file when it changes

@@ -16,6 +16,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "MemoryStore",
             "Policy",
             "PolicyError",
+            "PolicyReloader",
             "Reason",
             "StaleRevision",
             "Store",

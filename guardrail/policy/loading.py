@@ -17,14 +17,18 @@ from guardrail.policy.models import Policy
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Load and validate a policy file; raise `PolicyError` listing every problem in it."""
+    return parse_policy(read_policy_text(path), source=str(path))
+
+
+def read_policy_text(path: str | os.PathLike[str]) -> str:
+    """The text of a policy file, or a `PolicyError` saying why it cannot be read."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(file), [("", f"cannot read the file: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise PolicyError(str(file), [("", "the file is not UTF-8 text")]) from None
-    return parse_policy(text, source=str(file))
 
 
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:

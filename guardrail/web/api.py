@@ -82,18 +82,20 @@ class ControlsApi:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        report = {"status": "ready", "policy": self.policy.policy_id, "store": "ok"}
         try:
             await self.middleware.store.check()
         except StoreError as exc:
-            return json_response(
-                {
-                    "status": "unavailable",
-                    "policy": self.policy.policy_id,
-                    "store": f"error: {exc}",
-                },
-                503,
-            )
-        return json_response({"status": "ready", "policy": self.policy.policy_id, "store": "ok"})
+            report["store"] = f"error: {exc}"
+            report["status"] = "unavailable"
+        for name, check in self.middleware.readiness_checks.items():
+            problem = await check()
+            if problem is not None:
+                report[name] = f"error: {problem}"
+                report["status"] = "unavailable"
+            else:
+                report[name] = "ok"
+        return json_response(report, 200 if report["status"] == "ready" else 503)
 
     def _user(self, request: Request) -> str | None:
         wanted = self.guard.identity.wanted

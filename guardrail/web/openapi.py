@@ -142,10 +142,13 @@ def _paths(prefix: str) -> dict[str, Any]:
             "get": {
                 **public,
                 "operationId": "readyz",
-                "summary": "Readiness: the policy is loaded and the store answers",
+                "summary": "Readiness: the policy is loaded, the store answers (and the sidecar's upstream)",
                 "responses": {
                     "200": _json_response("Ready.", {"$ref": "#/components/schemas/Readiness"}),
-                    "503": _json_response("The store does not answer.", {"$ref": "#/components/schemas/Readiness"}),
+                    "503": _json_response(
+                        "The store (or the sidecar's upstream) does not answer.",
+                        {"$ref": "#/components/schemas/Readiness"},
+                    ),
                 },
             }
         },
@@ -450,6 +453,10 @@ def _schemas(policy: Policy) -> dict[str, Any]:
                 "status": {"enum": ["ready", "unavailable"]},
                 "policy": {"type": "string"},
                 "store": {"type": "string", "description": '"ok", or what went wrong.'},
+                "upstream": {
+                    "type": "string",
+                    "description": '`guardrail serve`: "ok" when the upstream takes connections, or what is wrong.',
+                },
             },
         },
     }

@@ -1,0 +1,286 @@
+"""`guardrail serve` (design §9): the guardrail as a sidecar proxy in front of a service in any language.
+
+One process, or `--workers N` processes under uvicorn's supervisor, each serving a `Sidecar`:
+`/metrics`, and everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstream.
+
+- `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the environment
+  (`GUARDRAIL_CONFIG`, `GUARDRAIL_UPSTREAM`, `GUARDRAIL_STORE`, `GUARDRAIL_UPSTREAM_TIMEOUT`,
+  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`), as each worker does; `serve(...)` runs it.
+- SIGHUP re-reads the policy (`guardrail.reload`). With workers, the supervisor passes SIGHUP on to
+  every worker, and each reloads in place (see `Supervisor`); with `--watch` each worker watches the file.
+- With workers, prometheus_client's multiprocess mode: every worker writes its values to files in
+  `PROMETHEUS_MULTIPROC_DIR` (emptied at start), and `/metrics` in any worker sums them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from starlette.types import Receive, Scope, Send
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from guardrail.metrics import metrics_app, metrics_for, multiprocess_mode, multiprocess_registry
+from guardrail.middleware import GuardrailMiddleware
+from guardrail.proxy import ReverseProxy
+from guardrail.reload import PolicyReloader, load_or_snapshot
+from guardrail.store import Store
+
+logger = logging.getLogger("guardrail")
+
+METRICS_PATH = "/metrics"
+# Where `serve` keeps a copy of the live policy for its workers (see `guardrail.reload.load_or_snapshot`).
+SNAPSHOT_ENV = "GUARDRAIL_POLICY_SNAPSHOT"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Sidecar:
+    """The ASGI app `guardrail serve` runs in each process."""
+
+    def __init__(
+        self,
+        middleware: GuardrailMiddleware,
+        proxy: ReverseProxy,
+        reloader: PolicyReloader,
+        metrics: Any,
+        *,
+        watch: bool,
+    ) -> None:
+        self.middleware = middleware
+        self.proxy = proxy
+        self.reloader = reloader
+        self.metrics = metrics
+        self.watch = watch
+        self.hangups_before_start = 0  # SIGHUPs that came before the event loop could handle them
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await self.metrics(scope, receive, send)
+        else:
+            await self.middleware(scope, receive, send)
+
+    async def startup(self, *, sighup: bool = True) -> None:
+        await self.proxy.start()
+        if sighup:
+            self.reloader.install_sighup()
+        if self.watch:
+            self.reloader.start_watching()
+        if self.hangups_before_start:
+            self.hangups_before_start = 0
+            self.reloader.reload()
+
+    async def shutdown(self) -> None:
+        self.reloader.close()
+        await self.proxy.aclose()
+        await self.middleware.store.aclose()
+        # The batched counts, into the metric files before this worker goes.
+        self.middleware.metrics.tally.flush()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_sidecar(
+    policy_path: str | os.PathLike[str],
+    upstream: str,
+    *,
+    store: Store | str | None = None,
+    upstream_timeout: float = 30.0,
+    watch: bool = False,
+    registry: CollectorRegistry | None = None,
+    snapshot: str | os.PathLike[str] | None = None,
+) -> Sidecar:
+    """The sidecar app for one process. `registry`: where the metrics live (the global registry by
+    default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all)."""
+    multiprocess = multiprocess_mode()
+    if multiprocess or registry is None:
+        registry = CollectorRegistry() if multiprocess else REGISTRY
+    metrics = metrics_for(registry)
+    middleware: GuardrailMiddleware | None = None
+
+    def trusts_forwarded(scope: Scope) -> bool:
+        # The policy's trusted proxies, whichever policy is live now.
+        return middleware is not None and middleware.guard.identity.is_trusted(scope)
+
+    proxy = ReverseProxy(upstream, timeout=upstream_timeout, metrics=metrics, trusts_forwarded=trusts_forwarded)
+    middleware = GuardrailMiddleware(
+        proxy, policy=load_or_snapshot(policy_path, snapshot), store=store, registry=registry
+    )
+    middleware.add_readiness_check("upstream", proxy.check)
+    reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
+    exposition = multiprocess_registry(metrics) if multiprocess else registry
+    return Sidecar(middleware, proxy, reloader, metrics_app(exposition), watch=watch)
+
+
+def create_app() -> Sidecar:
+    """The sidecar from the environment: the app factory uvicorn calls in each worker process."""
+    from guardrail.logs import configure_logging
+    from guardrail.settings import Settings
+
+    # Until the event loop handles SIGHUP, count it rather than die of it (its default action).
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    configure_logging()
+    settings = Settings()
+    if settings.upstream is None:
+        raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")
+    app = build_sidecar(
+        settings.config,
+        settings.upstream,
+        store=settings.store,
+        upstream_timeout=settings.upstream_timeout,
+        watch=settings.watch,
+        snapshot=os.environ.get(SNAPSHOT_ENV),
+    )
+    app.hangups_before_start = len(hangups)
+    return app
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, with SIGHUP passed on to every worker, each reloading its policy in
+    place. uvicorn's own SIGHUP restarts the workers one after the other instead: slower, it forgets a
+    `memory://` store's state, and a broken policy file would show only as new workers that fail to
+    start (the restart is then abandoned and the old workers keep serving) with nothing counted, where
+    an in-place reload logs the problems and counts `guardrail_policy_reloads_total{result="error"}`.
+    A worker that goes away is marked dead for prometheus_client, so its live gauges leave `/metrics`."""
+
+    def __init__(self, config: Any, sockets: list[Any], metrics_dir: str) -> None:
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics_dir
+
+    def handle_hup(self) -> None:
+        logging.getLogger("uvicorn.error").info("Received SIGHUP, asking the workers to reload the policy.")
+        for process in self.processes:
+            if process.pid is not None and process.process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
+    def handle_signals(self) -> None:
+        before = self._pids()
+        super().handle_signals()  # SIGTTOU stops a worker
+        self._mark_dead(before)
+
+    def keep_subprocess_alive(self) -> None:
+        before = self._pids()
+        super().keep_subprocess_alive()  # replaces workers that died
+        self._mark_dead(before)
+
+    def _pids(self) -> set[int]:
+        return {process.pid for process in self.processes if process.pid is not None}
+
+    def _mark_dead(self, before: set[int]) -> None:
+        for pid in before - self._pids():
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+
+def serve(
+    *,
+    config: str,
+    upstream: str,
+    host: str,
+    port: int,
+    workers: int,
+    watch: bool,
+    upstream_timeout: float,
+    log_level: str,
+) -> int:
+    """Run the sidecar until SIGINT or SIGTERM. The policy and upstream are checked first: exit 1 or 2."""
+    import uvicorn
+
+    from guardrail.errors import PolicyError
+    from guardrail.logs import configure_logging
+    from guardrail.policy.loading import parse_policy, read_policy_text
+
+    try:
+        text = read_policy_text(config)
+        parse_policy(text, source=config)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    try:
+        ReverseProxy(upstream)
+    except ValueError as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(log_level)
+    # Workers are new processes: they read their settings from the environment (create_app).
+    os.environ.update(
+        GUARDRAIL_CONFIG=config,
+        GUARDRAIL_UPSTREAM=upstream,
+        GUARDRAIL_UPSTREAM_TIMEOUT=str(upstream_timeout),
+        GUARDRAIL_WATCH="true" if watch else "false",
+        GUARDRAIL_LOG_LEVEL=log_level,
+    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_config": uvicorn_log_config(log_level),
+        "access_log": False,  # its lines carry raw paths; guarded requests get their own JSON line
+        "proxy_headers": False,  # the client address is the TCP peer: identity.trusted_proxies decides
+        "server_header": False,
+        "lifespan": "on",
+    }
+    if workers == 1:
+        if MULTIPROC_ENV in os.environ:
+            _empty(os.environ[MULTIPROC_ENV])
+        server = uvicorn.Server(uvicorn.Config("guardrail.sidecar:create_app", **options))
+        server.run()
+        return 0 if server.started else 1
+    run_dir = tempfile.mkdtemp(prefix="guardrail-serve-")
+    try:
+        metrics_dir = os.environ.setdefault(MULTIPROC_ENV, os.path.join(run_dir, "metrics"))
+        _empty(metrics_dir)
+        snapshot = Path(run_dir, "policy.yaml")
+        snapshot.write_text(text, encoding="utf-8")
+        os.environ[SNAPSHOT_ENV] = str(snapshot)
+        if os.environ.get("GUARDRAIL_STORE", "memory://").startswith("memory://"):
+            logger.warning(
+                "with %d workers and the memory:// store each worker keeps its own users' controls; "
+                "set GUARDRAIL_STORE=redis://... to share them",
+                workers,
+            )
+        settings = uvicorn.Config("guardrail.sidecar:create_app", **options)
+        Supervisor(settings, sockets=[settings.bind_socket()], metrics_dir=metrics_dir).run()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+def _empty(directory: str) -> None:
+    """Start prometheus_client's multiprocess directory afresh: counts of an earlier run would add up."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own log lines as JSON too, at the same level as the guardrail's."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    quiet = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "guardrail.logs.JsonFormatter"}},
+        "handlers": {"stderr": handler},
+        "loggers": {"uvicorn": quiet, "uvicorn.error": quiet, "uvicorn.access": quiet},
+    }
