@@ -190,15 +190,18 @@ class GuardrailMiddleware:
             self._log_request(responder, caller.user, started, overhead)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
-        """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults."""
+        """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults.
+
+        Either way the last state seen, if any, still restricts: a topic the user muted stays
+        hidden while the store is down (closed mode trusts none of its consents)."""
         try:
             state = await self.store.load(user)
         except StoreError:
-            if policy.fail_mode == "closed":
-                return DEFAULT_STATE, True, True
-            # Open: the last state seen, else purpose defaults. Sensitive opt-ins are not trusted
-            # while degraded (the engine hides those items), and minor rules do not need the store.
             known = self.store.last_known(user)
+            if policy.fail_mode == "closed":
+                return (known if known is not None else DEFAULT_STATE), True, True
+            # Open: sensitive opt-ins are not trusted while degraded (the engine hides those items),
+            # and minor rules do not need the store.
             return (known if known is not None else DEFAULT_STATE), False, True
         return (state if state is not None else DEFAULT_STATE), False, False
 

@@ -91,6 +91,25 @@ async def test_closed_with_the_store_hung_shows_only_non_personalized_items(
     )
 
 
+async def test_closed_with_the_store_hung_still_honours_a_mute_it_has_seen(
+    server: RedisServer, store: RedisStore, client_for: ClientFactory
+) -> None:
+    """Consent cannot be trusted from a cache, but a restriction can: a muted topic stays hidden."""
+    client = client_for(
+        GuardrailMiddleware(Upstream(), policy=make_policy(), store=store, registry=CollectorRegistry())
+    )
+    granted = {"consent": {"personalization": "granted"}, "muted": {"sports": {"until": None}}}
+    assert (await patch(client, "alice", granted)).status_code == 200
+    assert "s1" not in ids(await client.get(ROUTE, headers={"x-user-id": "alice"}))  # cached now
+
+    server.pause()
+    during = await client.get(ROUTE, headers={"x-user-id": "alice"})
+    assert during.headers["guardrail-degraded"] == "1"
+    assert ids(during) == []  # s1, the only non-personalized item, is about sports
+    never_seen = await client.get(ROUTE, headers={"x-user-id": "bob"})
+    assert ids(never_seen) == ["s1"]
+
+
 # ---------------------------------------------------------------------------------------------
 # fail_mode: open
 
