@@ -111,8 +111,10 @@ def build_sidecar(
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all)."""
     multiprocess = multiprocess_mode()
-    if multiprocess or registry is None:
-        registry = CollectorRegistry() if multiprocess else REGISTRY
+    if multiprocess:
+        registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
+    elif registry is None:
+        registry = REGISTRY
     metrics = metrics_for(registry)
     middleware: GuardrailMiddleware | None = None
 
