@@ -12,124 +12,22 @@ import copy
 import gzip
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
-from starlette.types import Message, Receive, Scope, Send
 
-from guardrail import GuardrailMiddleware
-from tests.conftest import BASE_POLICY, make_policy
+from tests.fuzz.targets import BODY_MODES, RawUpstream, body_outcome, decoded
 from tests.strategies import examples, items
-from tests.upstream import call, http_scope
 
-# Every purpose granted by default, so that items are kept and annotated without a stored consent.
-PURPOSES = {name: {**purpose, "default": "granted"} for name, purpose in BASE_POLICY["purposes"].items()}
-MAX_BODY = 64 * 1024
-MODES = {
-    (mode, fail_mode): make_policy(mode=mode, fail_mode=fail_mode, purposes=PURPOSES, max_body_bytes=MAX_BODY)
-    for mode, fail_mode in (("enforce", "closed"), ("enforce", "open"), ("shadow", "closed"))
-}
-ALICE = [(b"x-user-id", b"alice")]
-
-
-@dataclass
-class RawUpstream:
-    """Answers with exactly these bytes and headers (any Content-Encoding, true or not), in chunks."""
-
-    body: bytes = b"{}"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    chunks: int = 1
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"application/json"), *self.headers]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        size = max(1, -(-len(self.body) // self.chunks))
-        parts = [self.body[i : i + size] for i in range(0, len(self.body), size)] or [b""]
-        for index, part in enumerate(parts):
-            await send({"type": "http.response.body", "body": part, "more_body": index < len(parts) - 1})
-
-
-@dataclass
-class Outcome:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-
-async def fetch(mode: tuple[str, str], upstream: RawUpstream) -> tuple[GuardrailMiddleware, Outcome]:
-    middleware = GuardrailMiddleware(upstream, policy=MODES[mode], registry=CollectorRegistry())
-    sent = await call(middleware, http_scope("/recommendations", headers=ALICE))
-    return middleware, outcome_of(sent)
-
-
-def outcome_of(sent: list[Message]) -> Outcome:
-    start, *rest = sent
-    assert start["type"] == "http.response.start"
-    assert all(message["type"] == "http.response.body" for message in rest)
-    assert rest and not rest[-1].get("more_body", False), "the response ends"
-    body = b"".join(message.get("body", b"") for message in rest)
-    return Outcome(start["status"], dict(start["headers"]), body)
-
-
-def decoded(outcome: Outcome) -> Any:
-    encoding = outcome.headers.get(b"content-encoding", b"").strip().lower()
-    body = outcome.body
-    if encoding in (b"gzip", b"x-gzip", b"deflate"):
-        body = zlib.decompress(body, wbits=47)
-    return orjson.loads(body)
-
-
-async def assert_defined_outcome(mode: tuple[str, str], upstream: RawUpstream) -> Outcome:
-    """The response is one of the three outcomes of the module docstring, and says which."""
-    middleware, outcome = await fetch(mode, upstream)
-    if b"content-length" in outcome.headers:
-        assert int(outcome.headers[b"content-length"]) == len(outcome.body)
-    enforce, closed = mode[0] == "enforce", mode[1] == "closed"
-    if outcome.status == 502:
-        assert enforce and closed, "only closed mode refuses a body"
-        assert outcome.headers[b"content-type"] == b"application/problem+json"
-        assert outcome.headers[b"guardrail-degraded"] == b"1"
-        problem = orjson.loads(outcome.body)
-        assert problem["status"] == 502
-        assert problem["detail"].startswith(
-            "The recommendation service sent a response the guardrail could not check: "
-        )
-        assert upstream.body not in outcome.body or len(upstream.body) < 8
-        return outcome
-    assert outcome.status == 200
-    if outcome.headers.get(b"guardrail-degraded") == b"1" or not enforce:
-        # Passed through as it came: unchecked (marked), or shadow mode.
-        assert outcome.body == upstream.body
-        if enforce:
-            assert not closed
-        return outcome
-    # Checked: every item shown was decided and carries its explanation.
-    document = decoded(outcome)
-    shown = document if isinstance(document, list) else document["items"]
-    assert all(set(entry["explanation"]) == {"text", "because", "controls"} for entry in shown)
-    if isinstance(document, dict):
-        assert document["guardrail"]["kept"] == len(shown)
-    await assert_receipt_readable(middleware, outcome)
-    return outcome
-
-
-async def assert_receipt_readable(middleware: GuardrailMiddleware, outcome: Outcome) -> None:
-    """Whatever the upstream sent, the user can read the receipt of that decision and the controls page."""
-    decision = outcome.headers[b"guardrail-decision"].decode()
-    receipt = outcome_of(await call(middleware, http_scope(f"/guardrail/v1/decisions/{decision}", headers=ALICE)))
-    assert receipt.status == 200, receipt.body
-    page = outcome_of(await call(middleware, http_scope("/guardrail/controls", headers=ALICE)))
-    assert page.status == 200
+MODES = sorted(BODY_MODES)
 
 
 # -- what a body can be ---------------------------------------------------------------------------
 
-POLICY = MODES["enforce", "closed"]
+POLICY = BODY_MODES["enforce", "closed"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
@@ -267,14 +165,14 @@ ENCODINGS: dict[str, tuple[bytes | None, Callable[[bytes], bytes]]] = {
     body=BODIES,
     encoding=st.sampled_from(sorted(ENCODINGS)),
     chunks=st.integers(1, 4),
-    mode=st.sampled_from(sorted(MODES)),
+    mode=st.sampled_from(MODES),
 )
 async def test_every_body_gets_a_defined_outcome(
     body: bytes, encoding: str, chunks: int, mode: tuple[str, str]
 ) -> None:
     header, encode = ENCODINGS[encoding]
     headers = [(b"content-encoding", header)] if header is not None else []
-    await assert_defined_outcome(mode, RawUpstream(encode(body), headers, chunks))
+    await body_outcome(mode, RawUpstream(encode(body), headers, chunks))
 
 
 @examples(60)
@@ -282,7 +180,7 @@ async def test_every_body_gets_a_defined_outcome(
 async def test_shadow_mode_never_changes_the_body(body: bytes, gzipped: bool) -> None:
     raw = gzip.compress(body) if gzipped else body
     headers = [(b"content-encoding", b"gzip")] if gzipped else []
-    _, outcome = await fetch(("shadow", "closed"), RawUpstream(raw, headers, chunks=2))
+    outcome = await body_outcome(("shadow", "closed"), RawUpstream(raw, headers, chunks=2))
     assert outcome.status == 200
     assert outcome.body == raw
     assert outcome.headers[b"guardrail-mode"] == b"shadow"
@@ -294,7 +192,7 @@ async def test_a_valid_body_is_always_checked(document: dict[str, Any], gzipped:
     raw = orjson.dumps(document)
     headers = [(b"content-encoding", b"gzip")] if gzipped else []
     for mode in (("enforce", "closed"), ("enforce", "open")):
-        outcome = await assert_defined_outcome(mode, RawUpstream(gzip.compress(raw) if gzipped else raw, headers))
+        outcome = await body_outcome(mode, RawUpstream(gzip.compress(raw) if gzipped else raw, headers))
         assert outcome.status == 200 and b"guardrail-degraded" not in outcome.headers
         shown = decoded(outcome)["items"]
         assert {entry["id"] for entry in shown} <= {entry["id"] for entry in document["items"]}
@@ -307,10 +205,10 @@ async def test_a_valid_body_is_always_checked(document: dict[str, Any], gzipped:
 async def test_nesting_orjson_reads_but_cannot_write_fails_closed(depth: int) -> None:
     # orjson parses 1024 levels but serializes only 255: such a body used to end in an exception (500).
     body = b'{"items": [{"id": "a", "categories": [], "signals": []}], "deep": ' + nested(depth) + b"}"
-    _, outcome = await fetch(("enforce", "closed"), RawUpstream(body))
+    outcome = await body_outcome(("enforce", "closed"), RawUpstream(body))
     assert outcome.status == 502
     assert b"nested" in outcome.body
-    _, passed = await fetch(("enforce", "open"), RawUpstream(body))
+    passed = await body_outcome(("enforce", "open"), RawUpstream(body))
     assert passed.status == 200 and passed.body == body and passed.headers[b"guardrail-degraded"] == b"1"
 
 
@@ -328,7 +226,7 @@ GOOD = (
     ],
 )
 async def test_gzip_that_is_not_whole_fails_closed(raw: bytes, why: bytes) -> None:
-    _, outcome = await fetch(("enforce", "closed"), RawUpstream(raw, [(b"content-encoding", b"gzip")]))
+    outcome = await body_outcome(("enforce", "closed"), RawUpstream(raw, [(b"content-encoding", b"gzip")]))
     assert outcome.status == 502
     assert why in outcome.body
 
@@ -336,6 +234,6 @@ async def test_gzip_that_is_not_whole_fails_closed(raw: bytes, why: bytes) -> No
 async def test_a_gzip_body_of_several_members_is_read_whole() -> None:
     # RFC 1952 allows members one after the other; only the first one used to be read.
     raw = gzip.compress(GOOD[:40]) + gzip.compress(GOOD[40:])
-    _, outcome = await fetch(("enforce", "closed"), RawUpstream(raw, [(b"content-encoding", b"gzip")]))
+    outcome = await body_outcome(("enforce", "closed"), RawUpstream(raw, [(b"content-encoding", b"gzip")]))
     assert outcome.status == 200
     assert [entry["id"] for entry in decoded(outcome)["items"]] == ["a", "b"]

@@ -31,17 +31,20 @@ from tests.strategies import (
 )
 
 # Each example builds (and for generated policies, validates) a policy: a few ms.
-EXAMPLES = examples(80)
+EXAMPLES = examples(60)
 # Normal, open mode with the last state seen, closed mode with the store down.
 STORE_CONDITIONS = st.sampled_from([(False, False), (True, False), (False, True)])
 
 
 def context(
-    policy: Policy, state: UserState | None, request: RequestSignals, condition: tuple[bool, bool] = (False, False)
+    compiled: CompiledPolicy,
+    state: UserState | None,
+    request: RequestSignals,
+    condition: tuple[bool, bool] = (False, False),
 ) -> UserContext:
     degraded, unavailable = condition
     return UserContext(
-        CompiledPolicy(policy),
+        compiled,
         state,
         request,
         locale="en",
@@ -51,8 +54,8 @@ def context(
     )
 
 
-def decisions(policy: Policy, ctx: UserContext, batch: list[dict[str, Any]]) -> list[ItemDecision]:
-    route = RouteTable(policy.routes).match("/recommendations", "GET")
+def decisions(ctx: UserContext, batch: list[dict[str, Any]]) -> list[ItemDecision]:
+    route = RouteTable(ctx.compiled.policy.routes).match("/recommendations", "GET")
     assert route is not None
     copies = [dict(item) for item in batch]
     return check_items(ctx, route, copies, route.default_signals, annotate=False).decisions
@@ -109,14 +112,15 @@ def tighten(state: UserState, request: RequestSignals, kind: str, argument: Any)
 @given(data=st.data(), condition=STORE_CONDITIONS)
 def test_turning_a_control_off_never_shows_more(data: st.DataObject, condition: tuple[bool, bool]) -> None:
     policy = data.draw(policies(), "policy")
+    compiled = CompiledPolicy(policy)
     state = data.draw(states(policy), "state")
     request = data.draw(request_signals(policy), "request")
     batch = data.draw(items(policy), "items")
     kind, argument = data.draw(tightenings(policy), "tightening")
     stricter_state, stricter_request = tighten(state, request, kind, argument)
 
-    before = decisions(policy, context(policy, state, request, condition), batch)
-    after = decisions(policy, context(policy, stricter_state, stricter_request, condition), batch)
+    before = decisions(context(compiled, state, request, condition), batch)
+    after = decisions(context(compiled, stricter_state, stricter_request, condition), batch)
     for item, old, new in zip(batch, before, after, strict=True):
         note(f"{item} : {old.action} {old.reasons} -> {new.action} {new.reasons}")
         if old.hidden:
@@ -129,6 +133,7 @@ def test_turning_a_control_off_never_shows_more(data: st.DataObject, condition: 
 @given(data=st.data(), condition=STORE_CONDITIONS)
 def test_gpc_hides_exactly_what_relies_on_sale_or_share(data: st.DataObject, condition: tuple[bool, bool]) -> None:
     policy = data.draw(policies(), "policy")
+    compiled = CompiledPolicy(policy)
     state = data.draw(st.one_of(st.none(), states(policy)), "state")
     request = data.draw(request_signals(policy), "request")
     batch = data.draw(items(policy), "items")
@@ -136,8 +141,8 @@ def test_gpc_hides_exactly_what_relies_on_sale_or_share(data: st.DataObject, con
     assert route is not None
     opted_out = sale_or_share_or_gpc_signals(policy)
 
-    with_gpc = decisions(policy, context(policy, state, request._replace(gpc=True), condition), batch)
-    without = decisions(policy, context(policy, state, request._replace(gpc=False), condition), batch)
+    with_gpc = decisions(context(compiled, state, request._replace(gpc=True), condition), batch)
+    without = decisions(context(compiled, state, request._replace(gpc=False), condition), batch)
     for item, on, off in zip(batch, with_gpc, without, strict=True):
         if uses_any(item, opted_out, route.default_signals):
             assert on.hidden, f"GPC kept {item}, which relies on {sorted(opted_out)}"
@@ -150,32 +155,34 @@ def test_gpc_hides_exactly_what_relies_on_sale_or_share(data: st.DataObject, con
 @given(data=st.data(), condition=STORE_CONDITIONS)
 def test_an_items_decision_does_not_depend_on_the_others(data: st.DataObject, condition: tuple[bool, bool]) -> None:
     policy = data.draw(policies(), "policy")
+    compiled = CompiledPolicy(policy)
     state = data.draw(st.one_of(st.none(), states(policy)), "state")
     request = data.draw(request_signals(policy), "request")
     batch = data.draw(items(policy), "items")
     shuffled = data.draw(st.permutations(range(len(batch))), "order")
     warmup = data.draw(items(policy), "items decided before")
 
-    alone = [decisions(policy, context(policy, state, request, condition), [item])[0] for item in batch]
-    in_order = decisions(policy, context(policy, state, request, condition), batch)
-    warmed = context(policy, state, request, condition)
-    decisions(policy, warmed, warmup)  # the memo now holds other shapes
-    reordered = decisions(policy, warmed, [batch[index] for index in shuffled])
+    alone = [decisions(context(compiled, state, request, condition), [item])[0] for item in batch]
+    in_order = decisions(context(compiled, state, request, condition), batch)
+    warmed = context(compiled, state, request, condition)
+    decisions(warmed, warmup)  # the memo now holds other shapes
+    reordered = decisions(warmed, [batch[index] for index in shuffled])
     by_item = dict(zip(shuffled, reordered, strict=True))
     for index, expected in enumerate(alone):
         assert in_order[index] == expected
         assert by_item[index] == expected
 
 
-@examples(8)
+@examples(4)
 @given(data=st.data())
 def test_a_full_memo_starts_over_without_changing_decisions(data: st.DataObject) -> None:
     policy = data.draw(policies(), "policy")
+    compiled = CompiledPolicy(policy)
     state = data.draw(states(policy), "state")
     batch = data.draw(items(policy, max_size=4), "items")
-    expected = decisions(policy, context(policy, state, RequestSignals()), batch)
-    ctx = context(policy, state, RequestSignals())
+    expected = decisions(context(compiled, state, RequestSignals()), batch)
+    ctx = context(compiled, state, RequestSignals())
     # Fill the memo to its limit with shapes no upstream would send, so that it is cleared midway.
     for n in range(4096):
         decide(ctx, [f"filler_{n}"], [])
-    assert decisions(policy, ctx, batch) == expected
+    assert decisions(ctx, batch) == expected
