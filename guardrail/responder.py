@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Message, Send
 
+from guardrail.echo import inert
 from guardrail.engine import UserContext
 from guardrail.explain.render import notice
 from guardrail.identity import Caller
@@ -255,7 +256,8 @@ class GuardedResponder:
                 "title": "Bad Gateway",
                 "status": 502,
                 "detail": (
-                    f"The recommendation service sent a response the guardrail could not check: {detail}. "
+                    # The detail may quote the upstream (a Content-Encoding): inert, like every problem detail.
+                    f"The recommendation service sent a response the guardrail could not check: {inert(detail)}. "
                     "Nothing of it was shown (fail_mode: closed)."
                 ),
                 "decision": self.decision_id,
