@@ -4,8 +4,12 @@ their own: TC strings written field by field decode to those fields; Accept-Lang
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import jwt
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +17,7 @@ from guardrail.consent.tcf import decode
 from guardrail.locale import LocaleNegotiator
 from tests.consent.test_tcf import ALPHABET, Vendors, compact, core
 from tests.fuzz.seeds import tc_strings
-from tests.fuzz.targets import READER, Request, check_request, check_tc_string
+from tests.fuzz.targets import JWT, JWT_KEY_ENV, READER, Request, check_request, check_tc_string
 from tests.strategies import examples
 
 FIXTURES = tc_strings()
@@ -161,3 +165,35 @@ def test_accept_language_picks_the_enabled_tag_with_the_highest_quality(entries:
 @given(st.binary(max_size=200))
 def test_any_accept_language_bytes_choose_an_enabled_locale(header: bytes) -> None:
     assert LocaleNegotiator(ENABLED, "en").choose(None, header) in ENABLED
+
+
+# -- bearer tokens ----------------------------------------------------------------------------------
+
+claim_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 10**400) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@examples(100)
+@given(
+    claims=st.fixed_dictionaries(
+        {
+            "sub": st.text(st.characters(codec="ascii"), min_size=1, max_size=10) | claim_values,
+            # In the future (2**33 seconds is the year 2242), past any float, or not a time at all.
+            "exp": st.integers(2**33, 2**62) | st.integers(10**310, 10**400) | claim_values,
+        },
+        optional={"age": claim_values, "aud": claim_values},
+    )
+)
+def test_a_signed_token_with_any_claims_names_a_caller_or_nobody(claims: dict[str, Any]) -> None:
+    # Only the key holder can sign, but even they cannot make verifying a token fail: a claim of any
+    # JSON type gives a caller or an anonymous one. (An `exp` past any float used to raise OverflowError.)
+    token = jwt.api_jws.encode(json.dumps(claims).encode(), os.environ[JWT_KEY_ENV], algorithm="HS256")
+    for _ in range(2):  # the second time from the cache of verified tokens
+        caller = JWT.tokens.caller(b"Bearer " + token.encode()) if JWT.tokens else None
+        assert caller is not None
+        if caller.user is not None:
+            assert caller.user == str(claims["sub"]).strip() and caller.user.isprintable()
+        assert caller.age is None or caller.age == claims.get("age")
