@@ -28,6 +28,7 @@ CONSENT_VALUES = ("granted", "denied")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAPS = ("consent", "signals", "muted", "sensitive")
 _KINDS = {"consent": "purpose", "signals": "signal", "muted": "category", "sensitive": "sensitive category"}
+_PLURALS = {"consent": "purposes", "signals": "signals", "muted": "categories", "sensitive": "sensitive categories"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +153,20 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
                 problems.append((key, f"must be one of {', '.join(policy.locales)} or null"))
             locale = value
         elif key in MAPS:
-            valid = _valid_names(policy, key)
             if value is None:
                 maps[key] = None
             elif not isinstance(value, Mapping):
                 problems.append((key, "must be an object (or null to clear it)"))
             else:
+                valid = _valid_names(policy, key)
                 if len(value) > len(valid):
                     # Each key must name one of them, so more keys than that cannot all be valid.
                     problems.append(
-                        (key, f"names {len(value)} entries; this policy has {len(valid)}, the most it can name")
+                        (
+                            key,
+                            f"names {len(value)} entries, but this policy has {len(valid)} {_PLURALS[key]}: "
+                            f"name at most {len(valid)}",
+                        )
                     )
                 maps[key] = _validate_map(key, value, valid, now, problems)
         else:

@@ -113,9 +113,10 @@ async def test_thousands_of_muted_topics_are_refused_naming_the_cap(client: http
     response = await patch(client, body)
     problem = assert_problem(response, 422)
     errors = problem["errors"]
+    count = len(CATEGORIES)
     assert errors[0] == {
         "field": "muted",
-        "message": f"names 2500 entries; this policy has {len(CATEGORIES)}, the most it can name",
+        "message": f"names 2500 entries, but this policy has {count} categories: name at most {count}",
     }
     # The answer stays small however many names were sent: ten problems and a count of the rest.
     assert len(errors) == MAX_PROBLEMS_LISTED + 1
