@@ -8,19 +8,27 @@ applies a `ControlsPatch` that is known to be good, so nothing is half-applied.
 
 from __future__ import annotations
 
+import difflib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from guardrail.echo import echo
 from guardrail.errors import InvalidControls
 from guardrail.policy.models import Policy
 
 MAX_MUTED_TOPICS = 200
+# A refused change lists this many problems at most: the answer to a change naming thousands of
+# unknown keys stays small.
+MAX_PROBLEMS_LISTED = 10
 CONSENT_VALUES = ("granted", "denied")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAPS = ("consent", "signals", "muted", "sensitive")
+_KINDS = {"consent": "purpose", "signals": "signal", "muted": "category", "sensitive": "sensitive category"}
+_PLURALS = {"consent": "purposes", "signals": "signals", "muted": "categories", "sensitive": "sensitive categories"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,42 +158,60 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
             elif not isinstance(value, Mapping):
                 problems.append((key, "must be an object (or null to clear it)"))
             else:
-                maps[key] = _validate_map(policy, key, value, now, problems)
+                valid = _valid_names(policy, key)
+                if len(value) > len(valid):
+                    # Each key must name one of them, so more keys than that cannot all be valid.
+                    problems.append(
+                        (
+                            key,
+                            f"names {len(value)} entries, but this policy has {len(valid)} {_PLURALS[key]}: "
+                            f"name at most {len(valid)}",
+                        )
+                    )
+                maps[key] = _validate_map(key, value, valid, now, problems)
         else:
-            problems.append((key, f"unknown field; valid fields: {', '.join(allowed)}"))
+            problems.append((echo(key), f"unknown field; valid fields: {', '.join(allowed)}"))
     muted = maps.get("muted")
     if muted and len(muted) > MAX_MUTED_TOPICS:
         problems.append(("muted", f"at most {MAX_MUTED_TOPICS} topics can be muted in one change"))
     if problems:
+        if len(problems) > MAX_PROBLEMS_LISTED:
+            more = len(problems) - MAX_PROBLEMS_LISTED
+            problems[MAX_PROBLEMS_LISTED:] = [("(more)", f"{more} more problems like these are not listed")]
         raise InvalidControls(problems)
     return ControlsPatch(personalization=personalization, locale=locale, maps=maps)
 
 
+def _valid_names(policy: Policy, name: str) -> Mapping[str, Any]:
+    if name == "consent":
+        return policy.purposes
+    if name == "signals":
+        return policy.signals
+    if name == "muted":
+        return policy.categories
+    return {key: None for key in policy.categories if is_sensitive_category(policy, key)}
+
+
 def _validate_map(
-    policy: Policy,
     name: str,
     changes: Mapping[str, Any],
+    valid: Mapping[str, Any],
     now: datetime,
     problems: list[tuple[str, str]],
 ) -> dict[str, Any]:
-    if name == "consent":
-        valid: Mapping[str, Any] = policy.purposes
-    elif name == "signals":
-        valid = policy.signals
-    elif name == "muted":
-        valid = policy.categories
-    else:
-        valid = {key: None for key in policy.categories if is_sensitive_category(policy, key)}
     result: dict[str, Any] = {}
     for key, value in changes.items():
-        where = f"{name}.{key}"
+        where = f"{name}.{echo(key)}"
         if key not in valid:
-            kind = (
-                "sensitive category"
-                if name == "sensitive"
-                else {"consent": "purpose", "signals": "signal", "muted": "category"}[name]
+            # Suggestions cost a comparison with every name: only for the problems that are listed.
+            hint = _closest(key, valid) if len(problems) < MAX_PROBLEMS_LISTED else None
+            problems.append(
+                (
+                    where,
+                    f"unknown {_KINDS[name]}{f' (did you mean {hint}?)' if hint else ''}; "
+                    f"valid: {', '.join(sorted(valid)) or '(none)'}",
+                )
             )
-            problems.append((where, f"unknown {kind}; valid: {', '.join(sorted(valid)) or '(none)'}"))
             continue
         if value is None:
             result[key] = REMOVE
@@ -229,6 +255,18 @@ def _validate_mute(where: str, value: Any, now: datetime, problems: list[tuple[s
     if moment <= now:
         problems.append((f"{where}.until", "is in the past; a snooze must end in the future"))
     return moment
+
+
+def _closest(name: str, valid: Mapping[str, Any]) -> str | None:
+    """The valid name a look-alike was probably meant to be: a case variant, trailing blanks, a fullwidth
+    or Cyrillic letter in place of a Latin one."""
+    if len(name) > 100:
+        return None
+    plain = unicodedata.normalize("NFKC", name).strip().casefold()
+    if plain in valid:
+        return plain
+    found = difflib.get_close_matches(plain, list(valid), n=1, cutoff=0.8)
+    return found[0] if found else None
 
 
 def is_sensitive_category(policy: Policy, category: str) -> bool:

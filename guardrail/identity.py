@@ -165,7 +165,11 @@ class TokenVerifier:
             return ANONYMOUS
         age = claims.get(self.age_claim) if self.age_claim else None
         caller = Caller(user, age if isinstance(age, int) and not isinstance(age, bool) else None)
+        try:
+            expires = float(claims["exp"])
+        except OverflowError:  # an integer past any float: the token never expires in practice
+            return caller  # verified, but not remembered
         if len(self._verified) >= 10_000:
             self._verified.clear()
-        self._verified[authorization] = (float(claims["exp"]), caller)
+        self._verified[authorization] = (expires, caller)
         return caller

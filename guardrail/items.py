@@ -31,15 +31,29 @@ def decode_body(raw: bytes, encoding: bytes, limit: int) -> bytes:
             "unsupported_encoding",
             f"Content-Encoding {encoding.decode('latin-1')!r} is not supported",
         )
-    # wbits=47 accepts both gzip and zlib framing; some servers label one as the other.
-    inflater = zlib.decompressobj(wbits=47)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise BadBody("invalid_encoding", f"the {encoding.decode()} body does not decompress") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise BadBody("too_large", f"the decompressed body is over max_body_bytes ({limit})")
-    return body
+    name = encoding.decode()
+    parts: list[bytes] = []
+    size = 0
+    data = raw
+    while True:
+        # wbits=47 accepts both gzip and zlib framing; some servers label one as the other.
+        inflater = zlib.decompressobj(wbits=47)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)
+        except zlib.error:
+            raise BadBody("invalid_encoding", f"the {name} body does not decompress") from None
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise BadBody("too_large", f"the decompressed body is over max_body_bytes ({limit})")
+        if not inflater.eof:
+            # Without its end the checksum is unread: the body may be cut anywhere.
+            raise BadBody("invalid_encoding", f"the {name} body is cut short")
+        parts.append(part)
+        # A gzip body may be several members one after the other (RFC 1952 §2.2): anything after
+        # this one must be another, or decompressing it fails.
+        data = inflater.unused_data
+        if not data:
+            return b"".join(parts)
 
 
 def encode_body(body: bytes, encoding: bytes) -> bytes:

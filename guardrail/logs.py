@@ -42,7 +42,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             # The exception's type and message only: a stack trace is for a debugger, not a log line.
             entry["error"] = f"{record.exc_info[0].__name__ if record.exc_info[0] else 'Error'}: {record.exc_info[1]}"
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # ASCII only: a value that came from outside (an upstream's detail, an exception's text)
+        # cannot put a control or right-to-left character into a terminal or a log viewer.
+        return json.dumps(entry, default=str, ensure_ascii=True)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

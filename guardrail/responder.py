@@ -7,11 +7,12 @@ configuration only. Anything that is not a 2xx JSON body passes through untouche
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Message, Send
 
+from guardrail.echo import inert
 from guardrail.engine import UserContext
 from guardrail.explain.render import notice
 from guardrail.identity import Caller
@@ -159,34 +160,24 @@ class GuardedResponder:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
             checked = check_items(self.ctx, self.route, items, self.default_signals, annotate=enforce)
+            hidden = checked.hidden
+            summary_notice = notice(self.ctx, hidden) if hidden else None
+            # Shadow mode sends the body as it came, byte for byte.
+            out = (
+                encode_body(self._rewritten(document, container, key, checked, summary_notice), self.encoding)
+                if enforce
+                else raw
+            )
         except BadBody as exc:
             self.overhead += time.perf_counter() - started
             await self._unchecked(exc.kind, exc.detail)
             return
-        kept, hidden = checked.kept, checked.hidden
         self.hidden_count = len(hidden)
-        summary_notice = notice(self.ctx, hidden) if hidden else None
         headers = self._headers(len(hidden))
         if not enforce:
             self.outcome = "shadow"
-            out = raw
         else:
             self.outcome = "degraded" if self.ctx.degraded else "enforced"
-            if container is None:
-                document = kept
-            else:
-                container[key] = kept
-            if type(document) is dict:
-                document["guardrail"] = {
-                    "decision": self.decision_id,
-                    "mode": self.mode,
-                    "policy": self.guard.policy.policy_id,
-                    "kept": len(kept),
-                    "hidden": len(hidden),
-                    "degraded": self.ctx.degraded,
-                    "notice": summary_notice,
-                }
-            out = encode_body(orjson.dumps(document), self.encoding)
         if self.ctx.degraded:
             self.middleware.count_fail_mode(self.guard.policy.fail_mode)
         assert self.start is not None  # _on_start stored it before any body
@@ -204,6 +195,31 @@ class GuardedResponder:
         started = time.perf_counter()
         self.middleware.after_decision(self, checked)
         self.overhead += time.perf_counter() - started
+
+    def _rewritten(
+        self, document: Any, container: Any, key: Any, checked: CheckedItems, summary_notice: str | None
+    ) -> bytes:
+        """The document with only the kept items, and the summary if it is an object."""
+        kept = checked.kept
+        if container is None:
+            document = kept
+        else:
+            container[key] = kept
+        if type(document) is dict:
+            document["guardrail"] = {
+                "decision": self.decision_id,
+                "mode": self.mode,
+                "policy": self.guard.policy.policy_id,
+                "kept": len(kept),
+                "hidden": len(checked.hidden),
+                "degraded": self.ctx.degraded,
+                "notice": summary_notice,
+            }
+        try:
+            return orjson.dumps(document)
+        except orjson.JSONEncodeError:
+            # orjson reads up to 1024 levels of nesting but writes only 255.
+            raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
 
     def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -246,7 +262,8 @@ class GuardedResponder:
                 "title": "Bad Gateway",
                 "status": 502,
                 "detail": (
-                    f"The recommendation service sent a response the guardrail could not check: {detail}. "
+                    # The detail may quote the upstream (a Content-Encoding): inert, like every problem detail.
+                    f"The recommendation service sent a response the guardrail could not check: {inert(detail)}. "
                     "Nothing of it was shown (fail_mode: closed)."
                 ),
                 "decision": self.decision_id,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
@@ -16,6 +18,12 @@ from guardrail.policy.loading import policy_from_mapping
 from guardrail.policy.models import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Property tests are deterministic by default (the same examples on every run, no example database),
+# so that CI fails only when the code changed. HYPOTHESIS_PROFILE=explore searches afresh, with more examples.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def label(en: str, ko: str | None = None) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,52 @@ def read_policy_text(path: str | os.PathLike[str]) -> str:
 
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     try:
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            duplicates = list(_duplicate_keys(node))
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(source, [("", f"not valid YAML: {where}{problem}")]) from None
-    return policy_from_mapping(data, source=source)
+    except RecursionError:
+        # PyYAML reads nested collections recursively.
+        raise PolicyError(source, [("", "not valid YAML: collections nested too deeply")]) from None
+    try:
+        policy = policy_from_mapping(data, source=source)
+    except PolicyError as exc:
+        raise PolicyError(source, [*duplicates, *exc.issues]) from None
+    if duplicates:
+        raise PolicyError(source, duplicates)
+    return policy
+
+
+def _duplicate_keys(node: yaml.Node | None, path: str = "", seen: set[int] | None = None) -> Iterator[Issue]:
+    """Keys written twice in one mapping. YAML forbids them, but PyYAML keeps the last one silently:
+    a second `hide_at:` or `gambling:` further down would quietly replace the first."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # an alias is checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            child = path
+            if isinstance(key, yaml.ScalarNode):
+                child = f"{path}.{key.value}" if path else key.value
+                line, first = key.start_mark.line + 1, lines.get((key.tag, key.value))
+                if first is None:
+                    lines[key.tag, key.value] = line
+                elif key.value != "<<":  # merge keys (`<<: *defaults`) may repeat
+                    yield child, f"written twice (lines {first} and {line}); YAML keeps only the last one, remove one"
+            yield from _duplicate_keys(value, child, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{index}]", seen)
 
 
 def policy_from_mapping(data: Any, *, source: str = "<policy>") -> Policy:

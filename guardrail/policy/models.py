@@ -9,14 +9,27 @@ with several mistakes gets all of them reported at once.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 # A category or signal id: lowercase words joined by `_`, dotted for sub-categories.
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$", max_length=100)]
 Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
 Labels = dict[Locale, Annotated[str, StringConstraints(min_length=1, max_length=80)]]
+# An HTTP header name is a token (RFC 9110 §5.6.2), and so is a cookie name (RFC 6265 §4.1.1).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _token(value: str, what: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        example = "euconsent-v2" if what == "cookie" else "x-user-id"
+        raise ValueError(
+            f"{value!r} is not a {what} name, so it would never match a request; "
+            f"use letters, digits and - (as in {example})"
+        )
+    return value
 
 
 class Model(BaseModel):
@@ -44,7 +57,7 @@ class Identity(Model):
     @classmethod
     def _lowercase_header(cls, value: str | None) -> str | None:
         # ASGI gives header names in lowercase; comparing lowercase names is then one `==`.
-        return value.lower() if value is not None else None
+        return _token(value, "header").lower() if value is not None else None
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -72,6 +85,11 @@ class Tcf(Model):
     header: str | None = None
     query: str | None = None
     vendor_id: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("cookie", "header")
+    @classmethod
+    def _names(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _token(value, str(info.field_name)) if value is not None else None
 
 
 class Signal(Model):
@@ -123,7 +141,7 @@ class NonPersonalized(Model):
     @field_validator("strip_headers")
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
-        return [name.lower() for name in value]
+        return [_token(name, "header").lower() for name in value]
 
 
 class Route(Model):

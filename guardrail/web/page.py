@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from guardrail.controls import format_time, validate_patch
+from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
 from guardrail.explain.render import receipt_text
 
@@ -309,7 +310,7 @@ class ControlsPage:
                 sensitive.setdefault(name, True)
             elif kind == "topic":
                 if value not in TOPIC_CHOICES:
-                    problems.append((f"muted.{name}", f"must be one of {', '.join(TOPIC_CHOICES)}"))
+                    problems.append((f"muted.{echo(name)}", f"must be one of {', '.join(TOPIC_CHOICES)}"))
                 elif value == "show":
                     muted[name] = None
                 elif value == "mute":
@@ -322,7 +323,7 @@ class ControlsPage:
             elif key == "locale":
                 body["locale"] = value or None
             elif key not in ("csrf", "personalization"):
-                problems.append((key, "is not a field of this form"))
+                problems.append((echo(key), "is not a field of this form"))
         body["signals"] = signals
         body["sensitive"] = sensitive
         if muted:

@@ -189,7 +189,8 @@ async def test_user_controlled_markup_is_escaped(client: httpx.AsyncClient) -> N
     assert response.status_code == 422
     assert evil not in response.text
     assert html.escape(evil, quote=False) in response.text or "&lt;script&gt;" in response.text
-    assert "signals.&lt;script&gt;" in response.text and "muted.movies" in response.text
+    # The unknown name is quoted (json-style, so blanks and look-alikes show), then HTML-escaped.
+    assert "signals.&#34;&lt;script&gt;" in response.text and "muted.movies" in response.text
     assert (await controls(client))["revision"] == 0
     # A user id is user-controlled too.
     page = await client.get(PAGE, headers=as_user("a<b>"))
