@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from guardrail.controls import ControlsPatch, UserState
@@ -144,6 +144,7 @@ class RedisStore:
         self.url: str | None = None  # set by from_url; other parts (the change rate limiter) share the server
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
+        self._record = client.register_script(_LUA.joinpath("record.lua").read_text())
         self._queue: deque[Any] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -302,18 +303,39 @@ class RedisStore:
         if not self._queue:
             return
         batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
-        pipe = self.client.pipeline(transaction=False)
         ttl = int(self.retention.total_seconds())
-        for record in batch:
-            key = records_key(record.user)
-            pipe.lpush(key, encode_record(record))
-            pipe.ltrim(key, 0, self.decisions_per_user - 1)
-            pipe.expire(key, ttl)
+        calls = [(records_key(record.user), encode_record(record)) for record in batch]
         try:
-            await self._call("record", pipe.execute(), budget=1.0)
+            results = await self._call("record", self._write_records(calls, ttl), budget=1.0)
+            if any(isinstance(result, NoScriptError) for result in results):
+                # A restarted server forgets its scripts: load it again and write what failed.
+                await self._call("record", self.client.script_load(self._record.script), budget=1.0)
+                failed = [call for call, result in zip(calls, results, strict=True) if isinstance(result, Exception)]
+                results = await self._call("record", self._write_records(failed, ttl), budget=1.0)
         except StoreError:
             # Receipts are best effort: counted, never retried into a growing backlog.
             self._count_dropped(len(batch))
+            return
+        dropped = sum(isinstance(result, Exception) for result in results)
+        if dropped:
+            self._count_dropped(dropped)
+
+    async def _write_records(self, calls: list[tuple[str, bytes]], ttl: int) -> list[Any]:
+        """One pipelined round trip; an error per record instead of an exception for the batch."""
+        pipe = self.client.pipeline(transaction=False)
+        if isinstance(self.client, RedisCluster):
+            # redis-py refuses scripts in cluster pipelines: three commands per record there.
+            for key, record in calls:
+                pipe.lpush(key, record)
+                pipe.ltrim(key, 0, self.decisions_per_user - 1)
+                pipe.expire(key, ttl)
+            results = await pipe.execute(raise_on_error=False)
+            return [
+                next((r for r in results[i : i + 3] if isinstance(r, Exception)), 1) for i in range(0, len(results), 3)
+            ]
+        for key, record in calls:
+            pipe.evalsha(self._record.sha, 1, key, record, self.decisions_per_user, ttl)
+        return list(await pipe.execute(raise_on_error=False))
 
     # -- invalidation --------------------------------------------------------------------------
 
