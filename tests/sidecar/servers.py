@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,55 @@ class RecordingUpstream:
         self.gate.set()
         self._server.should_exit = True
         self._thread.join(DEADLINE)
+
+
+# -- an upstream that says exactly what a test tells it to ---------------------------------------
+
+Handler = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Scripted:
+    """A raw TCP server on a free port: `handle(server, reader, writer)` runs for each connection.
+    It counts the connections it accepted and the request heads `read_head` read."""
+
+    port: int = 0
+    connections: int = 0
+    heads: list[bytes] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    async def read_head(self, reader: asyncio.StreamReader) -> bytes:
+        """The next request head (an empty one when the client hung up instead)."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return b""
+        self.heads.append(head)
+        return head
+
+
+@asynccontextmanager
+async def scripted(handle: Handler) -> AsyncIterator[Scripted]:
+    state = Scripted()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            await handle(state, reader, writer)
+        except ConnectionError:
+            pass  # the client went first: some tests are about that
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connected, HOST, 0)
+    state.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield state
+        server.close()
+        await server.wait_closed()
 
 
 # -- the sidecar in this process ------------------------------------------------------------------
