@@ -2,6 +2,8 @@
 
 - `RecordingUpstream`: a small Starlette service (uvicorn in a thread) that answers like a
   recommendation service and remembers every request it got, headers and body included;
+- `scripted(handle)`: a raw TCP server whose answers a test writes byte by byte (`answer_each`: a
+  well-behaved keep-alive one), counting connections and request heads;
 - `serving(app)`: an ASGI app (the sidecar) served by uvicorn in the test's own event loop;
 - `ServeProcess`: `guardrail serve` as a user runs it, a subprocess whose JSON log lines are kept.
 """
@@ -260,6 +262,13 @@ async def scripted(handle: Handler) -> AsyncIterator[Scripted]:
         yield state
         server.close()
         await server.wait_closed()
+
+
+async def answer_each(server: Scripted, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Keep-alive: every request on the connection gets `hello` with its Content-Length."""
+    while await server.read_head(reader):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        await writer.drain()
 
 
 # -- the sidecar in this process ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from guardrail.http1 import ConnectionPool
-from tests.sidecar.servers import HOST, RecordingUpstream, Scripted, free_port, scripted
+from tests.sidecar.servers import HOST, RecordingUpstream, Scripted, answer_each, free_port, scripted
 
 TIMEOUT = httpx.Timeout(5.0)
 POOL_TIMEOUT = httpx.Timeout(5.0, pool=0.2)
@@ -38,13 +38,6 @@ async def fetch(pool: ConnectionPool, method: bytes = b"GET", target: bytes = b"
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
-
-
-async def answer_each(server: Scripted, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Keep-alive: every request on the connection gets `hello` with its Content-Length."""
-    while await server.read_head(reader):
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
-        await writer.drain()
 
 
 async def test_a_kept_alive_connection_serves_request_after_request() -> None:
