@@ -268,7 +268,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, head: bytes, body: AsyncIterable[bytes] | None, chunked: bool) -> None:
         if self.lost or self.transport is None:
-            raise self.error or httpx.WriteError("the upstream closed the connection")
+            raise _NothingSent
         self.parser = httptools.HttpResponseParser(self)
         self.head_only = head.startswith(b"HEAD ")
         self.sent = self.received = self.complete = self.keep_alive = self.framed = False
@@ -411,6 +411,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:
+            return  # a trailer, after a chunked body: not passed on (nor are they by most proxies)
         self.headers.append((name, value))
         lowered = name.lower()
         if lowered == b"content-length":
