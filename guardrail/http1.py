@@ -1,15 +1,15 @@
 """`ConnectionPool`: the sidecar's HTTP/1.1 client to its upstream. A keep-alive pool of asyncio
 Protocol connections whose answers httptools parses (llhttp, the parser uvicorn serves with).
 
-httpx over httpcore did the same job with about 2,000 Python calls a request, its pool scanning every
-connection twice a request; this one makes a few dozen (benchmarks/results/sidecar.md).
+httpx over httpcore did the same job with about 1,900 function calls a request (its pool scans every
+connection twice a request); this one makes about 130, asyncio's included (benchmarks/results/clients.md).
 
-- Bodies framed by Content-Length, chunked, or the end of the connection; 1xx answers skipped; no body
-  read after HEAD, 204 or 304. Request bodies go with their Content-Length, or chunked.
+- Bodies framed by Content-Length, chunked (trailers dropped), or the end of the connection; 1xx answers
+  skipped; no body read after HEAD, 204 or 304. Request bodies go with their Content-Length, or chunked.
 - A connection is reused only after an answer read to its end that did not ask to close it. One that
-  the upstream closed while it sat idle is dropped; one that it closed just as a request went out,
-  with no byte of answer, is retried once more on another connection when the request is idempotent and
-  has no body (nothing the client sent is lost, nothing can have happened twice).
+  the upstream closed while it sat idle is dropped. A request on a kept-alive connection that turns out
+  closed goes again on another one when nothing of it went out, or when nothing of the answer came and
+  the request is idempotent without a body: nothing the client sent is lost, nothing can happen twice.
 - Reading pauses while more than `BUFFER_LIMIT` bytes of an answer wait to be read: a slow reader
   slows the upstream down rather than filling memory.
 

@@ -12,9 +12,9 @@ to the upstream service over one pool of keep-alive connections (`guardrail.http
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
   redirect is the client's to follow).
 
-The pool is not an `httpx.AsyncClient`: that client's own layer (URLs, headers, cookies, auth and
-redirect steps, response objects) cost about 350 µs a request on its own even over this pool, three
-times what the upstream spends answering (benchmarks/results/sidecar.md). httpx's exceptions remain.
+The pool is not an `httpx.AsyncClient`'s transport: that client's own layer (URLs, headers, cookies,
+auth and redirect steps, response objects) costs about 420,000 instructions a request over this pool,
+three and a half times the pool's whole exchange (benchmarks/results/clients.md). httpx's exceptions remain.
 
 Start it in the ASGI lifespan (it handles a lifespan scope itself) or with `async with proxy:`.
 """
