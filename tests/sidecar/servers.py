@@ -16,6 +16,7 @@ import gzip
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -244,7 +245,7 @@ class Scripted:
 
 
 @asynccontextmanager
-async def scripted(handle: Handler) -> AsyncIterator[Scripted]:
+async def scripted(handle: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Scripted]:
     state = Scripted()
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -256,7 +257,7 @@ async def scripted(handle: Handler) -> AsyncIterator[Scripted]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(connected, HOST, 0)
+    server = await asyncio.start_server(connected, HOST, 0, ssl=tls)
     state.port = server.sockets[0].getsockname()[1]
     async with server:
         yield state

@@ -4,13 +4,21 @@ sockets: body framings, keep-alive reuse and when a connection is not reused, re
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from guardrail.http1 import ConnectionPool
 from tests.sidecar.servers import HOST, RecordingUpstream, Scripted, answer_each, free_port, scripted
@@ -283,3 +291,41 @@ async def test_closing_the_pool_closes_its_connections() -> None:
         await asyncio.wait_for(hung_up.wait(), 5)
         with pytest.raises(RuntimeError, match="closed"):
             await fetch(pool)
+
+
+async def test_an_upstream_behind_tls_is_spoken_to_over_tls(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder(subject_name=name, issuer_name=name, public_key=key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(pem)
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_side = ssl.create_default_context(cadata=pem.decode())
+
+    async with (
+        scripted(answer_each, tls=server_side) as server,
+        ConnectionPool(HOST, server.port, timeout=TIMEOUT, tls=client_side) as pool,
+    ):
+        assert [await fetch(pool) for _ in range(2)] == [b"hello"] * 2
+    assert server.connections == 1
+
+    # And one that does not present a certificate the pool trusts is not spoken to at all.
+    async with (
+        scripted(answer_each, tls=server_side) as server,
+        ConnectionPool(HOST, server.port, timeout=TIMEOUT, tls=ssl.create_default_context()) as pool,
+    ):
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await fetch(pool)
+    assert server.heads == []
