@@ -1,6 +1,7 @@
 """Instructions per guarded request, counted by valgrind: repeatable whatever else the machine does.
 
     python benchmarks/instructions.py            # bare, guarded and the orjson round trip, per request
+    python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
 is the tool for comparing two versions of the hot path. It runs this file under
@@ -13,6 +14,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,19 +43,23 @@ def _run(arm: str, requests: int) -> None:
     asyncio.run(main())
 
 
-def _count(arm: str, requests: int) -> int:
-    python = Path(sys.executable).resolve()
+def _run_client(client: str, port: int, requests: int) -> None:
+    from clients import fetcher
+
+    async def main() -> None:
+        async with fetcher(client, port) as fetch:
+            for _ in range(50):  # warm: connection open, first-call paths
+                await fetch()
+            for _ in range(requests):
+                await fetch()
+
+    asyncio.run(main())
+
+
+def _count(*args: str) -> int:
+    python = sys.executable  # not resolved: a virtual environment's python finds its packages by its path
     result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            str(python),
-            __file__,
-            "--run",
-            arm,
-            str(requests),
-        ],
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, __file__, *args],
         capture_output=True,
         text=True,
         check=True,
@@ -68,15 +74,60 @@ def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--run":
         _run(sys.argv[2], int(sys.argv[3]))
         return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "--run-client":
+        _run_client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: apt-get install valgrind", file=sys.stderr)
         return 1
+    if sys.argv[1:] == ["clients"]:
+        return clients()
     requests = 300
-    per_request = {arm: (_count(arm, requests) - _count(arm, 0)) / requests for arm in ("bare", "guarded", "orjson")}
+    per_request = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("bare", "guarded", "orjson")
+    }
     added = per_request["guarded"] - per_request["bare"]
     print(f"instructions per request: bare {per_request['bare']:,.0f}, guarded {per_request['guarded']:,.0f}")
     print(f"added by the guardrail: {added:,.0f}; orjson loads+dumps of the body: {per_request['orjson']:,.0f}")
     print(f"ratio (instructions): {added / per_request['orjson']:.2f}")
+    return 0
+
+
+def clients() -> int:
+    """Instructions per request of each way to fetch the upstream's answer (the upstream is a process of
+    its own, not counted); written to benchmarks/results/clients.md too."""
+    from clients import CLIENTS, PATH
+    from overhead import RESULTS, machine_info, server, server_options, source_fingerprint
+
+    requests = 200
+    rows = []
+    with server("bare", 50, *server_options()) as (port, _):
+        for client in CLIENTS:
+            counts = [_count("--run-client", client, str(port), str(n)) for n in (requests, 0)]
+            per_request = (counts[0] - counts[1]) / requests
+            print(f"{client}: {per_request:,.0f} instructions per request", flush=True)
+            rows.append(f"| {client} | {per_request:,.0f} |")
+    (RESULTS / "clients.md").write_text(
+        "\n".join(
+            [
+                "# What an HTTP client costs the sidecar per request, in instructions",
+                "",
+                f"Run {datetime.now(UTC).isoformat(timespec='seconds')} with `python benchmarks/instructions.py "
+                f"clients`, on guardrail sources {source_fingerprint()}: `GET {PATH.decode()}` from the overhead "
+                f"benchmark's bare app (50 items, its own process), one request at a time on a kept-alive "
+                f"connection, {requests} requests counted by valgrind's callgrind after 50 to warm up. The clients "
+                "are described in benchmarks/clients.py.",
+                "",
+                "| client | instructions per request |",
+                "|---|---:|",
+                *rows,
+                "",
+                "Machine: " + ", ".join(f"{key} {value}" for key, value in machine_info().items()) + ".",
+                "",
+            ]
+        )
+    )
     return 0
 
 

@@ -33,10 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import yaml
 from apps import BENCH_USER, ITEMS_ENV
+from clients import CLIENTS, fetcher
 from overhead import (
     CLIENT_CORE,
     RESULTS,
@@ -130,36 +130,17 @@ def measure_arm(arm: str, port: int, pids: list[int], args: argparse.Namespace) 
 
 
 async def _client_costs(port: int, requests: int) -> dict[str, float]:
-    """CPU µs per request, in this process, of fetching the upstream's answer one request at a time:
-    with an httpx.AsyncClient as the sidecar does, and with bare asyncio streams (a yardstick: the
-    least an asyncio client can do on a kept-alive connection)."""
-    url = f"http://127.0.0.1:{port}/recommendations"
-    raw_request = b"GET /recommendations HTTP/1.1\r\nhost: upstream\r\n\r\n"
-    async with httpx.AsyncClient(trust_env=False) as client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-        async def with_httpx() -> None:
-            response = await client.send(httpx.Request("GET", url), stream=True)
-            async for _ in response.aiter_raw():
-                pass
-            await response.aclose()
-
-        async def with_streams() -> None:
-            writer.write(raw_request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
-            await reader.readexactly(length)
-
-        costs = {}
-        for name, fetch in (("httpx", with_httpx), ("asyncio streams", with_streams)):
+    """CPU µs per request, in this process, of fetching the upstream's answer one request at a time
+    with each of `clients.CLIENTS`."""
+    costs = {}
+    for client in CLIENTS:
+        async with fetcher(client, port) as fetch:
             for _ in range(50):  # warm: connection open, code paths run once
                 await fetch()
             started = time.process_time()
             for _ in range(requests):
                 await fetch()
-            costs[name] = (time.process_time() - started) / requests * 1e6
-        writer.close()
-        await writer.wait_closed()
+            costs[client] = (time.process_time() - started) / requests * 1e6
     return costs
 
 
@@ -248,7 +229,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{setup['repeats']} repeats, arms alternating. `unguarded`: a policy that guards another route, so "
             "the request only goes through the proxy; `guarded`: the demo policy, 50 items checked "
             "and annotated. Client CPU: one request at a time to the upstream from this process on core "
-            f"{SERVER_CORE}, with an `httpx.AsyncClient` as the sidecar does, and with bare asyncio streams.",
+            f"{SERVER_CORE}, with each client of benchmarks/clients.py: `ConnectionPool` is the sidecar's "
+            "(`guardrail.http1`), `httpx.AsyncClient` the one it had before, the same over `ConnectionPool` "
+            "what httpx's own layer costs, asyncio streams the least an asyncio client can do.",
             "",
             "| | median | min to max |",
             "|---|---:|---:|",
@@ -265,8 +248,9 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "The sidecar's own CPU per request (from /proc) is the figure to read: the req/s figures, and "
             "the CPU added computed from them, hold only while the servers saturate their core, which "
-            "other processes on a shared machine prevent (last column). Most of the sidecar's cost is its "
-            "HTTP client: compare the two client rows. The guarded arm adds the guardrail's own work "
+            "other processes on a shared machine prevent (last column). The client rows say what the "
+            "sidecar's HTTP client costs of it; the same in instructions, unmoved by other processes: "
+            "benchmarks/results/clients.md. The guarded arm adds the guardrail's own work "
             "(benchmarks/results/overhead.md).",
             "",
             "Machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()) + ".",

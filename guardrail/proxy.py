@@ -1,5 +1,5 @@
 """`ReverseProxy`: the ASGI app behind the guardrail in `guardrail serve`, forwarding every request
-to the upstream service over one pooled `httpx.AsyncClient`.
+to the upstream service over one pool of keep-alive connections (`guardrail.http1.ConnectionPool`).
 
 - Bodies stream both ways as they come, never buffered here (the guardrail buffers guarded routes
   itself), and byte for byte: a compressed body stays compressed, with its `Content-Encoding`.
@@ -9,6 +9,12 @@ to the upstream service over one pooled `httpx.AsyncClient`.
   `Date` and `Server` come from this server, as with nginx.
 - An upstream that cannot be reached answers `502`, one that does not answer in time `504`, both
   problem+json saying nothing internal, counted in `guardrail_upstream_errors_total{kind}`.
+- No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
+  redirect is the client's to follow).
+
+The pool is not an `httpx.AsyncClient`'s transport: that client's own layer (URLs, headers, cookies,
+auth and redirect steps, response objects) costs about 420,000 instructions a request over this pool,
+three and a half times the pool's whole exchange (benchmarks/results/clients.md). httpx's exceptions remain.
 
 Start it in the ASGI lifespan (it handles a lifespan scope itself) or with `async with proxy:`.
 """
@@ -18,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +31,7 @@ import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
+from guardrail.http1 import ConnectionPool, Response
 from guardrail.metrics import Metrics
 from guardrail.responder import UPSTREAM_ERROR
 from guardrail.web.problem import problem
@@ -78,28 +84,32 @@ class ReverseProxy:
             )
         self.upstream = url
         self._prefix = url.raw_path.rstrip(b"/")
+        self._host = url.netloc  # the upstream's own Host: host, and port unless the scheme's default
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
         self.metrics = metrics
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=64)
-        self.client: httpx.AsyncClient | None = None
+        self.max_connections = max_connections
+        self.pool: ConnectionPool | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.client is None:
-            self.client = httpx.AsyncClient(
+        if self.pool is None:
+            self.pool = ConnectionPool(
+                self.upstream.host,
+                self._port,
                 timeout=self.timeout,
-                limits=self._limits,
-                follow_redirects=False,  # a redirect is the client's to follow
-                trust_env=False,  # HTTP_PROXY and friends are for outgoing traffic, not for this hop
-                cookies=_NO_COOKIES,  # Set-Cookie is the client's; a shared jar would mix users
+                # Verified as httpx verified it (certifi's roots), SSL_CERT_FILE and _DIR aside.
+                tls=httpx.create_ssl_context(trust_env=False) if self.upstream.scheme == "https" else None,
+                max_connections=self.max_connections,
+                max_idle=64,
             )
 
     async def aclose(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            await client.aclose()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.aclose()
 
     async def __aenter__(self) -> ReverseProxy:
         await self.start()
@@ -112,10 +122,9 @@ class ReverseProxy:
 
     async def check(self) -> str | None:
         """A readiness check: None when the upstream accepts a TCP connection, else why not."""
-        port = self.upstream.port or (443 if self.upstream.scheme == "https" else 80)
         try:
             async with asyncio.timeout(self.timeout.connect or CONNECT_TIMEOUT):
-                _, writer = await asyncio.open_connection(self.upstream.host, port)
+                _, writer = await asyncio.open_connection(self.upstream.host, self._port)
         except TimeoutError:
             return "the upstream does not accept connections in time"
         except OSError:
@@ -144,15 +153,14 @@ class ReverseProxy:
         if scope["type"] != "http":  # websockets are not proxied: refused (the server answers 403)
             await send({"type": "websocket.close", "code": 1008})
             return
-        client = self.client
-        if client is None:
+        pool = self.pool
+        if pool is None:
             raise RuntimeError("the ReverseProxy is not started: serve it with a lifespan, or `async with proxy:`")
         headers = self._request_headers(scope)
         has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
         body = _RequestBody(receive) if has_body else None
-        request = httpx.Request(scope["method"], self._url(scope), headers=headers, content=body)
         try:
-            response = await client.send(request, stream=True)
+            response = await pool.request(scope["method"].encode("latin-1"), self._target(scope), headers, body)
         except _ClientGone:
             return  # nobody to answer
         except httpx.TimeoutException as exc:
@@ -165,10 +173,10 @@ class ReverseProxy:
             await self._fail(send, "protocol", exc)
             return
         try:
-            returned = _response_headers(response.headers.raw)
-            await send({"type": "http.response.start", "status": response.status_code, "headers": returned})
+            returned = _response_headers(response.headers)
+            await send({"type": "http.response.start", "status": response.status, "headers": returned})
             if (
-                "content-length" in response.headers
+                any(name == b"content-length" for name, _ in returned)
                 or scope["method"] == "HEAD"
                 or (body is not None and not body.done)
             ):
@@ -184,10 +192,10 @@ class ReverseProxy:
         finally:
             await response.aclose()
 
-    async def _relay(self, response: httpx.Response, send: Send) -> None:
+    async def _relay(self, response: Response, send: Send) -> None:
         # Each chunk goes on as it comes: holding one back until the next arrives would stall a stream.
         try:
-            async for chunk in response.aiter_raw():
+            while chunk := await response.read():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except httpx.TransportError as exc:
             self._count("interrupted")
@@ -231,14 +239,14 @@ class ReverseProxy:
 
     # -- the request to the upstream ----------------------------------------------------------
 
-    def _url(self, scope: Scope) -> httpx.URL:
+    def _target(self, scope: Scope) -> bytes:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope["query_string"]
-        return self.upstream.copy_with(raw_path=self._prefix + raw_path + (b"?" + query if query else b""))
+        return self._prefix + raw_path + (b"?" + query if query else b"")
 
     def _request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         named = _connection_names(scope["headers"])
-        headers: list[tuple[bytes, bytes]] = []
+        headers: list[tuple[bytes, bytes]] = [(b"host", self._host)]
         forwarded_for: list[bytes] = []
         incoming: dict[bytes, bytes] = {}
         host = b""
@@ -287,7 +295,7 @@ def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 
 
 class _RequestBody:
-    """The client's request body as an async iterator of chunks, read from `receive` as httpx sends it."""
+    """The client's request body as an async iterator of chunks, read from `receive` as the pool sends it."""
 
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
@@ -313,11 +321,3 @@ async def _cancel_on_disconnect(receive: Receive, cancel: anyio.CancelScope) -> 
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-class _NoCookies(DefaultCookiePolicy):
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-
-_NO_COOKIES = CookieJar(policy=_NoCookies())

@@ -2,6 +2,8 @@
 
 - `RecordingUpstream`: a small Starlette service (uvicorn in a thread) that answers like a
   recommendation service and remembers every request it got, headers and body included;
+- `scripted(handle)`: a raw TCP server whose answers a test writes byte by byte (`answer_each`: a
+  well-behaved keep-alive one), counting connections and request heads;
 - `serving(app)`: an ASGI app (the sidecar) served by uvicorn in the test's own event loop;
 - `ServeProcess`: `guardrail serve` as a user runs it, a subprocess whose JSON log lines are kept.
 """
@@ -14,11 +16,12 @@ import gzip
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +214,62 @@ class RecordingUpstream:
         self.gate.set()
         self._server.should_exit = True
         self._thread.join(DEADLINE)
+
+
+# -- an upstream that says exactly what a test tells it to ---------------------------------------
+
+Handler = Callable[["Scripted", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Scripted:
+    """A raw TCP server on a free port: `handle(server, reader, writer)` runs for each connection.
+    It counts the connections it accepted and the request heads `read_head` read."""
+
+    port: int = 0
+    connections: int = 0
+    heads: list[bytes] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    async def read_head(self, reader: asyncio.StreamReader) -> bytes:
+        """The next request head (an empty one when the client hung up instead)."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return b""
+        self.heads.append(head)
+        return head
+
+
+@asynccontextmanager
+async def scripted(handle: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Scripted]:
+    state = Scripted()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        try:
+            await handle(state, reader, writer)
+        except ConnectionError:
+            pass  # the client went first: some tests are about that
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connected, HOST, 0, ssl=tls)
+    state.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield state
+        server.close()
+        await server.wait_closed()
+
+
+async def answer_each(server: Scripted, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Keep-alive: every request on the connection gets `hello` with its Content-Length."""
+    while await server.read_head(reader):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+        await writer.drain()
 
 
 # -- the sidecar in this process ------------------------------------------------------------------

@@ -11,7 +11,16 @@ import httpx
 import pytest
 
 from tests.sidecar.conftest import StartSidecar
-from tests.sidecar.servers import DEADLINE, HOST, STATIC_GZIP, RecordingUpstream, free_port
+from tests.sidecar.servers import (
+    DEADLINE,
+    HOST,
+    STATIC_GZIP,
+    RecordingUpstream,
+    Scripted,
+    answer_each,
+    free_port,
+    scripted,
+)
 
 ALICE = {"x-user-id": "alice"}
 
@@ -232,3 +241,27 @@ async def test_an_answer_that_breaks_off_reaches_the_client_broken_not_truncated
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get("/anything")
     assert sidecar.value("guardrail_upstream_errors_total", kind="interrupted") == 1
+
+
+async def test_an_answer_that_stalls_midway_is_cut_once_the_timeout_passes(start_sidecar: StartSidecar) -> None:
+    async def stall(server: Scripted, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nthe first part")
+        await writer.drain()
+        await reader.read()  # and nothing more
+
+    async with scripted(stall) as upstream:
+        sidecar = await start_sidecar(upstream.url, upstream_timeout=0.2)
+        async with httpx.AsyncClient(base_url=sidecar.url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/anything")
+    assert sidecar.value("guardrail_upstream_errors_total", kind="interrupted") == 1
+
+
+async def test_requests_share_kept_alive_connections_to_the_upstream(start_sidecar: StartSidecar) -> None:
+    async with scripted(answer_each) as upstream:
+        sidecar = await start_sidecar(upstream.url)
+        async with httpx.AsyncClient(base_url=sidecar.url) as client:
+            answers = [await client.get(path) for path in ("/a", "/b", "/c")]
+    assert [answer.text for answer in answers] == ["hello"] * 3
+    assert (upstream.connections, len(upstream.heads)) == (1, 3)
