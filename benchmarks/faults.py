@@ -413,6 +413,8 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         return None
 
     personalized_unverified = gpc_shared = muted_shown = muted_unknown = excess = 0
+    held_by_window: dict[str, float] = {}
+    held_count: dict[str, int] = {}
     excess_max = 0.0
     statuses: dict[str, int] = {}
     new_policy_after = run.good_policy_at + RECOVERY_LIMIT
@@ -461,6 +463,9 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         excess_max = max(excess_max, held - run.budget)
         if held > run.budget + SLACK:
             excess += 1
+            window = next((f.name for f in faults if f.start - 0.1 <= result.started <= f.end + RECOVERY_LIMIT), "none")
+            held_by_window[window] = max(held_by_window.get(window, 0.0), held)
+            held_count[window] = held_count.get(window, 0) + 1
         if result.policy is not None and result.started > new_policy_after and result.policy != "demo-2026-11-b":
             stale_policy += 1
     for fault in faults:
@@ -474,7 +479,11 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
     if muted_shown:
         problems.append(f"{muted_shown} items of a muted topic shown")
     if excess:
-        problems.append(f"{excess} requests held longer than the store budget + upstream time + {SLACK * 1000:.0f} ms")
+        where = ", ".join(f"{name}: {held_count[name]} (longest {held_by_window[name]:.2f} s)" for name in held_count)
+        problems.append(
+            f"{excess} requests held longer than the store budget + upstream time + {SLACK * 1000:.0f} ms; "
+            f"by when they started: {where}"
+        )
     if stale_policy:
         problems.append(f"{stale_policy} responses on the old policy {RECOVERY_LIMIT:g} s after the good reload")
     if missing:
@@ -503,6 +512,10 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
 
 
 def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], args: argparse.Namespace) -> str:
+    # The run's totals first, then the first responses that broke a rule.
+    ordered = [p for p in problems if " at " not in p.split(":")[0]] + [
+        p for p in problems if " at " in p.split(":")[0]
+    ]
     lines = [
         "# Faults under load (issue 8)",
         "",
@@ -538,9 +551,25 @@ def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], ar
         f"| {figures['acked']} / {figures['refused']} / {figures['missing']} |",
         f"| responses on the old policy after the good reload + 2 s | {figures['stale_policy']} |",
         "",
-        "**All checks passed.**" if not problems else "**Failed:**\n\n" + "\n".join(f"- {p}" for p in problems[:30]),
+        "**All checks passed.**" if not problems else "**Failed:**\n\n" + "\n".join(f"- {p}" for p in ordered[:40]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def log_summary(path: Path) -> str:
+    """Each distinct warning or error of the sidecar's JSON log, with how often and when it first came."""
+    seen: dict[str, list[Any]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            entry = {"level": "error", "message": line, "time": ""}
+        if not isinstance(entry, dict) or entry.get("level") not in ("warning", "error", "critical"):
+            continue
+        key = str(entry.get("message", ""))[:100]
+        seen.setdefault(key, [0, entry.get("time", "")])[0] += 1
+    rows = [f"| {count} | {first} | {message} |" for message, (count, first) in seen.items()]
+    return "| count | first | message |\n|---:|---|---|\n" + "\n".join(rows) + "\n"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -569,11 +598,7 @@ async def main_async(args: argparse.Namespace) -> int:
         figures["budget_ms"] = budget * 1000
         text = report(faults, figures, problems, args)
         if problems:
-            text += (
-                "\nThe sidecar's log ends:\n\n```\n"
-                + "\n".join((Path(tmp) / "sidecar.log").read_text(errors="replace").splitlines()[-30:])
-                + "\n```\n"
-            )
+            text += "\nThe sidecar's warnings and errors, by message:\n\n" + log_summary(Path(tmp) / "sidecar.log")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)

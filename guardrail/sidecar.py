@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config as UvicornConfig
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from guardrail.metrics import metrics_app, metrics_for, multiprocess_mode, multiprocess_registry
@@ -261,10 +263,20 @@ def serve(
                 workers,
             )
         settings = uvicorn.Config("guardrail.sidecar:create_app", **options)
-        Supervisor(settings, sockets=[settings.bind_socket()], metrics_dir=metrics_dir).run()
+        Supervisor(settings, sockets=[listening_socket(settings)], metrics_dir=metrics_dir).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
+
+
+def listening_socket(settings: UvicornConfig) -> socket.socket:
+    """uvicorn's socket for its workers, re-made from its descriptor so that it says it is TCP.
+
+    uvicorn creates it with protocol 0, and the sockets accepted from it inherit that; asyncio sets
+    TCP_NODELAY only on sockets whose protocol is TCP. Without it every response written in two parts
+    waits for the client's delayed ACK: 40 ms per request with workers (measured: 1.5 ms with one)."""
+    made = settings.bind_socket()
+    return socket.socket(fileno=made.detach())  # family, type and protocol read from the descriptor
 
 
 def _empty(directory: str) -> None:

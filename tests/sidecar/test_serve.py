@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from guardrail.cli import main
+from guardrail.sidecar import listening_socket
 from tests.conftest import ROOT
 from tests.sidecar.servers import (
     RecordingUpstream,
@@ -157,3 +160,19 @@ def test_watch_picks_up_a_changed_policy_without_a_signal(tmp_path: Path, upstre
         wait_for(lambda: serve.logs("policy reload refused"), "the broken policy refused")
         assert sample(scrape(serve.url), "guardrail_policy_reloads_total", result="error") == 1
         assert served_policy(serve.url) == "second"
+
+
+def test_workers_accept_tcp_connections_that_asyncio_marks_nodelay() -> None:
+    """With workers, uvicorn hands them a socket it made with protocol 0; asyncio then leaves TCP_NODELAY off
+    on every accepted connection and each response waits ~40 ms for the client's delayed ACK."""
+    settings = uvicorn.Config("guardrail.sidecar:create_app", host="127.0.0.1", port=0)
+    listener = listening_socket(settings)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]) as client:
+            accepted, _ = listener.accept()
+            with accepted, client:
+                assert accepted.proto == socket.IPPROTO_TCP  # what asyncio's _set_nodelay checks
+    finally:
+        listener.close()
