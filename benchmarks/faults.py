@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,7 +74,17 @@ class Fault:
     end: float
     marks: tuple[str, ...]  # what a response shows while this fault lasts: degraded, 502, 504, cut
     notes: list[str] = field(default_factory=list)
-    last_marked: float | None = None  # start time of the last marked request at or after `end`
+    after: list[float] = field(default_factory=list)  # start times of marked requests at or after `end`
+
+    def recovery(self) -> tuple[float, int]:
+        """(seconds from the end until the last pair of marked responses within 0.5 s of each other,
+        marked responses after that: lone ones, such as one store call over its budget)."""
+        times = sorted(self.after)
+        recovered = self.end
+        for first, second in pairwise(times):
+            if second - first <= 0.5:
+                recovered = second
+        return recovered - self.end, sum(1 for t in times if t > recovered)
 
 
 @dataclass
@@ -510,7 +521,7 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
             if cause is None:
                 problems.append(f"{result.user} at {result.started:.2f} s: {mark} outside any fault")
             elif result.started >= cause.end:
-                cause.last_marked = max(cause.last_marked or 0.0, result.started)
+                cause.after.append(result.started)
         if result.status != 200:
             continue
         personal = [item for item in result.kept if item.get("signals")]
@@ -550,7 +561,7 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         if result.policy is not None and result.started > new_policy_after and result.policy != "demo-2026-11-b":
             stale_policy += 1
     for fault in faults:
-        recovery = max(0.0, (fault.last_marked or fault.end) - fault.end)
+        recovery, _ = fault.recovery()
         if recovery > RECOVERY_LIMIT:
             problems.append(f"{fault.name}: still marked {recovery:.2f} s after it ended")
     if personalized_unverified:
@@ -608,13 +619,14 @@ def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], ar
         f"({', '.join(KINDS)}), `guardrail serve --workers 2`, Redis with fsync always, demo policy (fail_mode closed, "
         f"store budget {figures['budget_ms']:g} ms), upstream timeout {UPSTREAM_TIMEOUT:g} s.",
         "",
-        "| fault | from, s | to, s | recovered after, s (limit 2) | notes |",
-        "|---|---:|---:|---:|---|",
+        "| fault | from, s | to, s | recovered after, s (limit 2) | lone marked responses later | notes |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for fault in faults:
-        recovery = max(0.0, (fault.last_marked or fault.end) - fault.end)
+        recovery, lone = fault.recovery()
         lines.append(
-            f"| {fault.name} | {fault.start:.1f} | {fault.end:.1f} | {recovery:.2f} | {'; '.join(fault.notes)} |"
+            f"| {fault.name} | {fault.start:.1f} | {fault.end:.1f} | {recovery:.2f} | {lone} "
+            f"| {'; '.join(fault.notes)} |"
         )
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(figures["statuses"].items()))
     lines += [
