@@ -274,6 +274,7 @@ class Run:
         self.acked: dict[str, float] = {}  # writer user -> when the mute was acknowledged
         self.refused: list[tuple[int, bool]] = []  # (status, had Retry-After)
         self.other_changes: list[str] = []
+        self.cut_changes: list[float] = []  # when a change's connection was cut (a worker killed under it)
         self.readers: set[asyncio.Task[None]] = set()
         self.good_policy_at = float("inf")
         self.stalls: list[tuple[float, float]] = []  # (when, seconds) this client's loop stalled
@@ -374,7 +375,7 @@ class Run:
                     headers={"x-user-id": user, "content-type": "application/merge-patch+json"},
                 )
             except httpx.TransportError:
-                self.other_changes.append(f"{user}: connection cut")
+                self.cut_changes.append(self.now())  # outcome unknown to the client, as with any cut
             else:
                 if 200 <= response.status_code < 300:
                     self.acked[user] = self.now()
@@ -580,6 +581,9 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         problems.append(f"{stale_policy} responses on the old policy {RECOVERY_LIMIT:g} s after the good reload")
     if missing:
         problems.append(f"{len(missing)} acknowledged changes missing at the end: {missing[:5]}")
+    for when in run.cut_changes:
+        if allowed("cut", when) is None:
+            problems.append(f"a change's connection cut at {when:.2f} s, outside any fault")
     bad_refusals = sum(1 for status, retry in run.refused if status != 503 or not retry)
     if bad_refusals or run.other_changes:
         problems.append(f"changes refused without 503 + Retry-After: {bad_refusals}, {run.other_changes[:5]}")
@@ -599,6 +603,7 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         "p50_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0,
         "acked": len(run.acked),
+        "cut_changes": len(run.cut_changes),
         "refused": len(run.refused),
         "missing": len(missing),
         "stale_policy": stale_policy,
@@ -647,6 +652,8 @@ def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], ar
         f"| latency of 200s, p50 / p99, ms | {figures['p50_ms']:.1f} / {figures['p99_ms']:.1f} |",
         f"| changes acknowledged / refused with 503 / acknowledged but missing at the end "
         f"| {figures['acked']} / {figures['refused']} / {figures['missing']} |",
+        f"| changes whose connection was cut when their worker was killed (outcome unknown to the client) "
+        f"| {figures['cut_changes']} |",
         f"| responses on the old policy after the good reload + 2 s | {figures['stale_policy']} |",
         "",
         "**All checks passed.**" if not problems else "**Failed:**\n\n" + "\n".join(f"- {p}" for p in ordered[:40]),
