@@ -122,7 +122,14 @@ def _routes(body: bytes, registry: CollectorRegistry | None = None) -> list[Rout
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    routes = [Route("/recommendations", recommendations), Route("/healthz", healthz)]
+    routes = [
+        Route("/recommendations", recommendations),
+        # Where the demo policy sends users without personal picks (`non_personalized`), e.g. when the
+        # guardrail's store is over its time budget (fail closed): answered alike, so that a load run
+        # counts such responses as degraded rather than failing on a 404.
+        Route("/recommendations/popular", recommendations),
+        Route("/healthz", healthz),
+    ]
     if registry is not None:
 
         async def metrics(request: Request) -> Response:

@@ -324,7 +324,13 @@ def report_sample(sample: Sample) -> None:
 
 
 def closed_phase(
-    running: dict[str, Running], size: int, plan: Plan, redis_pid: int, samples: list[Sample], repeats: int
+    running: dict[str, Running],
+    size: int,
+    plan: Plan,
+    redis_pid: int,
+    samples: list[Sample],
+    failures: list[str],
+    repeats: int,
 ) -> None:
     names = list(running)
     for repeat in range(1, repeats + 1):
@@ -332,29 +338,45 @@ def closed_phase(
         for name in names if repeat % 2 else names[::-1]:
             arm = running[name]
             wait_for_quiet_cores(plan.quiet_wait)
-            if repeat == 1:
-                warm = closed_loop(arm.port, connections=plan.connections, seconds=plan.warmup, users=plan.users)
-                # Slow arms get fewer connections: 32 requests queued behind a 30 ms one time out.
-                wanted = math.ceil(warm.rps * TARGET_QUEUE_SECONDS)
-                arm.connections = min(plan.connections, max(2, wanted))
-            sample = measured(arm, size, "closed", repeat, plan, redis_pid)
+            try:
+                if repeat == 1:
+                    warm = closed_loop(arm.port, connections=plan.connections, seconds=plan.warmup, users=plan.users)
+                    # Slow arms get fewer connections: 32 requests queued behind a 30 ms one time out.
+                    wanted = math.ceil(warm.rps * TARGET_QUEUE_SECONDS)
+                    arm.connections = min(plan.connections, max(2, wanted))
+                sample = measured(arm, size, "closed", repeat, plan, redis_pid)
+            except BenchError as exc:  # one arm's bad run: said, left out, and the others go on
+                failures.append(f"{size} items, closed loop, repeat {repeat}, {name}: {str(exc)[:300]}")
+                print(f"    error: {failures[-1]}", flush=True)
+                continue
             samples.append(sample)
             report_sample(sample)
 
 
 def open_phase(
-    running: dict[str, Running], size: int, plan: Plan, redis_pid: int, samples: list[Sample], rate: float
+    running: dict[str, Running],
+    size: int,
+    plan: Plan,
+    redis_pid: int,
+    samples: list[Sample],
+    failures: list[str],
+    rate: float,
 ) -> list[str]:
     """Each arm that can take `rate` at wrk2's fixed rate; returns the arms that cannot."""
     capacity = {
-        name: statistics.median(s.rps for s in samples if s.size == size and s.arm == name and s.kind == "closed")
+        name: statistics.median([s.rps for s in samples if (s.size, s.arm, s.kind) == (size, name, "closed")] or [0])
         for name in running
     }
     able = [name for name in running if capacity[name] >= rate * OVER_CAPACITY]
     for repeat in range(1, plan.repeats + 1):
         for name in able if repeat % 2 else able[::-1]:
             wait_for_quiet_cores(plan.quiet_wait)
-            sample = measured(running[name], size, "open", repeat, plan, redis_pid, rate)
+            try:
+                sample = measured(running[name], size, "open", repeat, plan, redis_pid, rate)
+            except BenchError as exc:
+                failures.append(f"{size} items, open loop, repeat {repeat}, {name}: {str(exc)[:300]}")
+                print(f"    error: {failures[-1]}", flush=True)
+                continue
             samples.append(sample)
             report_sample(sample)
     return [name for name in running if name not in able]
@@ -365,6 +387,7 @@ def open_phase(
 
 def run(plan: Plan, loop: str, http: str) -> dict[str, Any]:
     samples: list[Sample] = []
+    failures: list[str] = []
     sizes: dict[int, dict[str, Any]] = {}
     with RedisServer() as redis:
         assert redis.process is not None
@@ -377,13 +400,16 @@ def run(plan: Plan, loop: str, http: str) -> dict[str, Any]:
             document = recommendation_document(size)
             print(f"\n{size} items: starting {len(names)} servers ...", flush=True)
             with arm_servers(names, size, plan, loop, http, redis.url) as running:
-                closed_phase(running, size, plan, redis.process.pid, samples, plan.repeats)
-                bare = statistics.median(s.rps for s in samples if (s.size, s.arm, s.kind) == (size, "bare", "closed"))
+                closed_phase(running, size, plan, redis.process.pid, samples, failures, plan.repeats)
+                bare_runs = [s.rps for s in samples if (s.size, s.arm, s.kind) == (size, "bare", "closed")]
+                if not bare_runs:
+                    raise BenchError(f"every run of the bare app failed at {size} items: nothing to compare with")
+                bare = statistics.median(bare_runs)
                 rate = bare / 2
                 skipped: list[str] = []
                 if main:
                     print(f"  open loop at {rate:.0f} req/s (half the bare app's {bare:.0f})", flush=True)
-                    skipped = open_phase(running, size, plan, redis.process.pid, samples, rate)
+                    skipped = open_phase(running, size, plan, redis.process.pid, samples, failures, rate)
                 guardrail = running.get("guardrail")
                 sizes[size] = {
                     "main": main,
@@ -396,7 +422,7 @@ def run(plan: Plan, loop: str, http: str) -> dict[str, Any]:
                     "guarded": {k: v for k, v in guardrail.verified.items() if k != "kept_ids"} if guardrail else {},
                     "kept": len(guardrail.verified["kept_ids"]) if guardrail else None,
                 }
-    return {"samples": [asdict(s) for s in samples], "sizes": sizes}
+    return {"samples": [asdict(s) for s in samples], "sizes": sizes, "failures": failures}
 
 
 def make_plan(args: argparse.Namespace) -> Plan:

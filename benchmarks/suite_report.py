@@ -57,6 +57,8 @@ def summarize_size(report: dict[str, Any], size: int, arms: Sequence[str]) -> di
             continue
         rps = statistics.median(s["rps"] for s in closed)
         added = [(1 / a - 1 / b) * 1e6 for a, b in _paired(samples, size, arm, "closed", "rps")]
+        if not added:
+            continue  # its runs failed, or the bare app's did
         proc = [a - b for a, b in _paired(samples, size, arm, "closed", "server_cpu_us")]
         opened = _of(samples, size, arm, "open")
         loads = [s["store_loads_per_request"] for s in closed if s["store_loads_per_request"] is not None]
@@ -127,6 +129,7 @@ def _cell(value: dict[str, float] | None, fmt: str, headline: float | None = Non
 
 def _warnings(report: dict[str, Any]) -> list[str]:
     found = list(report.get("warnings", []))
+    found += [f"**run failed and left out**: {failure}" for failure in report.get("failures", [])]
     for s in report["samples"]:
         noisy = max(s["others_server_core"], s["others_client_core"]) > 0.05
         problems = []
