@@ -32,7 +32,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail import GuardrailMiddleware, load_policy
-from guardrail.controls import validate_patch
+from guardrail.controls import UserState, validate_patch
+from guardrail.errors import StoreError
+from guardrail.store import Store
 
 if TYPE_CHECKING:
     from peers.rego import RegoGuard
@@ -167,8 +169,13 @@ def make_guarded(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert middleware is not None
-        for start in range(0, len(granted), 50):  # a Redis pool holds 100 connections
-            await asyncio.gather(*(grant_consent(middleware, user) for user in granted[start : start + 50]))
+        # Only users without a state yet: on a shared Redis, a patch would also drop every other
+        # server's cached copy of the user (the invalidation channel), and a warm arm would turn cold.
+        # Then "warm": every user's state is in the store's local cache already.
+        for user in granted:
+            if await warm(middleware.store, user) is None:
+                await grant_consent(middleware, user)
+                await warm(middleware.store, user)
         yield
 
     registry = CollectorRegistry()
@@ -187,6 +194,17 @@ def make_guarded_redis(
     middleware = make_guarded(count, store=store, users=users)
     every = int(os.environ.get(MISS_ENV, "0")) if miss_every is None else miss_every
     return ForcedMisses(middleware, every) if every > 0 else middleware
+
+
+async def warm(store: Store, user: str) -> UserState | None:
+    """Load `user` until the store answers within its time budget (a busy machine can miss it, the
+    first connection too), so that the next request finds the user's state cached."""
+    for _ in range(50):
+        try:
+            return await store.load(user)
+        except StoreError:
+            await asyncio.sleep(0.1)
+    raise StoreError(f"the store did not answer within its budget for {user!r} in 50 tries")
 
 
 class ForcedMisses:

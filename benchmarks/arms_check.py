@@ -8,7 +8,6 @@ tests compare them.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +20,10 @@ from apps import (
     make_naive,
     make_rego,
     recommendation_document,
+    warm,
 )
 from peers.naive import store_controls
 from starlette.types import ASGIApp
-
-from guardrail.errors import StoreError
-from guardrail.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +46,6 @@ async def ask(app: ASGIApp, items: list[str], user: str = BENCH_USER) -> Answer:
         explanations={item["id"]: item["explanation"] for item in document["items"]},
         decision=response.headers.get("guardrail-decision"),
     )
-
-
-async def warm(store: Store, user: str) -> None:
-    """Load `user` until the store answers within its 20 ms budget (a busy machine can miss it on the
-    first connection), so that the request below is decided on the user's controls, not degraded."""
-    for _ in range(50):
-        try:
-            await store.load(user)
-        except StoreError:
-            await asyncio.sleep(0.1)
-        else:
-            return
-    raise StoreError(f"the store did not answer within its budget for {user!r} in 50 tries")
 
 
 async def decisions_by_arm(

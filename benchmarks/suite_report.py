@@ -70,6 +70,12 @@ def summarize_size(report: dict[str, Any], size: int, arms: Sequence[str]) -> di
             "server_cpu_us": spread([s["server_cpu_us"] for s in closed]),
             "redis_cpu_us": statistics.median(s["redis_cpu_us"] for s in closed),
             "store_loads_per_request": statistics.median(loads) if loads else None,
+            # Responses decided by the fail mode (the store over its 20 ms budget): another code path.
+            "degraded_share": (
+                sum(s["degraded"] for s in closed) / sum(s["requests"] for s in closed)
+                if closed[0]["degraded"] is not None
+                else None
+            ),
             "p50_ms": _maybe([s["latency_ms"]["50"] for s in opened]),
             "p99_ms": _maybe([s["latency_ms"]["99"] for s in opened]),
             "p99_added_ms": _maybe([a - b for a, b in _paired(samples, size, arm, "open", "p99")]) if opened else None,
@@ -221,7 +227,10 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
         "*/proc* = the server process's own CPU time per request, minus the bare app's (a cross-check "
         "less sensitive to other processes); *x orjson* = CPU added / the orjson round trip arm's CPU added; "
         "*p50, p99* at the fixed rate; *p99 added* = minus the bare app's p99 in the same repeat; "
-        "*loads/req* = Redis round trips for user state per guarded request; *redis µs* = redis-server's CPU "
+        "*loads/req* = Redis round trips for user state per guarded request (closed loop); *degraded* = share "
+        "of the guardrail's responses decided by its fail mode because the store missed its 20 ms budget "
+        "(fail closed: a different, cheaper path; non-zero means the machine was too busy for the Redis "
+        "figures to mean much); *redis µs* = redis-server's CPU "
         "per request (on core 1, not in the other figures).",
         "",
     ]
@@ -236,8 +245,8 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
             f"orjson loads + dumps of the body in process: {info['orjson_in_process_us']:.1f} µs.",
             "",
             "| arm | max req/s | CPU added µs/req | /proc µs/req | x orjson | p50 ms | p99 ms | p99 added ms "
-            "| loads/req | redis µs |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| loads/req | degraded | redis µs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for arm, row in rows.items():
             over = arm in info["over_capacity"]
@@ -245,12 +254,13 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
                 ["over capacity"] * 3 if over else [_cell(row[k], ".2f") for k in ("p50_ms", "p99_ms", "p99_added_ms")]
             )
             loads = "" if row["store_loads_per_request"] is None else f"{row['store_loads_per_request']:.3f}"
+            degraded = "" if row["degraded_share"] is None else f"{row['degraded_share']:.1%}"
             lines.append(
                 f"| {BY_NAME[arm].label} | {_cell(row['rps'], '.0f')} "
                 f"| {_cell(row['added_us_per_repeat'], '.0f', row['added_us']) if arm != 'bare' else ''} "
                 f"| {_cell(row['added_proc_us_per_repeat'], '.0f') if arm != 'bare' else ''} "
                 f"| {_cell(row['x_orjson_per_repeat'], '.2f', row['x_orjson']) if arm != 'bare' else ''} "
-                f"| {' | '.join(latency)} | {loads} | {row['redis_cpu_us']:.0f} |"
+                f"| {' | '.join(latency)} | {loads} | {degraded} | {row['redis_cpu_us']:.0f} |"
             )
         lines.append("")
     if summary["scaling"]:
