@@ -186,9 +186,11 @@ class Running:
     verified: dict[str, Any] = field(default_factory=dict)
 
 
-def fetch(port: int, path: str, user: str | None = BENCH_USER) -> tuple[int, dict[str, str], bytes]:
+def fetch(
+    port: int, path: str, user: str | None = BENCH_USER, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
     headers = {"x-user-id": user} if user else {}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
@@ -267,6 +269,11 @@ def measured(
     running: Running, size: int, kind: str, repeat: int, plan: Plan, redis_pid: int, rate: float | None = None
 ) -> Sample:
     """One closed- or open-loop run, with the CPU accounting around it."""
+    if running.arm.guardrail:
+        # Every user's state into the store's cache: "warm" and "N% misses" are then what the run sees.
+        status, _, body = fetch(running.port, "/bench/warm", user=None, method="POST")
+        if status != 200:
+            raise BenchError(f"warming the {running.arm.name} arm's cache failed ({status}): {body[:200]!r}")
     counters = guardrail_counters(running.port) if running.arm.guardrail else None
     cores, client_cpu = core_seconds(), children_cpu_seconds()
     server_before, redis_before, wall_before = cpu_seconds(running.pid), cpu_seconds(redis_pid), time.monotonic()

@@ -213,10 +213,11 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
         f"{report['guardrail_sources']} (sha256 of guardrail/**/*.py, first 12 hex digits).",
         "",
         f"Each arm is one uvicorn process (`--loop {report['server']['loop']} --http {report['server']['http']}`) "
-        f"pinned to core 0; the load generator is on core 1: Debian's `wrk -t1` (closed loop, up to "
-        f"{plan['connections']} connections, fewer for arms so slow that 32 queued requests would time out) "
+        f"pinned to core 0; the load generator is on core 1: Debian's `wrk -t1` (closed loop, as many "
+        f"connections as keep about 5 ms of work queued, 8 to {plan['connections']}: more only queue longer) "
         f"for the maximum throughput, {plan['repeats']} runs of {plan['seconds']} s per arm after a "
-        f"{plan['warmup']} s warm-up; then `wrk2 -t1 -c{plan['connections']} -R<rate>` (open loop, latency from "
+        f"{plan['warmup']} s warm-up (and, for the guardrail arms, every user's state loaded into the cache "
+        "before each run); then `wrk2 -t1 -c{plan['connections']} -R<rate>` (open loop, latency from "
         f"each request's scheduled time) at half the bare app's maximum, {plan['repeats']} runs of "
         f"{plan['open_seconds']} s after a 2 s calibration, for the arms whose maximum is at least 1.1 x that "
         f"rate. Requests go to {plan['users']} users in turn (a wrk Lua script). Arms alternate order between "
