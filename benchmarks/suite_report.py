@@ -84,15 +84,14 @@ def summarize_size(report: dict[str, Any], size: int, arms: Sequence[str]) -> di
     orjson = rows["orjson"]
     for arm, row in rows.items():
         row["x_orjson"] = row["added_us"] / orjson["added_us"]
+        mine = {s["repeat"]: s["rps"] for s in _of(samples, size, arm, "closed")}
+        yardstick = {s["repeat"]: s["rps"] for s in _of(samples, size, "orjson", "closed")}
+        bare = {s["repeat"]: s["rps"] for s in _of(samples, size, "bare", "closed")}
         per_repeat = [
-            (1 / a - 1 / b) / (1 / o - 1 / b)
-            for (a, b), (o, _) in zip(
-                _paired(samples, size, arm, "closed", "rps"),
-                _paired(samples, size, "orjson", "closed", "rps"),
-                strict=True,
-            )
+            (1 / mine[r] - 1 / bare[r]) / (1 / yardstick[r] - 1 / bare[r])
+            for r in sorted(mine.keys() & yardstick.keys() & bare.keys())
         ]
-        row["x_orjson_per_repeat"] = spread(per_repeat)
+        row["x_orjson_per_repeat"] = _maybe(per_repeat)
     return rows
 
 
@@ -217,7 +216,7 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
         f"connections as keep about 5 ms of work queued, 8 to {plan['connections']}: more only queue longer) "
         f"for the maximum throughput, {plan['repeats']} runs of {plan['seconds']} s per arm after a "
         f"{plan['warmup']} s warm-up (and, for the guardrail arms, every user's state loaded into the cache "
-        "before each run); then `wrk2 -t1 -c{plan['connections']} -R<rate>` (open loop, latency from "
+        f"before each run); then `wrk2 -t1 -c{plan['connections']} -R<rate>` (open loop, latency from "
         f"each request's scheduled time) at half the bare app's maximum, {plan['repeats']} runs of "
         f"{plan['open_seconds']} s after a 2 s calibration, for the arms whose maximum is at least 1.1 x that "
         f"rate. Requests go to {plan['users']} users in turn (a wrk Lua script). Arms alternate order between "
@@ -307,7 +306,7 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
 
 def arms_chart(summary: dict[str, Any], path: Path) -> None:
     sizes = list(summary["by_size"])
-    figure, axes = plt.subplots(len(sizes), 2, figsize=(13, 3.2 * len(sizes) + 0.8), squeeze=False)
+    figure, axes = plt.subplots(len(sizes), 2, figsize=(15, 3.2 * len(sizes) + 0.8), squeeze=False)
     for row_axes, size in zip(axes, sizes, strict=True):
         rows = summary["by_size"][size]
         names = [arm.name for arm in ARMS if arm.name in rows and arm.name != "bare"]
@@ -334,8 +333,8 @@ def arms_chart(summary: dict[str, Any], path: Path) -> None:
         ax.set_yticks(list(positions), [BY_NAME[n].label for n in measured])
         ax.invert_yaxis()
         rate = summary["sizes"][size]["rate"]
-        ax.set_xlabel(f"latency at {rate:.0f} req/s (open loop), ms; arms over capacity left out")
-        ax.set_title(f"{size} items: latency at half the bare app's maximum")
+        ax.set_xlabel("ms, open loop (arms that cannot take the rate are left out)")
+        ax.set_title(f"{size} items: latency at {rate:.0f} req/s (half the bare app's maximum)")
         ax.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
