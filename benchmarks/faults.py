@@ -482,8 +482,11 @@ def is_sports(item: dict[str, Any]) -> bool:
     return any(c == "sports" or c.startswith("sports.") for c in item.get("categories", []))
 
 
-def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str], dict[str, Any]]:
+def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(safety problems, timing problems, figures). Safety: what a user was shown and what was kept.
+    Timing: recovery, time held, and responses served closed because a store call ran over budget."""
     problems: list[str] = []
+    slow: list[str] = []
     in_window: dict[str, list[Fault]] = {"502": [], "504": [], "cut": [], "degraded": []}
     for fault in faults:
         for mark in fault.marks:
@@ -520,7 +523,10 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         for mark in marks:
             cause = allowed(mark, result.started)
             if cause is None:
-                problems.append(f"{result.user} at {result.started:.2f} s: {mark} outside any fault")
+                timing = mark == "degraded"  # a store call over its budget: served closed, as promised
+                (slow if timing else problems).append(
+                    f"{result.user} at {result.started:.2f} s: {mark} outside any fault"
+                )
             elif result.started >= cause.end:
                 cause.after.append(result.started)
         if result.status != 200:
@@ -564,7 +570,7 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
     for fault in faults:
         recovery, _ = fault.recovery()
         if recovery > RECOVERY_LIMIT:
-            problems.append(f"{fault.name}: still marked {recovery:.2f} s after it ended")
+            slow.append(f"{fault.name}: still marked {recovery:.2f} s after it ended")
     if personalized_unverified:
         problems.append(f"{personalized_unverified} personalized items shown without verified consent")
     if gpc_shared:
@@ -573,12 +579,12 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         problems.append(f"{muted_shown} items of a muted topic shown")
     if excess:
         where = ", ".join(f"{name}: {held_count[name]} (longest {held_by_window[name]:.2f} s)" for name in held_count)
-        problems.append(
+        slow.append(
             f"{excess} requests held longer than the store budget + upstream time + {SLACK * 1000:.0f} ms; "
             f"by when they started: {where}"
         )
     if stale_policy:
-        problems.append(f"{stale_policy} responses on the old policy {RECOVERY_LIMIT:g} s after the good reload")
+        slow.append(f"{stale_policy} responses on the old policy {RECOVERY_LIMIT:g} s after the good reload")
     if missing:
         problems.append(f"{len(missing)} acknowledged changes missing at the end: {missing[:5]}")
     for when in run.cut_changes:
@@ -608,10 +614,12 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
         "missing": len(missing),
         "stale_policy": stale_policy,
     }
-    return problems, figures
+    return problems, slow, figures
 
 
-def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], args: argparse.Namespace) -> str:
+def report(
+    faults: list[Fault], figures: dict[str, Any], problems: list[str], slow: list[str], args: argparse.Namespace
+) -> str:
     # The run's totals first, then the first responses that broke a rule.
     ordered = [p for p in problems if " at " not in p.split(":")[0]] + [
         p for p in problems if " at " in p.split(":")[0]
@@ -656,7 +664,14 @@ def report(faults: list[Fault], figures: dict[str, Any], problems: list[str], ar
         f"| {figures['cut_changes']} |",
         f"| responses on the old policy after the good reload + 2 s | {figures['stale_policy']} |",
         "",
-        "**All checks passed.**" if not problems else "**Failed:**\n\n" + "\n".join(f"- {p}" for p in ordered[:40]),
+        "**All safety checks passed.**"
+        if not problems
+        else "**Safety checks failed:**\n\n" + "\n".join(f"- {p}" for p in ordered[:40]),
+        "",
+        "**All timing checks passed.**"
+        if not slow
+        else "**Timing checks failed:**\n\n"
+        + "\n".join(f"- {p}" for p in sorted(slow, key=lambda p: " at " in p)[:20]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -700,15 +715,15 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             await run.client.aclose()
             await run.writer_client.aclose()
-        problems, figures = check(run, faults, missing)
+        problems, slow, figures = check(run, faults, missing)
         figures["budget_ms"] = budget * 1000
-        text = report(faults, figures, problems, args)
-        if problems:
+        text = report(faults, figures, problems, slow, args)
+        if problems or slow:
             text += "\nThe sidecar's warnings and errors, by message:\n\n" + log_summary(Path(tmp) / "sidecar.log")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)
-    return 1 if problems else 0
+    return 1 if problems or (slow and not args.timing_report_only) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -718,6 +733,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100, help="guarded requests per second (default 100)")
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--output", type=Path, help="default benchmarks/results/faults[-short].md")
+    parser.add_argument(
+        "--timing-report-only",
+        action="store_true",
+        help="fail on safety problems only; report the timing ones (CI: no timed asserts on a shared machine)",
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 30.0 if args.short else 60.0

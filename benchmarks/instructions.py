@@ -98,7 +98,7 @@ def clients() -> int:
     """Instructions per request of each way to fetch the upstream's answer (the upstream is a process of
     its own, not counted); written to benchmarks/results/clients.md too."""
     from clients import CLIENTS, PATH
-    from overhead import RESULTS, machine_info, server, server_options, source_fingerprint
+    from harness import RESULTS, machine_info, server, server_options, source_fingerprint
 
     requests = 200
     rows = []

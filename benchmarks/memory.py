@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for tests.store.redis_servers
 
 from apps import POLICY_PATH, recommendation_body  # noqa: E402
-from overhead import source_fingerprint  # noqa: E402
+from harness import source_fingerprint  # noqa: E402
 from profile_hot_path import SCOPE, Sink, receive  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402

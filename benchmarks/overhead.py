@@ -12,55 +12,45 @@ loads + dumps of the same body. Results go to benchmarks/results/overhead.{md,js
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
 import re
-import resource
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import timeit
-import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
-from apps import BENCH_USER, ITEMS_ENV, distinct_shapes, recommendation_document
+from apps import BENCH_USER, distinct_shapes, recommendation_document
+from harness import (
+    CLIENT_CORE,
+    NOISE_LIMIT,
+    RESULTS,
+    SERVER_CORE,
+    BenchError,
+    WrkResult,
+    children_cpu_seconds,
+    core_seconds,
+    cpu_seconds,
+    machine_info,
+    orjson_roundtrip_us,
+    parse_wrk,
+    server,
+    server_options,
+    source_fingerprint,
+    spread,
+    wait_for_quiet_cores,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
-RESULTS = BENCH_DIR / "results"
 BUDGET_RATIO = 3.0
-SERVER_CORE = "0"
-CLIENT_CORE = "1"
 ARMS = ("bare", "orjson", "guarded")
-NOISE_LIMIT = 0.05  # busy share of a core by other processes above which a run is suspect
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """Something that makes the numbers meaningless: said once, and the run stops."""
-
-
-@dataclass(frozen=True, slots=True)
-class WrkResult:
-    rps: float
-    requests: int
-    latency_ms: dict[str, float]  # percentile ("50", "75", "90", "99") -> milliseconds
-    socket_errors: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,33 +74,6 @@ class Run:
 
 # -- wrk ----------------------------------------------------------------------------------------
 
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise BenchError(f"cannot read the wrk latency {text!r}")
-    return float(match[1]) * _UNITS_MS[match[2]]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    requests = re.search(r"^\s*(\d+) requests in", output, re.M)
-    if rps is None or requests is None:
-        raise BenchError(f"cannot read wrk's output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    if non_2xx is not None:
-        raise BenchError(f"{non_2xx[1]} responses were not 2xx: the run measured an error path\n{output}")
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    latency = {match[1]: _ms(match[2]) for match in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)}
-    return WrkResult(
-        rps=float(rps[1]),
-        requests=int(requests[1]),
-        latency_ms=latency,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
-    )
-
 
 def wrk_command(port: int, connections: int, duration: int) -> list[str]:
     return [
@@ -124,107 +87,6 @@ def run_wrk(port: int, connections: int, duration: int) -> WrkResult:
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return parse_wrk(done.stdout)
-
-
-# -- servers ------------------------------------------------------------------------------------
-
-
-def server_options() -> tuple[str, str]:
-    """(loop, http): the fastest uvicorn offers here, the same for both arms."""
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return loop, http
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _core_seconds() -> dict[str, float]:
-    """Busy seconds of each core so far (user, nice, system, irq, softirq, steal), from /proc/stat."""
-    busy = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *ticks = line.split()
-        if name.startswith("cpu") and name != "cpu":
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, ticks[:8])
-            busy[name[3:]] = (user + nice + system + irq + softirq + steal) / _TICKS
-    return busy
-
-
-def wait_for_quiet_cores(limit: float) -> float:
-    """Wait (up to `limit` seconds) until cores 0 and 1 are idle for a second: on a shared machine,
-    someone's test run on either core would slow one arm only. Returns their busy share at the end."""
-    deadline = time.monotonic() + limit
-    while True:
-        before = _core_seconds()
-        time.sleep(1)
-        after = _core_seconds()
-        busy = max(after[core] - before[core] for core in (SERVER_CORE, CLIENT_CORE))
-        if busy <= NOISE_LIMIT or time.monotonic() >= deadline:
-            return busy
-        print(f"    waiting for quiet cores ({busy:.0%} busy)", flush=True)
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_seconds(pid: int) -> float:
-    # Fields 14 and 15 of /proc/PID/stat (after the parenthesised name): utime and stime in ticks.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-@contextmanager
-def server(arm: str, items: int, loop: str, http: str) -> Iterator[tuple[int, int]]:
-    """A uvicorn process serving `arm` on core 0: yields (port, pid) once it answers."""
-    port = _free_port()
-    command = [
-        "taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", "--factory", f"apps:make_{arm}",
-        "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log", "--loop", loop, "--http", http, "--lifespan", "on",
-    ]  # fmt: skip
-    env = {**os.environ, ITEMS_ENV: str(items)}
-    with process_answering(command, f"http://127.0.0.1:{port}/healthz", f"the {arm} server", env) as pid:
-        yield port, pid
-
-
-@contextmanager
-def process_answering(command: list[str], health_url: str, name: str, env: dict[str, str]) -> Iterator[int]:
-    """Run `command` (from the repository root, able to import `guardrail`) until the block ends:
-    yields its pid once `health_url` answers 200. With `taskset` first, the pid is the server's own
-    (taskset execs the command)."""
-    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read() if process.stderr else ""
-                raise BenchError(f"{name} exited ({process.returncode}):\n{stderr}")
-            try:
-                with urllib.request.urlopen(health_url, timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not answer {health_url} within 30 s")
-            time.sleep(0.05)
-        yield process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def overhead_histogram(port: int) -> tuple[float, float]:
@@ -276,22 +138,6 @@ def verify(arm: str, port: int, items: int) -> dict[str, Any]:
     return {**summary, "hidden_header": headers.get("guardrail-hidden"), "bytes": len(body)}
 
 
-# -- the baseline -------------------------------------------------------------------------------
-
-
-def orjson_roundtrip_us(body: bytes, *, rounds: int = 7) -> float:
-    """Best-of-`rounds` µs of orjson.loads + orjson.dumps of the body, on the servers' core."""
-    loads, dumps = orjson.loads, orjson.dumps
-    timer = timeit.Timer(lambda: dumps(loads(body)))
-    cores = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(SERVER_CORE)})
-    try:
-        number = max(timer.autorange()[0], 2000)
-        return min(timer.repeat(repeat=rounds, number=number)) / number * 1e6
-    finally:
-        os.sched_setaffinity(0, cores)
-
-
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -312,13 +158,13 @@ def measure(args: argparse.Namespace, loop: str, http: str, body: bytes) -> tupl
                 if args.warmup > 0:
                     run_wrk(port, args.connections, args.warmup)
                 histogram = overhead_histogram(port) if arm == "guarded" else None
-                cores, wrk_cpu = _core_seconds(), _children_cpu_seconds()
-                cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+                cores, wrk_cpu = core_seconds(), children_cpu_seconds()
+                cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
                 result = run_wrk(port, args.connections, args.duration)
-                cpu = _cpu_seconds(pid) - cpu_before
+                cpu = cpu_seconds(pid) - cpu_before
                 wall = time.monotonic() - wall_before
-                wrk_cpu = _children_cpu_seconds() - wrk_cpu  # wrk is the only child reaped meanwhile
-                cores = {core: busy - cores[core] for core, busy in _core_seconds().items()}
+                wrk_cpu = children_cpu_seconds() - wrk_cpu  # wrk is the only child reaped meanwhile
+                cores = {core: busy - cores[core] for core, busy in core_seconds().items()}
                 self_measured = None
                 if histogram is not None:
                     total, count = overhead_histogram(port)
@@ -364,22 +210,18 @@ def run_warnings(run: Run) -> list[str]:
     return warnings
 
 
-def _spread(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize(runs: list[Run]) -> dict[str, Any]:
     arms: dict[str, Any] = {}
     for arm in ARMS:
         mine = [r for r in runs if r.arm == arm]
         arms[arm] = {
-            "rps": _spread([r.wrk.rps for r in mine]),
+            "rps": spread([r.wrk.rps for r in mine]),
             "latency_ms": {
-                p: _spread([r.wrk.latency_ms[p] for r in mine if p in r.wrk.latency_ms])
+                p: spread([r.wrk.latency_ms[p] for r in mine if p in r.wrk.latency_ms])
                 for p in ("50", "75", "90", "99")
             },
-            "server_cpu_us_per_request": _spread([r.server_cpu_us for r in mine]),
-            "server_cpu_share": _spread([r.server_cpu_share for r in mine]),
+            "server_cpu_us_per_request": spread([r.server_cpu_us for r in mine]),
+            "server_cpu_share": spread([r.server_cpu_share for r in mine]),
         }
     bare, guarded = arms["bare"]["rps"]["median"], arms["guarded"]["rps"]["median"]
     # Within each repeat the two arms ran back to back: the difference and the yardstick of one repeat
@@ -405,56 +247,21 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     ratio_in_server = headline / in_server
     return {
         "orjson_in_server_us": in_server,
-        "orjson_in_server_us_per_repeat": _spread(in_server_per_repeat),
+        "orjson_in_server_us_per_repeat": spread(in_server_per_repeat),
         "ratio_in_server": ratio_in_server,
         "verdict_in_server": "PASS" if ratio_in_server <= BUDGET_RATIO else "OVER",
         "arms": arms,
         "added_us": headline,  # from each arm's median req/s
-        "added_us_per_repeat": _spread(added),
-        "added_cpu_us_from_proc_per_repeat": _spread([g.server_cpu_us - b.server_cpu_us for b, g in pairs]),
-        "orjson_roundtrip_us_per_repeat": _spread(yardstick),
+        "added_us_per_repeat": spread(added),
+        "added_cpu_us_from_proc_per_repeat": spread([g.server_cpu_us - b.server_cpu_us for b, g in pairs]),
+        "orjson_roundtrip_us_per_repeat": spread(yardstick),
         "ratio": ratio,  # headline added / median yardstick
-        "ratio_per_repeat": _spread(ratios),
-        "ratio_from_proc_per_repeat": _spread(ratios_proc),
-        "self_measured_us": _spread([r.self_measured_us for r in runs if r.self_measured_us is not None]),
+        "ratio_per_repeat": spread(ratios),
+        "ratio_from_proc_per_repeat": spread(ratios_proc),
+        "self_measured_us": spread([r.self_measured_us for r in runs if r.self_measured_us is not None]),
         "warnings": [f"repeat {r.repeat} {r.arm}: {w}" for r in runs for w in run_warnings(r)],
         "budget_ratio": BUDGET_RATIO,
         "verdict": "PASS" if ratio <= BUDGET_RATIO else "OVER",
-    }
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def source_fingerprint() -> str:
-    """The guardrail code measured: a hash of its sources (the checkout may have no commit to name)."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "guardrail").rglob("*.py")):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    return {
-        "nproc": subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip(),
-        "arch": subprocess.run(["uname", "-m"], capture_output=True, text=True, check=True).stdout.strip(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "wrk": (wrk.stdout + wrk.stderr).split(" Copyright")[0].strip() or "unknown",
-        **{name: _version(name) for name in ("uvicorn", "starlette", "orjson", "uvloop", "httptools")},
     }
 
 

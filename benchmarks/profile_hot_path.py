@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 from apps import BENCH_USER, grant_consent, make_bare, make_guarded, recommendation_body
-from overhead import SERVER_CORE, source_fingerprint, wait_for_quiet_cores
+from harness import SERVER_CORE, source_fingerprint, wait_for_quiet_cores
 from starlette.types import ASGIApp, Message, Scope
 
 import guardrail.responder

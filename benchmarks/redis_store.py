@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 from apps import POLICY_PATH, grant_consent, make_bare, recommendation_body  # noqa: E402
-from overhead import source_fingerprint, wait_for_quiet_cores  # noqa: E402
+from harness import source_fingerprint, wait_for_quiet_cores  # noqa: E402
 from profile_hot_path import SCOPE, receive, replaced  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402

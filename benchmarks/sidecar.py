@@ -37,23 +37,25 @@ import orjson
 import yaml
 from apps import BENCH_USER, ITEMS_ENV
 from clients import CLIENTS, fetcher
-from overhead import (
+from harness import (
     CLIENT_CORE,
     RESULTS,
     ROOT,
     SERVER_CORE,
     BenchError,
-    _core_seconds,
-    _cpu_seconds,
-    _free_port,
     machine_info,
     process_answering,
-    run_wrk,
     server,
     server_options,
     source_fingerprint,
-    verify,
     wait_for_quiet_cores,
+)
+from harness import core_seconds as _core_seconds
+from harness import cpu_seconds as _cpu_seconds
+from harness import free_port as _free_port
+from overhead import (
+    run_wrk,
+    verify,
 )
 
 ARMS = ("upstream", "unguarded", "guarded")
