@@ -334,7 +334,7 @@ def arms_chart(summary: dict[str, Any], path: Path) -> None:
         ax.invert_yaxis()
         rate = summary["sizes"][size]["rate"]
         ax.set_xlabel("ms, open loop (arms that cannot take the rate are left out)")
-        ax.set_title(f"{size} items: latency at {rate:.0f} req/s (half the bare app's maximum)")
+        ax.set_title(f"{size} items: p50, p99 at {rate:.0f} req/s (half the bare max)")
         ax.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -81,7 +81,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], o
     lines = [
         "# Micro-benchmarks: the parts of a guarded response, in process",
         "",
-        "`python -m pytest benchmarks/micro --benchmark-only --benchmark-json=benchmarks/results/micro.json`, "
+        "`python -m pytest benchmarks/micro --benchmark-only --benchmark-json=.benchmarks/micro.json`, "
         f"{output_json['datetime'][:19]}Z, Python {platform.python_version()}, {cpu.get('brand_raw', '')} "
         f"({cpu.get('count', '?')} cores, shared: other processes add noise, trust the min "
         "and median more than the mean).",
