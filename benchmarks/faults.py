@@ -561,7 +561,8 @@ def check(run: Run, faults: list[Fault], missing: list[str]) -> tuple[list[str],
             else:
                 excess += 1
                 window = next(
-                    (f.name for f in faults if f.start - 0.1 <= result.started <= f.end + RECOVERY_LIMIT), "none"
+                    (f.name for f in reversed(faults) if f.start - 0.1 <= result.started <= f.end + RECOVERY_LIMIT),
+                    "none",
                 )
                 held_by_window[window] = max(held_by_window.get(window, 0.0), held)
                 held_count[window] = held_count.get(window, 0) + 1

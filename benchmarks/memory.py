@@ -35,15 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for tests.store.redis_servers
 
-from apps import POLICY_PATH, recommendation_body  # noqa: E402
+from apps import POLICY_PATH, make_bare  # noqa: E402
 from harness import source_fingerprint  # noqa: E402
 from profile_hot_path import SCOPE, Sink, receive  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
 
 from guardrail import GuardrailMiddleware, load_policy  # noqa: E402
 from guardrail.controls import validate_patch  # noqa: E402
@@ -53,17 +49,6 @@ from tests.store.redis_servers import RedisServer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = 64
-
-
-def recommender(items: int) -> Starlette:
-    """The upstream: personalized and popular routes (the demo policy steps aside to the latter)."""
-    body = recommendation_body(items)
-
-    async def recommendations(request: Request) -> Response:
-        return Response(body, media_type="application/json")
-
-    paths = ("/recommendations", "/recommendations/popular")
-    return Starlette(routes=[Route(path, recommendations) for path in paths])
 
 
 def rss_bytes() -> int:
@@ -89,7 +74,7 @@ async def run(users: int, cache_entries: int, consented: float, items: int) -> d
     with RedisServer() as server:
         raw = aioredis.Redis.from_url(server.url)
         store_url = f"{server.url}?cache_entries={cache_entries}"
-        upstream = recommender(items)
+        upstream = make_bare(items)  # serves /recommendations/popular too, where the policy steps aside
         registry = CollectorRegistry()
         middleware = GuardrailMiddleware(upstream, policy=policy, store=store_url, registry=registry)
         store = middleware.store
