@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Any, NamedTuple, NoReturn
 
 from guardrail.engine import ItemDecision, UserContext, decide
 from guardrail.routes import GuardedRoute
+
+try:
+    from guardrail import _speedups
+except ImportError:  # built without a C compiler: the Python loop below does the same, slower
+    _speedups = None  # type: ignore[assignment]
+if os.environ.get("GUARDRAIL_PURE_PYTHON"):  # to compare, or to rule the C loop out when debugging
+    _speedups = None  # type: ignore[assignment]
+# Whether check_items runs the C loop (guardrail/_speedups.c).
+ACCELERATED = _speedups is not None
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
 _ID_TYPES = (str, int)
@@ -81,6 +91,32 @@ def check_items(
     Items of a shape seen before cost a few lookups (the memo); a new shape is decided by the
     engine. Anything malformed raises `BadBody` naming the item and the field.
     """
+    if _speedups is not None:
+        fields = route.fields
+        found = _speedups.check(
+            items,
+            fields.id,
+            fields.categories,
+            fields.signals,
+            fields.signal_age_seconds,
+            fields.inferred,
+            list(default_signals),
+            ctx.memo,
+            ctx.compiled.fresh_seconds,
+            annotate,
+            lambda categories, signals, age, inferred: decide(ctx, categories, signals, age, inferred),
+            _NO_CATEGORIES,
+        )
+        if found is not None:
+            return CheckedItems(*found)
+        # An item the C loop cannot read: this loop names it (and would decide it the same way).
+    return check_items_python(ctx, route, items, default_signals, annotate=annotate)
+
+
+def check_items_python(
+    ctx: UserContext, route: GuardedRoute, items: list[Any], default_signals: tuple[str, ...], *, annotate: bool
+) -> CheckedItems:
+    """`check_items` in Python: the reference the C loop (guardrail/_speedups.c) is tested against."""
     fields = route.fields
     id_field, categories_field, signals_field = fields.id, fields.categories, fields.signals
     age_field, inferred_field = fields.signal_age_seconds, fields.inferred
