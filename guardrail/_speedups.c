@@ -133,21 +133,27 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
 
-        PyObject *key = PyTuple_New(4);
+        /* The memo's key, as guardrail.engine.evaluate.memo_key builds it:
+         * (fresh, inferred, len(categories), *categories, *signals). */
+        Py_ssize_t category_count = PyList_GET_SIZE(categories), signal_count = PyList_GET_SIZE(signals);
+        PyObject *key = PyTuple_New(3 + category_count + signal_count);
         if (key == NULL) {
             goto error;
         }
-        PyObject *categories_key = PyList_AsTuple(categories);
-        PyObject *signals_key = categories_key ? PyList_AsTuple(signals) : NULL;
-        if (signals_key == NULL) {
-            Py_XDECREF(categories_key);
+        PyObject *category_count_object = PyLong_FromSsize_t(category_count);
+        if (category_count_object == NULL) {
             Py_DECREF(key);
             goto error;
         }
-        PyTuple_SET_ITEM(key, 0, categories_key);
-        PyTuple_SET_ITEM(key, 1, signals_key);
-        PyTuple_SET_ITEM(key, 2, Py_NewRef(fresh ? Py_True : Py_False));
-        PyTuple_SET_ITEM(key, 3, Py_NewRef(inferred));
+        PyTuple_SET_ITEM(key, 0, Py_NewRef(fresh ? Py_True : Py_False));
+        PyTuple_SET_ITEM(key, 1, Py_NewRef(inferred));
+        PyTuple_SET_ITEM(key, 2, category_count_object);
+        for (Py_ssize_t at = 0; at < category_count; at++) {
+            PyTuple_SET_ITEM(key, 3 + at, Py_NewRef(PyList_GET_ITEM(categories, at)));
+        }
+        for (Py_ssize_t at = 0; at < signal_count; at++) {
+            PyTuple_SET_ITEM(key, 3 + category_count + at, Py_NewRef(PyList_GET_ITEM(signals, at)));
+        }
         PyObject *decision = PyDict_GetItemWithError(memo, key);
         Py_DECREF(key);
         if (decision != NULL) {

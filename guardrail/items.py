@@ -151,7 +151,7 @@ def check_items_python(
                 fresh = inferred = False
             if type(item_id) not in _ID_TYPES or type(categories) is not list or type(signals) is not list:
                 _reject(items, item, route)
-            decision = cached((tuple(categories), tuple(signals), fresh, inferred))
+            decision = cached((fresh, inferred, len(categories), *categories, *signals))  # memo_key, inlined
             if decision is None:
                 decision = decide(ctx, categories, signals, age if fresh else None, inferred)
             add_decision(decision)

@@ -11,6 +11,12 @@ from guardrail.explain.render import explanation
 _MEMO_LIMIT = 4096
 
 
+def memo_key(categories: Sequence[str], signals: Sequence[str], fresh: bool, inferred: bool) -> tuple[object, ...]:
+    """An item's shape, as the memo keys it: one flat tuple (the C loop builds the same one), which
+    hashes and compares in one pass where a tuple of tuples takes a call per level."""
+    return (fresh, inferred, len(categories), *categories, *signals)
+
+
 def decide(
     ctx: UserContext,
     categories: Sequence[str],
@@ -21,11 +27,11 @@ def decide(
     """Decide one item. Items of the same shape get the same (shared) decision object."""
     compiled = ctx.compiled
     fresh = signal_age_seconds is not None and signal_age_seconds < compiled.fresh_seconds
-    key = (tuple(categories), tuple(signals), fresh, inferred)
+    key = memo_key(categories, signals, fresh, inferred)
     found = ctx.memo.get(key)
     if found is not None:
         return found
-    decision = _decide(ctx, key[0], key[1], fresh, inferred)
+    decision = _decide(ctx, tuple(categories), tuple(signals), fresh, inferred)
     if len(ctx.memo) >= _MEMO_LIMIT:
         ctx.memo.clear()
     ctx.memo[key] = decision
