@@ -22,16 +22,44 @@ is_bad_item_error(void)
     return PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_AttributeError);
 }
 
+/* What the loop needs of an ItemDecision. A page has a handful of distinct decisions (the memo
+ * shares one object per item shape), so they are read once per call and found again by address. */
+typedef struct {
+    PyObject *decision;  /* borrowed: the decisions list holds it */
+    int hidden;
+    int discreet;
+    PyObject *fragment;  /* borrowed from the decision; NULL until needed */
+} Facts;
+
+#define FACTS_CACHED 32
+
 static int
-is_true_attr(PyObject *obj, PyObject *name)
+read_facts(PyObject *decision, Facts *facts)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) {
+    PyObject *hidden = PyObject_GetAttr(decision, str_hidden);
+    if (hidden == NULL) {
         return -1;
     }
-    int result = value == Py_True;
-    Py_DECREF(value);
-    return result;
+    PyObject *discreet = PyObject_GetAttr(decision, str_discreet);
+    if (discreet == NULL) {
+        Py_DECREF(hidden);
+        return -1;
+    }
+    PyObject *fragment = PyObject_GetAttr(decision, str_explanation_json);
+    if (fragment == NULL) {
+        Py_DECREF(hidden);
+        Py_DECREF(discreet);
+        return -1;
+    }
+    facts->decision = decision;
+    facts->hidden = hidden == Py_True;
+    facts->discreet = discreet == Py_True;
+    /* The decision keeps its fragment alive (a frozen dataclass field), and the decision is in the list. */
+    facts->fragment = fragment;
+    Py_DECREF(hidden);
+    Py_DECREF(discreet);
+    Py_DECREF(fragment);
+    return 0;
 }
 
 PyDoc_STRVAR(check_doc,
@@ -67,6 +95,8 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *hidden = PyList_New(0);
     PyObject *result = NULL;
     long discreet = 0;
+    Facts cache[FACTS_CACHED];
+    int cached = 0;
     if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL) {
         goto done;
     }
@@ -172,31 +202,28 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(decisions, index, decision);  /* steals the reference */
         PyList_SET_ITEM(item_ids, index, Py_NewRef(item_id));
 
-        int is_hidden = is_true_attr(decision, str_hidden);
-        if (is_hidden < 0) {
-            goto error;
+        Facts found_facts, *facts = NULL;
+        for (int at = 0; at < cached; at++) {
+            if (cache[at].decision == decision) {
+                facts = &cache[at];
+                break;
+            }
         }
-        if (is_hidden) {
+        if (facts == NULL) {
+            facts = cached < FACTS_CACHED ? &cache[cached++] : &found_facts;
+            if (read_facts(decision, facts) < 0) {
+                goto error;
+            }
+        }
+        if (facts->hidden) {
             if (PyList_Append(hidden, decision) < 0) {
                 goto error;
             }
             continue;
         }
-        int is_discreet = is_true_attr(decision, str_discreet);
-        if (is_discreet < 0) {
+        discreet += facts->discreet;
+        if (annotate && PyDict_SetItem(item, str_explanation, facts->fragment) < 0) {
             goto error;
-        }
-        discreet += is_discreet;
-        if (annotate) {
-            PyObject *fragment = PyObject_GetAttr(decision, str_explanation_json);
-            if (fragment == NULL) {
-                goto error;
-            }
-            int failed = PyDict_SetItem(item, str_explanation, fragment);
-            Py_DECREF(fragment);
-            if (failed < 0) {
-                goto error;
-            }
         }
         if (PyList_Append(kept, item) < 0) {
             goto error;
