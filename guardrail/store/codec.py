@@ -95,18 +95,36 @@ def encode_record(record: DecisionRecord) -> bytes:
             "policy": record.policy,
             "locale": record.locale,
             "degraded": record.degraded,
-            # [id, [action, reasons, because]]: the inner part is serialized once per decision shape.
-            "items": [[item_id, d.record_json] for item_id, d in zip(record.item_ids, record.decisions, strict=True)],
+            # Two flat lists, item ids and [action, reasons, because] per item (each serialized once per
+            # decision shape): half the cost of a list of pairs, which costs one small list per item.
+            "ids": record.item_ids,
+            "d": [d.record_json for d in record.decisions],
         }
     )
 
 
+# Decoded decisions by (action, reasons, because): a page has a handful of shapes, and a list of
+# records repeats them, so each is built once (an ItemDecision serializes its parts when made).
+_decoded: dict[tuple[str, tuple[str, ...], tuple[str, ...]], ItemDecision] = {}
+
+
+def _decision(action: str, reasons: list[str], because: list[str]) -> ItemDecision:
+    key = (action, tuple(reasons), tuple(because))
+    found = _decoded.get(key)
+    if found is None:
+        found = ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
+        if len(_decoded) < 4096:  # bounded: the shapes come from stored data
+            _decoded[key] = found
+    return found
+
+
 def decode_record(user: str, raw: bytes) -> DecisionRecord:
     data = orjson.loads(raw)
-    decisions = [
-        ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
-        for _, (action, reasons, because) in data["items"]
-    ]
+    if "items" in data:  # written before 2026-11-26: [id, [action, reasons, because]] per item
+        item_ids = [item[0] for item in data["items"]]
+        parts = [item[1] for item in data["items"]]
+    else:
+        item_ids, parts = data["ids"], data["d"]
     return DecisionRecord(
         id=data["id"],
         user=user,
@@ -116,6 +134,6 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
         policy=data["policy"],
         locale=data["locale"],
         degraded=data["degraded"],
-        item_ids=[item[0] for item in data["items"]],
-        decisions=decisions,
+        item_ids=item_ids,
+        decisions=[_decision(action, reasons, because) for action, reasons, because in parts],
     )
