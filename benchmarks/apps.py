@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -46,6 +47,10 @@ USERS_ENV = "BENCH_USERS"
 STORE_ENV = "BENCH_STORE"
 MISS_ENV = "BENCH_MISS_EVERY"
 REDIS_ENV = "BENCH_REDIS_URL"
+# CPU the upstream spends per recommendation request, in µs (default 0: it returns a prepared body).
+# A real recommender computes its answer; with it, "half the bare app's maximum" is a rate a
+# guardrail can be asked to keep (suite.py --upstream-work-us).
+WORK_ENV = "BENCH_UPSTREAM_WORK_US"
 
 # The shapes a ranker for a media service returns, with how often: mostly mainstream topics from
 # the watch history, some from searches, some popular picks (no signals), a few on a sensitive topic
@@ -118,7 +123,14 @@ def bench_users(count: int | None = None) -> list[str]:
 
 
 def _routes(body: bytes, registry: CollectorRegistry | None = None) -> list[Route]:
+    work = float(os.environ.get(WORK_ENV, "0")) / 1e6
+
     async def recommendations(request: Request) -> Response:
+        if work:
+            # Busy, not asleep: a recommender's scoring takes the CPU, and the event loop waits for it.
+            deadline = time.perf_counter() + work
+            while time.perf_counter() < deadline:
+                pass
         return Response(body, media_type="application/json")
 
     async def healthz(request: Request) -> Response:

@@ -51,6 +51,7 @@ from apps import (  # noqa: E402
     REDIS_ENV,
     STORE_ENV,
     USERS_ENV,
+    WORK_ENV,
     distinct_shapes,
     recommendation_document,
 )
@@ -503,7 +504,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, help="users the requests go to in turn (default 1000)")
     parser.add_argument("--connections", type=int, default=32, help="load generator connections (default 32)")
     parser.add_argument("--quiet-wait", type=float, help="seconds to wait for quiet cores before each run (default 20)")
+    parser.add_argument(
+        "--upstream-work-us",
+        type=int,
+        default=0,
+        help="CPU µs the upstream spends per request, as a recommender would (default 0: a prepared body); "
+        "results go to suite-work<N>us.*",
+    )
     args = parser.parse_args(argv)
+    if args.upstream_work_us:
+        os.environ[WORK_ENV] = str(args.upstream_work_us)  # every server this run starts inherits it
     plan = make_plan(args)
     if args.dry_run:
         return dry_run(plan)
@@ -537,11 +547,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": asdict(plan),
         "server": {"loop": loop, "http": http},
         "guardrail_sources": sources,
+        "upstream_work_us": args.upstream_work_us,
         "machine": machine_info(),
         "warnings": warnings,
         **data,
     }
-    stem = "suite-quick" if args.quick else "suite"
+    work = f"-work{args.upstream_work_us}us" if args.upstream_work_us else ""
+    stem = f"suite{work}" + ("-quick" if args.quick else "")
     RESULTS.mkdir(exist_ok=True)
     raw = RESULTS / f"{stem}.json"
     raw.write_text(json.dumps(report, indent=2) + "\n")  # first: the measurements survive a report bug

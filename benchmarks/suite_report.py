@@ -222,6 +222,15 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
         f"rate. Requests go to {plan['users']} users in turn (a wrk Lua script). Arms alternate order between "
         "repeats. A redis-server of the run's own (free port) on core 1 serves the Redis arms and the naive arm.",
         "",
+        *(
+            [
+                f"**The upstream spends {work} µs of CPU per request** (`--upstream-work-us {work}`), as a "
+                "recommender computing its answer would, so every arm's maximum, and the fixed rate, are lower.",
+                "",
+            ]
+            if (work := report.get("upstream_work_us"))
+            else []
+        ),
         "Columns: *max req/s* closed loop; *CPU added* = 1/rps - 1/rps of the bare app, per request "
         "(median of the medians; min to max over repeats, each paired with the bare run of the same repeat); "
         "*/proc* = the server process's own CPU time per request, minus the bare app's (a cross-check "
