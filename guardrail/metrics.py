@@ -4,6 +4,7 @@ policy, actions and reasons from enums, never a user id, raw path or header valu
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -145,6 +146,9 @@ class Tally:
 
     def __init__(self, registry: CollectorRegistry, delay: float = 1.0) -> None:
         self.counts: dict[Any, float] = {}
+        # Histogram observations wait too: an observe() takes two locked increments and a bucket
+        # search, about 2 µs; a batch costs one increment per bucket it touches.
+        self.observations: dict[Histogram, list[float]] = {}
         self.delay = delay
         self._scheduled = False
         self.flush_before_collecting(registry)
@@ -152,6 +156,14 @@ class Tally:
     def add(self, child: Any, amount: float = 1) -> None:
         counts = self.counts
         counts[child] = counts.get(child, 0) + amount
+        if not self._scheduled:
+            self._schedule()
+
+    def observe(self, histogram: Histogram, amount: float) -> None:
+        pending = self.observations.get(histogram)
+        if pending is None:
+            pending = self.observations[histogram] = []
+        pending.append(amount)
         if not self._scheduled:
             self._schedule()
 
@@ -168,10 +180,32 @@ class Tally:
         counts, self.counts = self.counts, {}
         for child, amount in counts.items():
             child.inc(amount)
+        observations, self.observations = self.observations, {}
+        for histogram, values in observations.items():
+            _observe_all(histogram, values)
 
     def flush_before_collecting(self, registry: CollectorRegistry) -> None:
         """Add the batched counts whenever `registry` is scraped (register before its other collectors)."""
         registry.register(_FlushOnCollect(self))
+
+
+def _observe_all(histogram: Histogram, values: list[float]) -> None:
+    """`histogram.observe(v)` for every value, as one increment per bucket touched."""
+    try:  # prometheus_client's own fields (stable since 0.4); if they move, observe one by one
+        bounds: list[float] = histogram._upper_bounds
+        buckets: list[Any] = histogram._buckets
+        total: Any = histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value, as observe()
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+    total.inc(sum(values))
 
 
 class _FlushOnCollect(Collector):

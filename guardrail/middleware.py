@@ -185,7 +185,7 @@ class GuardrailMiddleware:
         await self.app(scope, receive, responder)
         self._tally.add(self._count(route.template, "requests", responder.outcome))
         overhead = before + responder.overhead
-        self._overhead.observe(overhead)
+        self._tally.observe(self._overhead, overhead)
         if logger.isEnabledFor(logging.INFO):
             self._log_request(responder, caller.user, started, overhead)
 
