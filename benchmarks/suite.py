@@ -432,8 +432,9 @@ def run(plan: Plan, loop: str, http: str) -> dict[str, Any]:
                     print(f"  open loop at {rate:.0f} req/s (half the bare app's {bare:.0f})", flush=True)
                     skipped = open_phase(running, size, plan, redis.process.pid, samples, failures, rate)
                 guardrail = running.get("guardrail")
-                # Timed once the cores are idle again: taken straight after the open-loop runs, it read
-                # 52 to 53 µs where overhead.py reads 34 µs for the same body.
+                # Timed once the cores are idle again. Even so this long-running process reads 52 to 54 µs
+                # where overhead.py's fresh one reads 33 to 35 µs for the same body (cause not found:
+                # the same function, on the same core); the report gives both yardsticks.
                 wait_for_quiet_cores(plan.quiet_wait)
                 orjson_in_process = orjson_roundtrip_us(orjson.dumps(document))
                 sizes[size] = {

@@ -9,6 +9,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, UserContext, decide
+from guardrail.engine.evaluate import memo_key
 from guardrail.items import check_items
 from guardrail.routes import GuardedRoute
 from micro.conftest import items, new_context
@@ -22,7 +23,7 @@ SENSITIVE = (["health"], ["watch_history"])  # hidden: needs an opt-in
 def test_decide_warm(benchmark: BenchmarkFixture, ctx: UserContext, shape: tuple[list[str], list[str]]) -> None:
     decide(ctx, *shape)  # into the memo
     decision = benchmark(decide, ctx, *shape)
-    assert decision is ctx.memo[(tuple(shape[0]), tuple(shape[1]), False, False)]
+    assert decision is ctx.memo[memo_key(shape[0], shape[1], False, False)]
 
 
 @pytest.mark.benchmark(group="engine: one item")
