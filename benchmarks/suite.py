@@ -1,6 +1,7 @@
 """The guardrail against a bare app, a naive middleware and a policy engine, in one run (issue 7).
 
-    python benchmarks/suite.py            # the full run: about 10 minutes
+    python benchmarks/suite.py            # the full run: about 8 minutes on a quiet machine
+    python benchmarks/suite.py --upstream-work-us 500   # an upstream that spends 500 µs computing its answer
     python benchmarks/suite.py --quick    # a smoke run of every step: about 2 minutes
     python benchmarks/suite.py --dry-run  # build every arm in process and check its answer: no load
 
