@@ -194,9 +194,15 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto bad_item_or_error;  /* an unhashable category or signal */
             }
             PyObject *call_args[4] = {categories, signals, fresh ? age : Py_None, inferred};
+            /* The one call back into Python: the engine's decide(), which never sees the page, so
+             * the list and its items (borrowed above) stay as they are. Checked anyway. */
             decision = PyObject_Vectorcall(miss, call_args, 4, NULL);
             if (decision == NULL) {
                 goto bad_item_or_error;
+            }
+            if (PyList_GET_SIZE(items) != count) {
+                Py_DECREF(decision);
+                goto fallback;
             }
         }
         PyList_SET_ITEM(decisions, index, decision);  /* steals the reference */
