@@ -2,10 +2,11 @@
  *
  * guardrail/items.py holds the reference implementation in Python, and the tests check that both
  * agree on every body they generate. This file does the same steps, with the same results, without
- * the interpreter's per-statement cost: a 50-item page went from about 1 µs per item to a tenth of
- * that. It never decides anything itself: a shape it has not seen is decided by the Python engine
- * (the `miss` callback), and an item it cannot read is left to the Python loop, which names the
- * problem precisely. Either way it returns None and the Python loop starts over from the first item.
+ * the interpreter's per-statement cost: a warm 50-item page takes 15 µs instead of 32 (2,800
+ * instructions per item instead of 6,200; what is left is mostly dictionary lookups). It never decides
+ * anything itself: a shape it has not seen is decided by the Python engine (the `miss` callback). An
+ * item it cannot read is left to the Python loop, which names the problem precisely: then it returns
+ * None and the Python loop starts over from the first item.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
