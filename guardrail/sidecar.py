@@ -15,6 +15,7 @@ One process, or `--workers N` processes under uvicorn's supervisor, each serving
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -63,6 +64,9 @@ class Sidecar:
         self.metrics = metrics
         self.watch = watch
         self.hangups_before_start = 0  # SIGHUPs that came before the event loop could handle them
+        # Whether startup moves everything made so far out of the cycle collector's walk (create_app
+        # sets it: a worker process is ours; an app built by a caller lives in their process).
+        self.freeze_heap = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -85,6 +89,14 @@ class Sidecar:
         if self.hangups_before_start:
             self.hangups_before_start = 0
             self.reloader.reload()
+        if self.freeze_heap:
+            # Modules, the policy and the app live as long as the process. Frozen, a full collection
+            # no longer walks them: 26 ms → 3 ms in benchmarks/ (in process, 1,000 users served), a pause
+            # every request waiting behind it would otherwise add to p99. Frozen objects are still freed
+            # when their last reference goes; only cyclic garbage among them (an old policy's, after a
+            # reload) stays, once per reload.
+            gc.collect()
+            gc.freeze()
 
     async def shutdown(self) -> None:
         self.reloader.close()
@@ -161,6 +173,7 @@ def create_app() -> Sidecar:
         snapshot=os.environ.get(SNAPSHOT_ENV),
     )
     app.hangups_before_start = len(hangups)
+    app.freeze_heap = True
     return app
 
 
