@@ -29,7 +29,7 @@ typedef struct {
     PyObject *decision;  /* borrowed: the decisions list holds it */
     int hidden;
     int discreet;
-    PyObject *fragment;  /* borrowed from the decision; NULL until needed */
+    PyObject *fragment;  /* its explanation_json, borrowed: the decision holds it */
 } Facts;
 
 #define FACTS_CACHED 32
