@@ -25,11 +25,12 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from redis import __version__ as redis_version
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import GuardrailError, StaleRevision, StoreError
@@ -103,6 +104,11 @@ def client_from_url(url: str, timeout: float) -> Any:
     }
     parts = urlsplit(url)
     if parts.scheme.endswith("+cluster"):
+        if not hasattr(RedisCluster, "pubsub"):  # every replica follows gr:invalidate through it
+            raise GuardrailError(
+                f"the store {parts.scheme}:// needs redis-py 8.0 or newer (its asyncio cluster client has "
+                f"publish/subscribe from 8.0); this is redis-py {redis_version}: pip install 'redis[hiredis]>=8'"
+            )
         nodes = []
         for address in parts.netloc.rpartition("@")[2].split(","):
             host, _, port = address.rpartition(":")
