@@ -1,11 +1,13 @@
 """guardrail: a personalization guardrail for recommendation services."""
 
+from guardrail._version import __version__ as __version__
 from guardrail.controls import UserState
 from guardrail.engine import Action, Reason
 from guardrail.errors import (
     ControlsError,
     GuardrailError,
     InvalidControls,
+    MissingExtra,
     PolicyError,
     StaleRevision,
     StoreError,
@@ -16,8 +18,6 @@ from guardrail.policy.models import Policy
 from guardrail.reload import PolicyReloader
 from guardrail.store import MemoryStore, Store, create_store
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Action",
     "ControlsError",
@@ -25,6 +25,7 @@ __all__ = [
     "GuardrailMiddleware",
     "InvalidControls",
     "MemoryStore",
+    "MissingExtra",
     "Policy",
     "PolicyError",
     "PolicyReloader",

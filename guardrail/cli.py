@@ -7,11 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from guardrail.errors import PolicyError
+from guardrail._version import __version__
+from guardrail.errors import MissingExtra, PolicyError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guardrail", description="A personalization guardrail.")
+    parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a demo recommendation service behind the guardrail")
@@ -63,9 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_files(args.files)
     if args.command == "tcf":
         return decode_tc_strings(args.strings)
-    if args.command == "serve":
-        return run_serve(args)
-    return run_demo(args.host, args.port, args.config, args.log_level)
+    try:
+        if args.command == "serve":
+            return run_serve(args)
+        return run_demo(args.host, args.port, args.config, args.log_level)
+    except MissingExtra as exc:
+        print(f"guardrail {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _positive_int(text: str) -> int:
@@ -80,7 +86,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
+    from guardrail.optional import require
     from guardrail.settings import Settings
+
+    require("sidecar", feature="guardrail serve")
     from guardrail.sidecar import serve
 
     try:
@@ -148,6 +157,9 @@ def check_files(files: Sequence[str]) -> int:
 def run_demo(host: str, port: int, config: str | None, log_level: str | None = None) -> int:
     import os
 
+    from guardrail.optional import require
+
+    require("sidecar", feature="guardrail demo")
     import uvicorn
 
     from guardrail.logs import configure_logging

@@ -2,6 +2,7 @@
 
 GuardrailError
  ├── PolicyError          a policy file is invalid: carries every (key path, message) found
+ ├── MissingExtra         a feature is used whose optional dependencies are not installed
  ├── StoreError           the store could not answer (down, slow, refused); callers apply fail_mode
  └── ControlsError        a request to change controls cannot be applied
       ├── InvalidControls   the patch names an unknown key or a bad value (HTTP 422)
@@ -28,6 +29,12 @@ class PolicyError(GuardrailError):
         lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  {path or '(top)'}: {message}" for path, message in self.issues]
         return "\n".join(lines)
+
+
+class MissingExtra(GuardrailError):
+    def __init__(self, message: str, *, extra: str) -> None:
+        self.extra = extra
+        super().__init__(message)
 
 
 class StoreError(GuardrailError):

@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from guardrail.errors import GuardrailError
+from guardrail.optional import load
 from guardrail.policy.models import Identity as IdentitySettings
 from guardrail.policy.models import JwtSettings
 
@@ -125,6 +124,7 @@ class TokenVerifier:
     """Verifies bearer tokens; a verified token is remembered until it expires (bounded)."""
 
     def __init__(self, settings: JwtSettings) -> None:
+        self.jwt = load("jwt", extra="jwt", feature="identity.source: jwt")
         key = os.environ.get(settings.key_env)
         if not key:
             raise GuardrailError(
@@ -150,7 +150,7 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token:
             return ANONYMOUS
         try:
-            claims = jwt.decode(
+            claims = self.jwt.decode(
                 token.strip(),
                 self.key,
                 algorithms=self.algorithms,
@@ -158,7 +158,7 @@ class TokenVerifier:
                 issuer=self.issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
             )
-        except (jwt.InvalidTokenError, ValueError, TypeError):
+        except (self.jwt.InvalidTokenError, ValueError, TypeError):
             return ANONYMOUS
         user = _clean_user_id(str(claims["sub"]).encode())
         if user is None:

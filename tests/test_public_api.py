@@ -14,6 +14,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "GuardrailMiddleware",
             "InvalidControls",
             "MemoryStore",
+            "MissingExtra",
             "Policy",
             "PolicyError",
             "PolicyReloader",

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guardrail.errors import GuardrailError
+from guardrail.optional import require
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
 
@@ -19,6 +20,7 @@ def _memory(url: str, *, timeout: float, **options: Any) -> Store:
 
 
 def _redis(url: str, **options: Any) -> Store:
+    require("redis", feature=f"the store {urlsplit(url).scheme}://")
     from guardrail.store.redis import RedisStore  # redis-py is imported only when used
 
     return RedisStore.from_url(url, **options)

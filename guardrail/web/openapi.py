@@ -61,7 +61,7 @@ def openapi_endpoint(policy: Policy) -> Callable[[Request], Awaitable[Response]]
 
 
 def _build(policy: Policy) -> dict[str, Any]:
-    from guardrail import __version__  # the package imports the middleware, which imports the API
+    from guardrail._version import __version__
 
     prefix = policy.prefix or ""
     document: dict[str, Any] = {
