@@ -13,6 +13,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from guardrail._version import __version__
+from guardrail.items import ACCELERATED
+
 # From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
 OVERHEAD_BUCKETS = (
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -116,6 +119,14 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.build_info = Gauge(
+            "guardrail_build_info",
+            "This build (value 1): its version, and whether the per-item loop runs in C (accelerated) or Python.",
+            ["version", "accelerated"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(__version__, "true" if ACCELERATED else "false").set(1)
         self._live_policy: str | None = None
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears

@@ -16,11 +16,12 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from guardrail._version import __version__
 from guardrail.controls import DEFAULT_STATE, UserState
 from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
-from guardrail.items import CheckedItems
+from guardrail.items import ACCELERATED, CheckedItems
 from guardrail.logs import user_hash
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
@@ -91,6 +92,14 @@ class GuardrailMiddleware:
         # What /readyz checks besides the store, by name: None when ready, else why not.
         self.readiness_checks: dict[str, ReadinessCheck] = {}
         self.guard = self._make_guard(policy)
+        # Which loop runs is said once at start; the slower one as a warning, so that it is seen.
+        logger.log(
+            logging.INFO if ACCELERATED else logging.WARNING,
+            "guardrail %s started; the per-item loop runs in %s",
+            __version__,
+            "C" if ACCELERATED else "Python, about twice as slow (the C extension is not built: see docs/install.md)",
+            extra={"version": __version__, "accelerated": ACCELERATED},
+        )
 
     # -- policy -------------------------------------------------------------------------------
 

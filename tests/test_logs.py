@@ -32,6 +32,7 @@ async def test_one_json_line_per_guarded_request_without_personal_data(
     client_for: ClientFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = client_for(GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry()))
+    capsys.readouterr()  # the line the middleware logs at start
     headers = {"x-user-id": "alice@example.com", "cookie": "euconsent-v2=CPSECRET; session=s3cr3t"}
     response = await client.get("/recommendations?q=private-search", headers=headers)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -47,6 +48,28 @@ async def test_one_json_line_per_guarded_request_without_personal_data(
     assert entry["user"] == user_hash("alice@example.com")
     for secret in ("alice@example.com", "CPSECRET", "s3cr3t", "private-search"):
         assert secret not in lines[0]
+
+
+@pytest.mark.parametrize("pure_python", [False, True])
+@pytest.mark.usefixtures("json_logs")
+def test_the_start_line_says_which_loop_runs(
+    pure_python: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator sees from the logs whether the C loop runs; the slower Python loop as a warning."""
+    import guardrail.middleware
+
+    monkeypatch.setattr(guardrail.middleware, "ACCELERATED", not pure_python)
+    GuardrailMiddleware(Upstream(), policy=make_policy(), registry=CollectorRegistry())
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line["version"] == guardrail.__version__
+    assert line["accelerated"] is (not pure_python)
+    if pure_python:
+        assert line["level"] == "warning"
+        assert "runs in Python" in line["message"]
+        assert "docs/install.md" in line["message"]
+    else:
+        assert line["level"] == "info"
+        assert line["message"] == f"guardrail {guardrail.__version__} started; the per-item loop runs in C"
 
 
 def test_the_user_hash_is_keyed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,12 @@
-"""Batched metrics: what a scrape shows is what one observe()/inc() per event would have shown."""
+"""Batched metrics: what a scrape shows is what one observe()/inc() per event would have shown; build info."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from guardrail.metrics import OVERHEAD_BUCKETS, Tally
+from guardrail import __version__
+from guardrail.items import ACCELERATED
+from guardrail.metrics import OVERHEAD_BUCKETS, Tally, metrics_for
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,3 +41,12 @@ async def test_a_scrape_sees_observations_still_waiting() -> None:
     assert histogram._sum.get() == 0
     assert registry.get_sample_value("h_seconds_count") == 1
     assert registry.get_sample_value("h_seconds_sum") == 0.000_3
+
+
+def test_build_info_names_the_version_and_which_loop_runs() -> None:
+    registry = CollectorRegistry()
+    metrics_for(registry)
+    accelerated = "true" if ACCELERATED else "false"
+    assert registry.get_sample_value("guardrail_build_info", {"version": __version__, "accelerated": accelerated}) == 1
+    other = {"version": __version__, "accelerated": "false" if ACCELERATED else "true"}
+    assert registry.get_sample_value("guardrail_build_info", other) is None
