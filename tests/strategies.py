@@ -9,7 +9,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
@@ -22,9 +21,7 @@ from guardrail.policy.models import Policy
 from tests.conftest import ROOT, label, make_policy
 from tests.engine.support import NOW
 
-_SHARED_IAB = ROOT.parent / "shared" / "data" / "iab" / "content-taxonomy-3.1.tsv"
-# The shared data when the checkout sits beside it; the vendored copy (CC BY 3.0, credited) otherwise.
-IAB_FILE = _SHARED_IAB if _SHARED_IAB.is_file() else Path(__file__).resolve().parent / "data" / "iab" / _SHARED_IAB.name
+IAB_FILE = ROOT / "tests" / "data" / "iab" / "content-taxonomy-3.1.tsv"  # CC BY 3.0, credited in its README.md
 
 DEMO_POLICY = load_policy(ROOT / "config" / "guardrail.yaml")
 TEST_POLICY = make_policy()

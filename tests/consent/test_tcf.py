@@ -17,9 +17,7 @@ import pytest
 from guardrail.consent import tcf
 from guardrail.consent.tcf import MAX_LENGTH, TcfError, TCString, decode, decode_cached, to_json
 
-_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tcf"
-# The shared data when the checkout sits beside it; the vendored copies (MIT, credited) otherwise.
-FIXTURES = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parent / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "tcf"  # MIT, credited in its README.md
 NAMES = ("a", "b", "c", "d")
 # Fixture d's vendor legitimate interest section is malformed (see test_fixture_d_is_malformed).
 WELL_FORMED = ("a", "b", "c")

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import atheris
 
+if not __package__:  # run as a file: the checkout goes after site-packages, so an installed guardrail wins
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
 with atheris.instrument_imports(include=["guardrail"]):
     from guardrail.logs import JsonFormatter
     from tests.fuzz.seeds import write_seeds

@@ -1,4 +1,4 @@
-"""Seed inputs for each fuzz target: real TC strings (../shared/data/tcf/), real-looking request
+"""Seed inputs for each fuzz target: real TC strings (tests/data/tcf/), real-looking request
 headers, and recommendation bodies like the demo's. The fuzzers start from these and mutate them."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import orjson
 from tests.conftest import ROOT
 from tests.upstream import DEFAULT_ITEMS
 
-_SHARED_TCF = ROOT.parent / "shared" / "data" / "tcf"
-# The shared data when the checkout sits beside it; the vendored copies (MIT, credited) otherwise.
-TCF_FIXTURES = _SHARED_TCF if _SHARED_TCF.is_dir() else ROOT / "tests" / "consent" / "data"
+TCF_FIXTURES = ROOT / "tests" / "data" / "tcf"  # MIT, credited in its README.md
 
 
 def tc_strings() -> list[str]:

@@ -33,7 +33,7 @@ def test_the_fuzzers_find_no_crash(tmp_path: Path) -> None:
         corpus = tmp_path / name
         write_seeds(name, corpus)
         command = [
-            sys.executable, "-m", "tests.fuzz.run", name,
+            sys.executable, str(ROOT / "tests" / "fuzz" / "run.py"), name,
             f"-max_total_time={SECONDS}", "-timeout=20", "-seed=1", "-print_final_stats=1",
             f"-artifact_prefix={tmp_path / name}-", str(corpus),
         ]  # fmt: skip
