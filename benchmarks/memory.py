@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.store.redis_servers
+    sys.path.append(str(ROOT))  # for tests.store.redis_servers (after site-packages: an installed guardrail wins)
 
 from apps import POLICY_PATH, make_bare  # noqa: E402
 from harness import source_fingerprint  # noqa: E402

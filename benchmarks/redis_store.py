@@ -36,7 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.store.redis_servers
+    sys.path.append(str(ROOT))  # for tests.store.redis_servers (after site-packages: an installed guardrail wins)
 
 import orjson  # noqa: E402
 from apps import POLICY_PATH, grant_consent, make_bare, recommendation_body  # noqa: E402

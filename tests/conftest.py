@@ -19,6 +19,26 @@ from guardrail.policy.models import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def script_env() -> dict[str, str]:
+    """The environment for running a benchmark script (`python benchmarks/x.py`): the script's own
+    directory on sys.path is how it imports its siblings, which PYTHONSAFEPATH (set by .ci/run) turns off.
+    The scripts put the checkout after site-packages, so an installed guardrail still wins."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONSAFEPATH"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # .ci/run tests the built wheel: a `guardrail` imported from the checkout would test the wrong thing.
+    if os.environ.get("GUARDRAIL_TEST_INSTALLED"):
+        import guardrail
+
+        if Path(guardrail.__file__).resolve().is_relative_to(ROOT):
+            raise pytest.UsageError(
+                f"GUARDRAIL_TEST_INSTALLED is set but guardrail was imported from the checkout "
+                f"({guardrail.__file__}); run with PYTHONSAFEPATH=1 and --import-mode=append"
+            )
+
+
 # Property tests are deterministic by default (the same examples on every run, no example database),
 # so that CI fails only when the code changed. HYPOTHESIS_PROFILE=explore searches afresh, with more examples.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)

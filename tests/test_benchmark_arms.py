@@ -32,6 +32,7 @@ from guardrail.engine import UserContext, decide  # noqa: E402
 from guardrail.engine.context import NO_SIGNALS  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.policy.loading import load_policy  # noqa: E402
+from tests.conftest import script_env  # noqa: E402
 from tests.store.redis_servers import RedisServer  # noqa: E402
 
 SNOOZE_END = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -92,7 +93,11 @@ def test_the_peers_give_each_item_the_guardrails_action_and_reasons(size: int, w
 
 def test_the_suite_explains_itself() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "suite.py"), "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCHMARKS / "suite.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=script_env(),
     )
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout
@@ -105,6 +110,7 @@ def test_a_dry_run_builds_every_arm_and_finds_them_agreeing() -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env=script_env(),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for arm in ("guardrail", "redis", "naive", "rego"):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, script_env
 
 
 def test_the_short_fault_run_passes_every_check(tmp_path: Path) -> None:
@@ -28,6 +28,7 @@ def test_the_short_fault_run_passes_every_check(tmp_path: Path) -> None:
         timeout=600,
         check=False,
         cwd=ROOT,
+        env=script_env(),
     )
     text = report.read_text() if report.exists() else f"no report; stderr:\n{run.stderr[-3000:]}"
     assert run.returncode == 0, text
