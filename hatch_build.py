@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,14 @@ class SpeedupsBuildHook(BuildHookInterface):
         from setuptools import Distribution, Extension
         from setuptools.command.build_ext import build_ext
 
-        with contextlib.chdir(self.root):
+        # Always compiled afresh, with object files in a scratch directory: a stale build/ directory in the
+        # checkout (another Python, another compiler) never stands in for this build.
+        with contextlib.chdir(self.root), tempfile.TemporaryDirectory() as scratch:
             distribution = Distribution({"name": "guardrail", "ext_modules": [Extension(MODULE, [SOURCE])]})
             command = build_ext(distribution)
             command.inplace = True
+            command.force = True
+            command.build_temp = scratch
             command.ensure_finalized()
             command.run()
             return Path(self.root) / command.get_ext_filename(MODULE)
