@@ -84,3 +84,15 @@ def _get_when_up(url: str, headers: dict[str, str]) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """`guardrail --version`, through the console script pip installed, names the version pip installed."""
+    from importlib.metadata import version
+
+    from guardrail.optional import DISTRIBUTION
+
+    script = Path(sys.executable).parent / "guardrail"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"guardrail {version(DISTRIBUTION)}\n"
