@@ -75,7 +75,8 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tu
     )
 
 
-@pytest.mark.skipif(not ACCELERATED, reason="GUARDRAIL_PURE_PYTHON: only one loop to compare")
+# Only where the Python loop runs on purpose: test_the_c_loop_is_built fails wherever it is missing by accident.
+@pytest.mark.skipif(not ACCELERATED, reason="the Python loop runs on purpose: there is no C loop to compare")
 @examples(150)
 @given(data=st.data(), policy=policies(), annotate=st.booleans())
 def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate: bool) -> None:
