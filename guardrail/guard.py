@@ -18,6 +18,7 @@ from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
 from guardrail.identity import IdentityResolver
 from guardrail.locale import LocaleNegotiator
+from guardrail.mediation import HeaderScreen
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
 
@@ -39,6 +40,7 @@ class Guard:
         # Every request header the hot path reads, taken in one pass over the headers. It belongs to
         # the guard, not the middleware: a reloaded policy may read other headers, and both swap together.
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
+        self.screen = HeaderScreen(self.identity, self.wanted)
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
         self._shared: dict[tuple[Hashable, RequestSignals, str, bool, bool], UserContext] = {}

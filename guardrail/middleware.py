@@ -127,10 +127,17 @@ class GuardrailMiddleware:
     # -- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         guard = self.guard
+        # Whatever the route: what an untrusted peer claims, `_` names and a forged context go no further.
+        scope, headers = guard.screen(scope)
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
         path: str = scope["path"]
         prefix = guard.prefix
         if prefix is not None and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
@@ -143,21 +150,22 @@ class GuardrailMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        await self._guarded(guard, route, scope, receive, send)
+        await self._guarded(guard, route, scope, headers, started, receive, send)
 
-    async def _guarded(self, guard: Guard, route: GuardedRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        wanted = guard.wanted
-        headers: dict[bytes, bytes] = {}
-        gpc = False
-        for name, value in scope["headers"]:
-            if name in wanted:
-                if name == b"sec-gpc":
-                    # GPC is exactly "1" after trimming; with repeated headers one "1" is enough.
-                    # Repeated fields may also arrive joined with commas (RFC 9110 §5.3).
-                    gpc = gpc or any(part.strip(b" \t") == b"1" for part in value.split(b","))
-                else:
-                    headers.setdefault(name, value)
+    async def _guarded(
+        self,
+        guard: Guard,
+        route: GuardedRoute,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        started: float,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        # GPC is exactly "1" after trimming; with repeated headers (joined with commas by the screen,
+        # as they may also arrive, RFC 9110 §5.3) one "1" is enough.
+        sec_gpc = headers.get(b"sec-gpc")
+        gpc = sec_gpc is not None and any(part.strip(b" \t") == b"1" for part in sec_gpc.split(b","))
         caller = guard.identity.resolve(scope, headers)
         age = caller.age
         minor = age is not None and age < guard.policy.minors.age_of_majority
