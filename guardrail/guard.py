@@ -14,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from guardrail.consent.tcf_policy import TcfReader
+from guardrail.context_header import context_header
 from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
 from guardrail.identity import IdentityResolver
@@ -78,9 +79,15 @@ class Guard:
                 store_unavailable=store_unavailable,
                 degraded=degraded,
             )
+            ctx.context_header = context_header(ctx)
             _put(self._shared, shared_key, ctx)
         _put(self._contexts, key, (state, ctx))
         return ctx
+
+    @staticmethod
+    def context_header(ctx: UserContext) -> bytes:
+        """The `Guardrail-Context` of a context this guard made (computed once per context)."""
+        return ctx.context_header or context_header(ctx)
 
 
 def _meaning(state: UserState | None) -> Hashable:

@@ -23,6 +23,7 @@ from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.items import ACCELERATED, CheckedItems
 from guardrail.logs import user_hash
+from guardrail.mediation import GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -186,8 +187,12 @@ class GuardrailMiddleware:
             degraded=degraded,
         )
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
+        # What was decided, told to the app before it runs (design §7).
+        context = (GUARDRAIL_CONTEXT, guard.context_header(ctx))
         if rewritten:
-            scope = self._non_personalized(scope, route, guard)
+            scope = self._non_personalized(scope, route, guard, context)
+        else:
+            scope = {**scope, "headers": [*scope["headers"], context]}
         responder = GuardedResponder(
             self,
             guard,
@@ -223,7 +228,7 @@ class GuardrailMiddleware:
         return (state if state is not None else DEFAULT_STATE), False, False
 
     @staticmethod
-    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard) -> Scope:
+    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard, context: tuple[bytes, bytes]) -> Scope:
         """Ask the upstream for the non-personalized route, with nothing that identifies the user:
         profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
         assert route.non_personalized is not None
@@ -234,7 +239,7 @@ class GuardrailMiddleware:
             **scope,
             "path": target,
             "raw_path": target.encode(),
-            "headers": [(name, value) for name, value in scope["headers"] if name not in strip],
+            "headers": [*((name, value) for name, value in scope["headers"] if name not in strip), context],
             # The client's address identifies them too: the app (or the sidecar's proxy, which would
             # put it in X-Forwarded-For) does not get it.
             "client": None,
