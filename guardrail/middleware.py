@@ -23,7 +23,7 @@ from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.items import ACCELERATED, CheckedItems
 from guardrail.logs import user_hash
-from guardrail.mediation import GUARDRAIL_CONTEXT
+from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -42,8 +42,6 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 # The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
 GPC_PATH = "/.well-known/gpc.json"
-# Headers that carry the client's IP address, which a non-personalized request does not pass on.
-_CLIENT_ADDRESS_HEADERS = frozenset({b"x-forwarded-for", b"x-real-ip", b"forwarded"})
 _GPC_STATEMENT = Response(
     orjson.dumps({"gpc": True, "lastUpdate": "2026-11-26"}),
     media_type="application/json",
@@ -233,13 +231,20 @@ class GuardrailMiddleware:
         profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
         assert route.non_personalized is not None
         strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
-        strip |= guard.identity.identifying_headers | _CLIENT_ADDRESS_HEADERS
+        # Forwarding headers, even a trusted proxy's, name the client (X-Forwarded-For, True-Client-IP)
+        # or would steer the app back to the personalized route (X-Original-URL).
+        strip |= guard.identity.identifying_headers | FORWARDING
         target = route.non_personalized.rewrite_to
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in strip and not name.startswith(FORWARDING_PREFIX)
+        ]
         return {
             **scope,
             "path": target,
             "raw_path": target.encode(),
-            "headers": [*((name, value) for name, value in scope["headers"] if name not in strip), context],
+            "headers": [*headers, context],
             # The client's address identifies them too: the app (or the sidecar's proxy, which would
             # put it in X-Forwarded-For) does not get it.
             "client": None,

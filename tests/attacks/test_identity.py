@@ -147,6 +147,26 @@ async def test_from_a_trusted_proxy_the_same_headers_pass_and_the_sidecar_append
     assert names_seen(app) >= SPOOFED.keys()
 
 
+async def test_the_non_personalized_route_gets_no_forwarding_header_even_from_a_trusted_proxy(
+    start_sidecar: StartSidecar, upstream: RecordingUpstream, client_for: ClientFactory
+) -> None:
+    # Each names the client or would steer the upstream back to the personalized route (X-Original-URL).
+    forwarding = {name: value for name, value in SPOOFED.items() if not name.startswith("x-user-")}
+    sidecar = await start_sidecar()
+    async with httpx.AsyncClient(base_url=sidecar.url) as client:
+        await client.get("/recommendations", headers=forwarding)  # anonymous: not personalized
+    seen = upstream.seen[-1]
+    assert seen.path == "/recommendations/popular"
+    assert not {name for name, _ in seen.headers} & (forwarding.keys() - {"x-forwarded-proto", "x-forwarded-host"})
+    assert seen.header("x-forwarded-proto") == ["http"]
+    assert seen.header("x-forwarded-host") == [sidecar.url.removeprefix("http://")]
+
+    app = Upstream()
+    await client_for(guarded(app)).get("/recommendations", headers=forwarding)
+    assert app.seen[-1]["path"] == "/recommendations/popular"
+    assert not names_seen(app) & forwarding.keys()
+
+
 async def test_a_websocket_handshake_is_screened_too() -> None:
     seen: list[Scope] = []
 
