@@ -94,7 +94,7 @@ class HeaderScreen:
         )
         found: dict[bytes, bytes] = {}
         clean = True
-        repeated = False
+        ambiguous = False  # an identity claimed twice: the guardrail sees nobody, and so shall the app
         for name, value in scope["headers"]:
             if _UNDERSCORE in name or (not trusted and name.startswith(FORWARDING_PREFIX)):
                 clean = False
@@ -108,14 +108,14 @@ class HeaderScreen:
                     found[name] = value
                 elif name in self._joined:
                     found[name] = previous + b", " + value
-                    repeated = repeated or name in self._identity_headers
+                    ambiguous = ambiguous or name in self._identity_headers
         for name in self._claims_read:
             value = found.get(name)
             if value is not None and _COMMA in value:
-                repeated = True
-        if repeated:
+                ambiguous = True
+        if ambiguous:
             dropped = dropped | self._identity_headers
-        if clean and not repeated:
+        if clean and not ambiguous:
             return scope, found
         # Something to drop, which most requests do not have: a second pass, on this rare path only.
         kept = [
