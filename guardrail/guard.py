@@ -14,10 +14,12 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from guardrail.consent.tcf_policy import TcfReader
+from guardrail.context_header import context_header
 from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
 from guardrail.identity import IdentityResolver
 from guardrail.locale import LocaleNegotiator
+from guardrail.mediation import HeaderScreen
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
 
@@ -39,6 +41,7 @@ class Guard:
         # Every request header the hot path reads, taken in one pass over the headers. It belongs to
         # the guard, not the middleware: a reloaded policy may read other headers, and both swap together.
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
+        self.screen = HeaderScreen(self.identity, self.wanted)
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
         self._shared: dict[tuple[Hashable, RequestSignals, str, bool, bool], UserContext] = {}
@@ -76,9 +79,15 @@ class Guard:
                 store_unavailable=store_unavailable,
                 degraded=degraded,
             )
+            ctx.context_header = context_header(ctx)
             _put(self._shared, shared_key, ctx)
         _put(self._contexts, key, (state, ctx))
         return ctx
+
+    @staticmethod
+    def context_header(ctx: UserContext) -> bytes:
+        """The `Guardrail-Context` of a context this guard made (computed once per context)."""
+        return ctx.context_header or context_header(ctx)
 
 
 def _meaning(state: UserState | None) -> Hashable:

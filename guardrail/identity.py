@@ -1,18 +1,26 @@
 """Who is asking: identity only from the policy's trusted source (design §7).
 
 - `header`: `identity.header` (and `identity.age_header`) count only when the TCP peer is one of
-  `identity.trusted_proxies`; from anyone else the caller is anonymous, whatever the header says.
+  `identity.trusted_proxies` (an IPv4-mapped IPv6 peer is its IPv4 address); from anyone else the
+  caller is anonymous, whatever the header says. A header sent twice, or with a comma in it (repeats
+  joined, RFC 9110 §5.3), is two claims: anonymous.
 - `jwt`: a bearer token, verified with the key in the environment variable `jwt.key_env`, with the
   algorithms the policy names (never the one the token names), `exp` required, and the audience
   and issuer checked when the policy gives them. Anything wrong: anonymous.
 - `scope`: `scope["user"]` as Starlette's `AuthenticationMiddleware` leaves it.
+
+An id is taken exactly as sent: one with a control, format or space character other than an inner " "
+is refused, never trimmed or normalized into someone else's (`alice\xa0` is not `alice`).
+`IdentityResolver.resolve` decides for every surface: guarded routes, the API and the page.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +29,14 @@ from guardrail.optional import load
 from guardrail.policy.models import Identity as IdentitySettings
 from guardrail.policy.models import JwtSettings
 
+logger = logging.getLogger("guardrail")
+
 MAX_USER_ID_LENGTH = 200
 MAX_TOKEN_LENGTH = 8192
 _AUTHORIZATION = b"authorization"
+_COMMA = ord(",")  # `44 in value` is several times faster than `b"," in value`
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +53,14 @@ class IdentityResolver:
         self.source = settings.source
         self.header = settings.header.encode("latin-1")
         self.age_header = settings.age_header.encode("latin-1") if settings.age_header else None
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        self._networks = _trusted_networks(settings.trusted_proxies)
         self._trusted_hosts: dict[str, bool] = {}
         self.tokens = TokenVerifier(settings.jwt or JwtSettings()) if settings.source == "jwt" else None
-        # The header names this resolver wants from a request, read in the same pass as the others.
-        if self.tokens is not None:
-            self.wanted = frozenset({_AUTHORIZATION})
-        else:
-            self.wanted = frozenset(h for h in (self.header, self.age_header) if h is not None)
+        # Where a client says who it is: only a trusted proxy may send these (the JWT source verifies
+        # its token instead, but an upstream may still read the header).
+        self.claims = frozenset(h for h in (self.header, self.age_header) if h is not None)
+        # The header names this resolver reads from a request, in the same pass as the others.
+        self.wanted = frozenset({_AUTHORIZATION}) if self.tokens is not None else self.claims
 
     @property
     def identifying_headers(self) -> frozenset[bytes]:
@@ -66,33 +79,70 @@ class IdentityResolver:
             except ValueError:
                 trusted = False  # a unix socket or a test client's made-up name is not an address
             else:
-                trusted = any(address in network for network in self._networks)
+                # A dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d: it is still a.b.c.d.
+                mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+                forms = (address,) if mapped is None else (address, mapped)
+                trusted = any(form in network for network in self._networks for form in forms)
             if len(self._trusted_hosts) < 10_000:
                 self._trusted_hosts[host] = trusted
         return trusted
 
+    def caller(self, scope: Any) -> Caller:
+        """Who is asking, read from the request's own headers (the API and the page)."""
+        return self.resolve(scope, gather(scope["headers"], self.wanted))
+
     def resolve(self, scope: Any, headers: dict[bytes, bytes]) -> Caller:
+        """Who is asking. `headers`: the request's headers that `wanted` names, repeats joined with
+        ", " (`gather`); a comma in an identity header therefore means two claims, and no identity."""
         if self.tokens is not None:
             return self.tokens.caller(headers.get(_AUTHORIZATION))
         if self.source == "scope":
             return _from_scope_user(scope)
         if self.source != "header" or not self.is_trusted(scope):
             return ANONYMOUS
-        user = _clean_user_id(headers.get(self.header))
-        if user is None:
+        raw_age = headers.get(self.age_header) if self.age_header else None
+        if raw_age is not None and _COMMA in raw_age:
             return ANONYMOUS
-        age = _parse_age(headers.get(self.age_header)) if self.age_header else None
-        return Caller(user, age)
+        user = _exact_user_id(headers.get(self.header))
+        if user is None or "," in user:
+            return ANONYMOUS
+        return Caller(user, _parse_age(raw_age))
 
 
-def _clean_user_id(raw: bytes | None) -> str | None:
-    if not raw:
+def gather(raw_headers: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[bytes, bytes]:
+    """The headers `wanted` names, each repeat joined to the first with ", " (RFC 9110 §5.3), so that
+    no surface reads one copy of a repeated identity header while another reads the other."""
+    found: dict[bytes, bytes] = {}
+    for name, value in raw_headers:
+        if name in wanted:
+            previous = found.get(name)
+            found[name] = value if previous is None else previous + b", " + value
+    return found
+
+
+def _trusted_networks(entries: list[str]) -> tuple[Network, ...]:
+    networks: list[Network] = []
+    for entry in entries:
+        network = ipaddress.ip_network(entry, strict=False)
+        networks.append(network)
+        # An IPv4-mapped entry (::ffff:10.0.0.0/104) also names the IPv4 peers it maps.
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None and network.prefixlen >= 96:
+            networks.append(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+    return tuple(networks)
+
+
+def _exact_user_id(raw: bytes | None) -> str | None:
+    """The id as sent, or None when it cannot be one. `isprintable` refuses control (Cc), format (Cf,
+    such as zero-width) and space characters other than " ", and a " " may not start or end it: an id is
+    never trimmed into another."""
+    if not raw or len(raw) > 4 * MAX_USER_ID_LENGTH:
         return None
     try:
-        user = raw.decode("utf-8").strip()
+        user = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if not user or len(user) > MAX_USER_ID_LENGTH or not user.isprintable():
+    if len(user) > MAX_USER_ID_LENGTH or not user.isprintable() or user[0] == " " or user[-1] == " ":
         return None
     return user
 
@@ -115,7 +165,7 @@ def _from_scope_user(scope: Any) -> Caller:
         identity = user.identity
     except NotImplementedError:  # Starlette's SimpleUser has a display name, not an identity
         identity = getattr(user, "display_name", "")
-    name = _clean_user_id(str(identity or "").encode())
+    name = _exact_user_id(str(identity or "").encode())
     age = getattr(user, "age", None)
     return Caller(name, age if isinstance(age, int) and not isinstance(age, bool) else None)
 
@@ -131,15 +181,53 @@ class TokenVerifier:
                 f"identity.source is jwt but the environment variable {settings.key_env} is not set; "
                 "set it to the HMAC secret or the PEM public key that verifies your tokens"
             )
+        self.algorithms = self._algorithms_for(key, settings)
         self.key = key
-        self.algorithms = list(settings.algorithms)
         self.audience = settings.audience
         self.issuer = settings.issuer
         self.age_claim = settings.age_claim
         self._verified: dict[bytes, tuple[float, Caller]] = {}
 
+    def _algorithms_for(self, key: str, settings: JwtSettings) -> list[str]:
+        """The policy's algorithms that this key can verify. A key that fits none is refused at start
+        (every token would be refused); one that fits some is used with those only, so that a token
+        naming another is refused as any algorithm the policy does not list; the log says so at start."""
+        usable: list[str] = []
+        unfit: list[str] = []
+        reasons: list[str] = []
+        available = self.jwt.algorithms.get_default_algorithms()
+        for name in settings.algorithms:
+            algorithm = available.get(name)
+            if algorithm is None:  # PyJWT offers public-key algorithms only with `cryptography`
+                load("cryptography", extra="jwt", feature=f"identity.jwt.algorithms {name}")
+                unfit.append(name)
+                reasons.append(f"{name}: this PyJWT does not offer it")
+                continue
+            try:
+                algorithm.prepare_key(key)
+            except (self.jwt.PyJWTError, ValueError, TypeError) as exc:
+                unfit.append(name)
+                reasons.append(f"{name}: {exc}")
+            else:
+                usable.append(name)
+        if not usable:
+            kind = "the HMAC secret" if unfit[0].startswith("HS") else "the PEM public key"
+            raise GuardrailError(
+                f"the key in the environment variable {settings.key_env} cannot verify any of "
+                f"identity.jwt.algorithms ({'; '.join(reasons)}); set it to {kind} that verifies your tokens"
+            )
+        if unfit:
+            logger.warning(
+                "the key in %s cannot verify %s tokens, which are therefore refused (%s)",
+                settings.key_env,
+                ", ".join(unfit),
+                "; ".join(reasons),
+            )
+        return usable
+
     def caller(self, authorization: bytes | None) -> Caller:
-        if not authorization or len(authorization) > MAX_TOKEN_LENGTH:
+        # A comma: two Authorization headers joined (`gather`), never one bearer token.
+        if not authorization or len(authorization) > MAX_TOKEN_LENGTH or _COMMA in authorization:
             return ANONYMOUS
         found = self._verified.get(authorization)
         if found is not None:
@@ -158,9 +246,9 @@ class TokenVerifier:
                 issuer=self.issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
             )
-        except (self.jwt.InvalidTokenError, ValueError, TypeError):
+        except (self.jwt.PyJWTError, ValueError, TypeError):  # PyJWTError: bad tokens, and keys that do not fit
             return ANONYMOUS
-        user = _clean_user_id(str(claims["sub"]).encode())
+        user = _exact_user_id(str(claims["sub"]).encode())
         if user is None:
             return ANONYMOUS
         age = claims.get(self.age_claim) if self.age_claim else None

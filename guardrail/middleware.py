@@ -23,6 +23,7 @@ from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.items import ACCELERATED, CheckedItems
 from guardrail.logs import user_hash
+from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -41,8 +42,6 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 # The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
 GPC_PATH = "/.well-known/gpc.json"
-# Headers that carry the client's IP address, which a non-personalized request does not pass on.
-_CLIENT_ADDRESS_HEADERS = frozenset({b"x-forwarded-for", b"x-real-ip", b"forwarded"})
 _GPC_STATEMENT = Response(
     orjson.dumps({"gpc": True, "lastUpdate": "2026-11-26"}),
     media_type="application/json",
@@ -127,10 +126,17 @@ class GuardrailMiddleware:
     # -- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         guard = self.guard
+        # Whatever the route: what an untrusted peer claims, `_` names and a forged context go no further.
+        scope, headers = guard.screen(scope)
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
         path: str = scope["path"]
         prefix = guard.prefix
         if prefix is not None and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
@@ -143,21 +149,22 @@ class GuardrailMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        await self._guarded(guard, route, scope, receive, send)
+        await self._guarded(guard, route, scope, headers, started, receive, send)
 
-    async def _guarded(self, guard: Guard, route: GuardedRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        wanted = guard.wanted
-        headers: dict[bytes, bytes] = {}
-        gpc = False
-        for name, value in scope["headers"]:
-            if name in wanted:
-                if name == b"sec-gpc":
-                    # GPC is exactly "1" after trimming; with repeated headers one "1" is enough.
-                    # Repeated fields may also arrive joined with commas (RFC 9110 §5.3).
-                    gpc = gpc or any(part.strip(b" \t") == b"1" for part in value.split(b","))
-                else:
-                    headers.setdefault(name, value)
+    async def _guarded(
+        self,
+        guard: Guard,
+        route: GuardedRoute,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        started: float,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        # GPC is exactly "1" after trimming; with repeated headers (joined with commas by the screen,
+        # as they may also arrive, RFC 9110 §5.3) one "1" is enough.
+        sec_gpc = headers.get(b"sec-gpc")
+        gpc = sec_gpc is not None and any(part.strip(b" \t") == b"1" for part in sec_gpc.split(b","))
         caller = guard.identity.resolve(scope, headers)
         age = caller.age
         minor = age is not None and age < guard.policy.minors.age_of_majority
@@ -178,8 +185,12 @@ class GuardrailMiddleware:
             degraded=degraded,
         )
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
+        # What was decided, told to the app before it runs (design §7).
+        context = (GUARDRAIL_CONTEXT, guard.context_header(ctx))
         if rewritten:
-            scope = self._non_personalized(scope, route, guard)
+            scope = self._non_personalized(scope, route, guard, context)
+        else:
+            scope = {**scope, "headers": [*scope["headers"], context]}
         responder = GuardedResponder(
             self,
             guard,
@@ -215,18 +226,25 @@ class GuardrailMiddleware:
         return (state if state is not None else DEFAULT_STATE), False, False
 
     @staticmethod
-    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard) -> Scope:
+    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard, context: tuple[bytes, bytes]) -> Scope:
         """Ask the upstream for the non-personalized route, with nothing that identifies the user:
         profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38)."""
         assert route.non_personalized is not None
         strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
-        strip |= guard.identity.identifying_headers | _CLIENT_ADDRESS_HEADERS
+        # Forwarding headers, even a trusted proxy's, name the client (X-Forwarded-For, True-Client-IP)
+        # or would steer the app back to the personalized route (X-Original-URL).
+        strip |= guard.identity.identifying_headers | FORWARDING
         target = route.non_personalized.rewrite_to
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in strip and not name.startswith(FORWARDING_PREFIX)
+        ]
         return {
             **scope,
             "path": target,
             "raw_path": target.encode(),
-            "headers": [(name, value) for name, value in scope["headers"] if name not in strip],
+            "headers": [*headers, context],
             # The client's address identifies them too: the app (or the sidecar's proxy, which would
             # put it in X-Forwarded-For) does not get it.
             "client": None,

@@ -5,7 +5,8 @@ to the upstream service over one pool of keep-alive connections (`guardrail.http
   itself), and byte for byte: a compressed body stays compressed, with its `Content-Encoding`.
 - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and those it names, `Keep-Alive`, `TE`, `Trailer`,
   `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are dropped both ways. The upstream is asked for its
-  own host; it learns the client's in `X-Forwarded-Host`, `-Proto` and `-For` (appended to).
+  own host; it learns the client's in `X-Forwarded-Host`, `-Proto` and `-For` (appended to a trusted
+  proxy's; the middleware in front has dropped anyone else's, `guardrail.mediation`).
   `Date` and `Server` come from this server, as with nginx.
 - An upstream that cannot be reached answers `502`, one that does not answer in time `504`, both
   problem+json saying nothing internal, counted in `guardrail_upstream_errors_total{kind}`.
@@ -262,7 +263,7 @@ class ReverseProxy:
                 headers.append((name, value))
         client = scope.get("client")
         if client:
-            forwarded_for.append(client[0].encode("latin-1"))
+            forwarded_for.append(_peer_address(client[0]))
         if forwarded_for:
             headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
         # A trusted proxy in front (a TLS terminator, say) knows better how the client came in.
@@ -273,6 +274,13 @@ class ReverseProxy:
         if forwarded_host:
             headers.append((b"x-forwarded-host", forwarded_host))
         return headers
+
+
+def _peer_address(host: str) -> bytes:
+    """The peer as X-Forwarded-For names it: an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) as a.b.c.d."""
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host.encode("latin-1")
 
 
 def _connection_names(headers: Any) -> frozenset[bytes]:

@@ -34,6 +34,7 @@ NO_SIGNALS = RequestSignals()
 class UserContext:
     __slots__ = (
         "compiled",
+        "context_header",
         "degraded",
         "gpc",
         "locale",
@@ -60,6 +61,7 @@ class UserContext:
     ) -> None:
         policy = compiled.policy
         self.compiled = compiled
+        self.context_header: bytes | None = None  # Guardrail-Context, set by the guard that serves it
         self.locale = locale
         self.gpc = request.gpc
         self.minor = request.minor

@@ -81,6 +81,7 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
     identity = _section(data, "identity")
     if identity.get("source") == "jwt" and not isinstance(identity.get("jwt"), Mapping):
         yield "identity.jwt", "source is 'jwt', so add jwt: {key_env, algorithms, audience, issuer}"
+    yield from _algorithm_mix_issues(_section(identity, "jwt").get("algorithms"))
 
     routes = data.get("routes")
     seen: set[str] = set()
@@ -99,6 +100,21 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
                     f"routes[{index}].default_signals[{position}]",
                     f"unknown signal {signal_name!r}; defined signals: {_names(signals)}",
                 )
+
+
+def _algorithm_mix_issues(algorithms: Any) -> Iterator[Issue]:
+    """HMAC beside public-key algorithms is algorithm confusion waiting to happen: a token naming HS256
+    would be checked with the public key as its secret, and anyone can sign with a public key."""
+    names = sorted({name for name in algorithms if isinstance(name, str)}) if isinstance(algorithms, list) else []
+    hmac = [name for name in names if name.startswith("HS")]
+    public_key = [name for name in names if not name.startswith("HS")]
+    if hmac and public_key:
+        yield (
+            "identity.jwt.algorithms",
+            f"mixes HMAC ({', '.join(hmac)}) with public-key algorithms ({', '.join(public_key)}): one key cannot "
+            "verify both, and a token that names the other kind invites algorithm confusion; "
+            "list only the kind your key is for",
+        )
 
 
 def _label_issues(path: str, label: Any, locales: list[str]) -> Iterator[Issue]:

@@ -32,6 +32,17 @@ def _token(value: str, what: str) -> str:
     return value
 
 
+def _header_name(value: str) -> str:
+    name = _token(value, "header").lower()
+    if "_" in name:
+        # Servers that read `_` as `-` would take it for the `-` spelling, so no request keeps one.
+        raise ValueError(
+            f"{value!r} has a _, and the guardrail drops every header whose name has one, so it would never "
+            f"be read; use - (as in {name.replace('_', '-')})"
+        )
+    return name
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,7 +68,7 @@ class Identity(Model):
     @classmethod
     def _lowercase_header(cls, value: str | None) -> str | None:
         # ASGI gives header names in lowercase; comparing lowercase names is then one `==`.
-        return _token(value, "header").lower() if value is not None else None
+        return _header_name(value) if value is not None else None
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -89,7 +100,9 @@ class Tcf(Model):
     @field_validator("cookie", "header")
     @classmethod
     def _names(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _token(value, str(info.field_name)) if value is not None else None
+        if value is None:
+            return None
+        return _header_name(value) if info.field_name == "header" else _token(value, "cookie")
 
 
 class Signal(Model):

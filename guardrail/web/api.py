@@ -98,9 +98,7 @@ class ControlsApi:
         return json_response(report, 200 if report["status"] == "ready" else 503)
 
     def _user(self, request: Request) -> str | None:
-        wanted = self.guard.identity.wanted
-        headers = {name: value for name, value in request.scope["headers"] if name in wanted}
-        return self.guard.identity.resolve(request.scope, headers).user
+        return self.guard.identity.caller(request.scope).user
 
     async def controls(self, request: Request) -> Response:
         user = self._user(request)
