@@ -210,6 +210,11 @@ class Response:
 
     __slots__ = ("_connection", "_pool", "headers", "status")
 
+    @property
+    def done(self) -> bool:
+        """Whether the whole body has been read (or the response closed)."""
+        return self._connection is None
+
     def __init__(self, pool: ConnectionPool, connection: _Connection) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection

@@ -42,9 +42,15 @@ class RunningSidecar:
 
 @asynccontextmanager
 async def sidecar_before(
-    upstream_url: str, tmp_path: Path, *, upstream_timeout: float = 30.0, **policy: Any
+    upstream_url: str,
+    tmp_path: Path,
+    *,
+    upstream_timeout: float = 30.0,
+    max_connections: int | None = None,
+    **policy: Any,
 ) -> AsyncIterator[RunningSidecar]:
-    """The sidecar (memory store, the tests' policy with `policy` keys replaced) in front of `upstream_url`."""
+    """The sidecar (memory store, the tests' policy with `policy` keys replaced) in front of `upstream_url`,
+    with at most `max_connections` to it if given."""
     registry = CollectorRegistry()
     app = build_sidecar(
         write_policy(tmp_path / "policy.yaml", **policy),
@@ -53,5 +59,7 @@ async def sidecar_before(
         upstream_timeout=upstream_timeout,
         registry=registry,
     )
+    if max_connections is not None:
+        app.proxy.max_connections = max_connections
     async with serving(app) as url:
         yield RunningSidecar(url, app, registry)
