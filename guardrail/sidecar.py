@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +45,7 @@ METRICS_PATH = "/metrics"
 # Where `serve` keeps a copy of the live policy for its workers (see `guardrail.reload.load_or_snapshot`).
 SNAPSHOT_ENV = "GUARDRAIL_POLICY_SNAPSHOT"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CSRF_KEY_ENV = "GUARDRAIL_CSRF_KEY"
 
 
 class Sidecar:
@@ -243,6 +245,7 @@ def serve(
         print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(log_level)
+    share_csrf_key(workers)
     # Workers are new processes: they read their settings from the environment (create_app).
     os.environ.update(
         GUARDRAIL_CONFIG=config,
@@ -286,6 +289,24 @@ def serve(
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
+
+
+def share_csrf_key(workers: int) -> None:
+    """One key for the controls page's CSRF tokens in every worker, so that a form one worker issued is
+    accepted by the next (a browser's next connection may reach any): `GUARDRAIL_CSRF_KEY`, else one
+    made here and handed to the workers in their environment. Other replicas cannot be handed it."""
+    if os.environ.get(CSRF_KEY_ENV):
+        return
+    store = os.environ.get("GUARDRAIL_STORE", "memory://")
+    if not store.startswith("memory://"):
+        logger.warning(
+            "GUARDRAIL_CSRF_KEY is not set: the controls page signs its forms with a key made at start, which "
+            "other replicas sharing the %s store do not have, so a form may be refused by the next replica; "
+            "set the same GUARDRAIL_CSRF_KEY on every replica",
+            store.partition("://")[0],  # (the URL itself may hold a password)
+        )
+    if workers > 1:
+        os.environ[CSRF_KEY_ENV] = secrets.token_hex(32)
 
 
 def listening_socket(settings: UvicornConfig) -> socket.socket:
