@@ -210,16 +210,16 @@ class Response:
 
     __slots__ = ("_connection", "_pool", "headers", "status")
 
-    @property
-    def done(self) -> bool:
-        """Whether the whole body has been read (or the response closed)."""
-        return self._connection is None
-
     def __init__(self, pool: ConnectionPool, connection: _Connection) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection
         self.status = connection.status
         self.headers = connection.headers
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole body has been read (or the response closed)."""
+        return self._connection is None
 
     async def read(self) -> bytes:
         """The next piece of the body, as much as has come; b"" at its end."""

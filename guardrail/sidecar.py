@@ -81,7 +81,7 @@ class Sidecar:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif self.metrics_port is not None and scope["server"][1] == self.metrics_port:
+        elif self.metrics_port is not None and (scope.get("server") or ("", 0))[1] == self.metrics_port:
             await self._metrics_port(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
             await self.public_metrics(scope, receive, send)
