@@ -50,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         help="seconds the upstream may take to answer before a 504 (default: GUARDRAIL_UPSTREAM_TIMEOUT, else 30)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve /metrics on this port of the same host, and not on the public one "
+        "(default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
+    )
     serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
 
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
@@ -81,6 +87,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -106,6 +119,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not isinstance(logging.getLevelName(log_level.upper()), int):
         print(f"guardrail serve: no log level {log_level!r}; use debug, info, warning or error", file=sys.stderr)
         return 2
+    metrics_port = args.metrics_port or settings.metrics_port
+    if metrics_port == args.port:
+        print(f"guardrail serve: --metrics-port must differ from --port ({args.port})", file=sys.stderr)
+        return 2
     return serve(
         config=args.config or settings.config,
         upstream=upstream,
@@ -115,6 +132,7 @@ def run_serve(args: argparse.Namespace) -> int:
         watch=settings.watch if args.watch is None else args.watch,
         upstream_timeout=args.upstream_timeout or settings.upstream_timeout,
         log_level=log_level,
+        metrics_port=metrics_port,
     )
 
 

@@ -123,11 +123,19 @@ def format_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class TimeOutOfRange(ValueError):
+    """A time with a zone that has no UTC equivalent: year 1 east of UTC, year 9999 west of it."""
+
+
 def parse_time(value: str) -> datetime:
+    """An ISO 8601 time with a zone, in UTC; `ValueError` if it is none, `TimeOutOfRange` if UTC has none."""
     moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     if moment.tzinfo is None:
         raise ValueError("naive time")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise TimeOutOfRange(value) from None
 
 
 def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
@@ -242,6 +250,9 @@ def _validate_mute(where: str, value: Any, now: datetime, problems: list[tuple[s
         return None
     try:
         moment = parse_time(until) if isinstance(until, str) else None
+    except TimeOutOfRange:
+        problems.append((f"{where}.until", "is out of range: in UTC it falls before year 1 or after year 9999"))
+        return None
     except ValueError:
         moment = None
     if moment is None:

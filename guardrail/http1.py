@@ -10,6 +10,10 @@ connection twice a request); this one makes about 130, asyncio's included (bench
   the upstream closed while it sat idle is dropped. A request on a kept-alive connection that turns out
   closed goes again on another one when nothing of it went out, or when nothing of the answer came and
   the request is idempotent without a body: nothing the client sent is lost, nothing can happen twice.
+- Bytes nobody asked for (after a whole answer, in the same read or later, or waiting on an idle
+  connection when it is taken for a request) put the connection out of step: the answer already
+  complete stands, nothing after it is read as an answer, and the connection is closed. An answer
+  whose framing could be read two ways (Content-Length with chunked, two lengths) is a protocol error.
 - Reading pauses while more than `BUFFER_LIMIT` bytes of an answer wait to be read: a slow reader
   slows the upstream down rather than filling memory.
 
@@ -23,6 +27,7 @@ header value with a line break in it).
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
@@ -123,7 +128,7 @@ class ConnectionPool:
             while self._idle:
                 connection = self._idle.pop()
                 connection.idle = False
-                if loop.time() - connection.idle_since < self.idle_expiry:
+                if loop.time() - connection.idle_since < self.idle_expiry and not connection.has_unread_bytes():
                     connection.reused = True
                     return connection
                 self._close(connection)
@@ -211,6 +216,11 @@ class Response:
         self.status = connection.status
         self.headers = connection.headers
 
+    @property
+    def done(self) -> bool:
+        """Whether the whole body has been read (or the response closed)."""
+        return self._connection is None
+
     async def read(self) -> bytes:
         """The next piece of the body, as much as has come; b"" at its end."""
         connection = self._connection
@@ -239,6 +249,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.unread = select.poll()  # the socket, once connected: see `has_unread_bytes`
         self.lost_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.lost = False  # no more bytes will come
         self.idle = False
@@ -263,6 +274,12 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and self.sent and not self.lost
+
+    def has_unread_bytes(self) -> bool:
+        """Whether bytes (or the upstream's hang-up) wait on the socket that the event loop has not
+        taken in yet. On an idle connection they are an answer nobody asked for, which would
+        otherwise be read as the answer to the next request sent on it."""
+        return bool(self.unread.poll(0))
 
     # -- the request's side -----------------------------------------------------------------------
 
@@ -346,22 +363,19 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+        self.unread.register(transport.get_extra_info("socket").fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
         if parser is None or self.complete:
-            # Bytes nobody asked for (on an idle connection, or after a whole answer): this
-            # connection is out of step with the upstream, so it is not used again.
-            self.keep_alive = False
-            if self.idle:
-                self.pool._close(self)
+            self._out_of_step()
             return
         self.received = True
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if self.complete:
-                self.keep_alive = False  # more after the answer: see above
+                self._out_of_step()  # more after the answer, in the same read
             else:
                 self.error = httpx.RemoteProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}")
                 self._hang_up()
@@ -403,12 +417,26 @@ class _Connection(asyncio.Protocol):
                 )
         self._wake()
 
+    def _out_of_step(self) -> None:
+        """Bytes came that nobody asked for (on an idle connection, or after a whole answer): the
+        connection is out of step with the upstream. The answer already complete stands; the rest is
+        never read as an answer, and the connection is closed at once rather than reused."""
+        self.keep_alive = False
+        if self.idle:
+            self.pool._close(self)
+        else:
+            self._hang_up()
+
     def _hang_up(self) -> None:
         self.lost = True
         if self.transport is not None:
             self.transport.close()
 
     # -- httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.status:  # a second answer after the final one: parsing stops here
+            raise _OutOfStep
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.status:
@@ -418,7 +446,9 @@ class _Connection(asyncio.Protocol):
         if lowered == b"content-length":
             self.framed = True
         elif lowered == b"transfer-encoding":
-            self.framed = value.rstrip().lower().endswith(b"chunked")
+            # Chunked only when it is the last coding, as the parser reads it (RFC 9112 §6.3): any
+            # other answer with a transfer coding ends with the connection.
+            self.framed = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
@@ -432,9 +462,10 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        if not self.complete:  # (a body after HEAD is not one)
-            self.pieces.append(body)
-            self.buffered += len(body)
+        if self.complete:  # bytes after the answer to a HEAD, which has no body
+            raise _OutOfStep
+        self.pieces.append(body)
+        self.buffered += len(body)
 
     def on_message_complete(self) -> None:
         if self.status and not self.complete:  # (not the end of a 1xx)
@@ -445,6 +476,10 @@ class _Connection(asyncio.Protocol):
 
 class _NothingSent(Exception):
     """Not a byte of the request went out: the connection was found closed."""
+
+
+class _OutOfStep(Exception):
+    """Raised from a parser callback to stop parsing: what follows a whole answer is not read."""
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -1,8 +1,11 @@
 """`ReverseProxy`: the ASGI app behind the guardrail in `guardrail serve`, forwarding every request
 to the upstream service over one pool of keep-alive connections (`guardrail.http1.ConnectionPool`).
 
-- Bodies stream both ways as they come, never buffered here (the guardrail buffers guarded routes
-  itself), and byte for byte: a compressed body stays compressed, with its `Content-Encoding`.
+- Bodies stream both ways as they come (the guardrail buffers guarded routes itself), and byte for
+  byte: a compressed body stays compressed, with its `Content-Encoding`. A request body up to
+  `BUFFERED_BODY` is read whole before an upstream connection is taken, so that clients sending
+  theirs slowly hold none of the pool; a client has `body_timeout` seconds for its whole body, else
+  `408`. Reading an answer stops when its client goes away, and that upstream connection is closed.
 - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and those it names, `Keep-Alive`, `TE`, `Trailer`,
   `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are dropped both ways. The upstream is asked for its
   own host; it learns the client's in `X-Forwarded-Host`, `-Proto` and `-For` (appended to a trusted
@@ -24,15 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
-import anyio
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from guardrail.http1 import ConnectionPool, Response
+from guardrail.http1 import ConnectionPool, Headers, Response
 from guardrail.metrics import Metrics
 from guardrail.responder import UPSTREAM_ERROR
 from guardrail.web.problem import problem
@@ -49,10 +51,20 @@ _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"expect"}
 _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server"}
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 CONNECT_TIMEOUT = 5.0
+# A request body up to this size is read whole before it goes upstream: what a slow client holds
+# meanwhile is its own connection to this server, not one of the pool's.
+BUFFERED_BODY = 64 * 1024
+# An answer's body longer than this (or of unknown length) stops being read when its client goes away.
+# A shorter one is read to its end even then: little to read, and the connection stays usable.
+LONG_BODY = 256 * 1024
 
 
 class _ClientGone(Exception):
-    """The client went away while its request body was being sent upstream."""
+    """The client went away while its request body was being read."""
+
+
+class _ClientTooSlow(Exception):
+    """The client did not send its whole request body in time."""
 
 
 class UpstreamInterrupted(Exception):
@@ -64,8 +76,9 @@ class ReverseProxy:
     """Forward requests to `upstream` (`http://host:port`, optionally with a path prefix).
 
     `timeout`: seconds the upstream may take to answer, and between two pieces of its body (connecting
-    gets at most 5). `trusts_forwarded(scope)`: whether this peer's own `X-Forwarded-Proto` and
-    `-Host` are kept (by default nobody's: they are set from what this server saw).
+    gets at most 5). `body_timeout`: seconds a client has to send its whole request body (by default
+    `timeout`). `trusts_forwarded(scope)`: whether this peer's own `X-Forwarded-Proto` and `-Host` are
+    kept (by default nobody's: they are set from what this server saw).
     """
 
     def __init__(
@@ -76,6 +89,7 @@ class ReverseProxy:
         metrics: Metrics | None = None,
         trusts_forwarded: Callable[[Scope], bool] | None = None,
         max_connections: int = 512,
+        body_timeout: float | None = None,
     ) -> None:
         url = httpx.URL(upstream)
         if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
@@ -88,6 +102,7 @@ class ReverseProxy:
         self._host = url.netloc  # the upstream's own Host: host, and port unless the scheme's default
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        self.body_timeout = timeout if body_timeout is None else body_timeout
         self.metrics = metrics
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
         self.max_connections = max_connections
@@ -158,12 +173,14 @@ class ReverseProxy:
         if pool is None:
             raise RuntimeError("the ReverseProxy is not started: serve it with a lifespan, or `async with proxy:`")
         headers = self._request_headers(scope)
-        has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
-        body = _RequestBody(receive) if has_body else None
         try:
+            body = await self._request_body(scope, receive, headers)
             response = await pool.request(scope["method"].encode("latin-1"), self._target(scope), headers, body)
         except _ClientGone:
             return  # nobody to answer
+        except _ClientTooSlow:
+            await self._too_slow(send)
+            return
         except httpx.TimeoutException as exc:
             await self._fail(send, "timeout", exc)
             return
@@ -176,35 +193,59 @@ class ReverseProxy:
         try:
             returned = _response_headers(response.headers)
             await send({"type": "http.response.start", "status": response.status, "headers": returned})
-            if (
-                any(name == b"content-length" for name, _ in returned)
-                or scope["method"] == "HEAD"
-                or (body is not None and not body.done)
-            ):
-                await self._relay(response, send)
-            else:
-                # A body of unknown length may never end (server-sent events, long polls): stop
-                # reading it when the client goes away. (The request body is all read by now, so
-                # nothing else is waiting on `receive`.)
-                async with anyio.create_task_group() as group:
-                    group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                    await self._relay(response, send)
-                    group.cancel_scope.cancel()
+            await self._relay(response, send, receive if _is_long(returned) else None)
         finally:
-            await response.aclose()
+            await response.aclose()  # closes the connection, rather than reuse it, if the answer was not all read
 
-    async def _relay(self, response: Response, send: Send) -> None:
+    async def _relay(self, response: Response, send: Send, receive: Receive | None) -> None:
+        """Pass the body on; with `receive` (a long body), only while the client is there."""
         # Each chunk goes on as it comes: holding one back until the next arrives would stall a stream.
+        chunk = await self._read(response)
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not response.done:
+                # More is coming, perhaps for long (a download, a stream that never ends): rather than
+                # read it all for nobody, stop when the client goes away. (The request body is all
+                # read, or no longer wanted, by now: nothing else is waiting on `receive`.)
+                if receive is None:
+                    await self._relay_rest(response, send)
+                elif await _unless_client_leaves(self._relay_rest(response, send), receive):
+                    return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay_rest(self, response: Response, send: Send) -> None:
+        while chunk := await self._read(response):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _read(self, response: Response) -> bytes:
         try:
-            while chunk := await response.read():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            return await response.read()
         except httpx.TransportError as exc:
             self._count("interrupted")
             logger.warning(
                 "the upstream response broke off: %s", _describe(exc), extra={"upstream": str(self.upstream)}
             )
             raise UpstreamInterrupted("the upstream response broke off") from None
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _request_body(self, scope: Scope, receive: Receive, headers: Headers) -> _RequestBody | None:
+        """The client's body, read ahead up to `BUFFERED_BODY`; a whole one goes with its length."""
+        if not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
+            return None
+        body = _RequestBody(receive, self.body_timeout)
+        size = await body.read_ahead(BUFFERED_BODY)
+        if size is not None and not any(name == b"content-length" for name, _ in headers):
+            headers.append((b"content-length", b"%d" % size))  # (it came chunked)
+        return body
+
+    async def _too_slow(self, send: Send) -> None:
+        response = problem(
+            408,
+            "Request Timeout",
+            f"The request body did not arrive within {_seconds(self.body_timeout)}. Send it again, without pauses.",
+            headers={"connection": "close"},  # the rest of the body may still be on its way
+        )
+        await send({"type": "http.response.start", "status": 408, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
 
     async def _fail(self, send: Send, kind: str, error: Exception) -> None:
         self._count(kind)
@@ -303,28 +344,77 @@ def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 
 
 class _RequestBody:
-    """The client's request body as an async iterator of chunks, read from `receive` as the pool sends it."""
+    """The client's request body as an async iterator of chunks: what was read ahead, then the rest
+    from `receive` as the pool sends it. All of it must come within `seconds` of the start."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, seconds: float) -> None:
         self.receive = receive
+        self.deadline = asyncio.get_running_loop().time() + seconds
         self.done = False
+        self.ahead: list[bytes] = []
+
+    async def read_ahead(self, limit: int) -> int | None:
+        """Read until the end of the body or past `limit` bytes: the body's size if it was all read."""
+        size = 0
+        while not self.done and size <= limit:
+            chunk = await self._next()
+            if chunk:
+                self.ahead.append(chunk)
+                size += len(chunk)
+        return size if self.done else None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.ahead:
+            ahead, self.ahead = b"".join(self.ahead), []
+            yield ahead
         while not self.done:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            self.done = not message.get("more_body", False)
-            chunk: bytes = message.get("body", b"")
+            chunk = await self._next()
             if chunk:
                 yield chunk
 
+    async def _next(self) -> bytes:
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                message = await self.receive()
+        except TimeoutError:
+            raise _ClientTooSlow from None
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        self.done = not message.get("more_body", False)
+        chunk: bytes = message.get("body", b"")
+        return chunk
 
-async def _cancel_on_disconnect(receive: Receive, cancel: anyio.CancelScope) -> None:
+
+async def _unless_client_leaves(relaying: Coroutine[Any, Any, None], receive: Receive) -> bool:
+    """Run `relaying` to its end, or until the client goes away: whether it went."""
+    relay = asyncio.ensure_future(relaying)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        relay.cancel()
+    if relay.done() and not relay.cancelled():
+        relay.result()  # (an UpstreamInterrupted goes on up)
+        return False
+    return True
+
+
+async def _disconnected(receive: Receive) -> None:
     message: Message = await receive()
     while message["type"] != "http.disconnect":
         message = await receive()
-    cancel.cancel()
+
+
+def _is_long(headers: Headers) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) > LONG_BODY  # (the parser took only digits)
+    return True
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:g} second" if seconds == 1 else f"{seconds:g} seconds"
 
 
 def _describe(error: Exception) -> str:

@@ -16,3 +16,5 @@ class Settings(BaseSettings):
     # GUARDRAIL_UPSTREAM_TIMEOUT: seconds the upstream may take to answer, or to send the next bytes.
     upstream_timeout: float = Field(default=30.0, gt=0)
     watch: bool = False  # GUARDRAIL_WATCH: the sidecar re-reads the policy file when it changes
+    # GUARDRAIL_METRICS_PORT: the sidecar serves /metrics on this port (same host), and not on its public one.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)

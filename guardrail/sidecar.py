@@ -2,10 +2,12 @@
 
 One process, or `--workers N` processes under uvicorn's supervisor, each serving a `Sidecar`:
 `/metrics`, and everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstream.
+With `--metrics-port P`, every process also listens on P (same host) for `/metrics` alone, and the
+public port answers `/metrics` with 404.
 
 - `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the environment
   (`GUARDRAIL_CONFIG`, `GUARDRAIL_UPSTREAM`, `GUARDRAIL_STORE`, `GUARDRAIL_UPSTREAM_TIMEOUT`,
-  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`), as each worker does; `serve(...)` runs it.
+  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`, `GUARDRAIL_METRICS_PORT`), as each worker does; `serve(...)` runs it.
 - SIGHUP re-reads the policy (`guardrail.reload`). With workers, the supervisor passes SIGHUP on to
   every worker, and each reloads in place (see `Supervisor`); with `--watch` each worker watches the file.
 - With workers, prometheus_client's multiprocess mode: every worker writes its values to files in
@@ -18,6 +20,7 @@ import contextlib
 import gc
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +40,7 @@ from guardrail.middleware import GuardrailMiddleware
 from guardrail.proxy import ReverseProxy
 from guardrail.reload import PolicyReloader, load_or_snapshot
 from guardrail.store import Store
+from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
 
@@ -44,6 +48,8 @@ METRICS_PATH = "/metrics"
 # Where `serve` keeps a copy of the live policy for its workers (see `guardrail.reload.load_or_snapshot`).
 SNAPSHOT_ENV = "GUARDRAIL_POLICY_SNAPSHOT"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CSRF_KEY_ENV = "GUARDRAIL_CSRF_KEY"
+_NOT_FOUND = problem(404, "Not Found", "Nothing is served at this address.")
 
 
 class Sidecar:
@@ -57,12 +63,16 @@ class Sidecar:
         metrics: Any,
         *,
         watch: bool,
+        metrics_port: int | None = None,
     ) -> None:
         self.middleware = middleware
         self.proxy = proxy
         self.reloader = reloader
         self.metrics = metrics
         self.watch = watch
+        # With a port of their own, the metrics are served there alone, and not on the public port.
+        self.metrics_port = metrics_port
+        self.public_metrics = metrics if metrics_port is None else _NOT_FOUND
         self.hangups_before_start = 0  # SIGHUPs that came before the event loop could handle them
         # Whether startup moves everything made so far out of the cycle collector's walk (create_app
         # sets it: a worker process is ours; an app built by a caller lives in their process).
@@ -71,10 +81,20 @@ class Sidecar:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif self.metrics_port is not None and (scope.get("server") or ("", 0))[1] == self.metrics_port:
+            await self._metrics_port(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
-            await self.metrics(scope, receive, send)
+            await self.public_metrics(scope, receive, send)
         else:
             await self.middleware(scope, receive, send)
+
+    async def _metrics_port(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+        elif scope["path"] == METRICS_PATH:
+            await self.metrics(scope, receive, send)
+        else:
+            await _NOT_FOUND(scope, receive, send)
 
     async def startup(self, *, sighup: bool = True) -> None:
         await self.proxy.start()
@@ -127,9 +147,11 @@ def build_sidecar(
     watch: bool = False,
     registry: CollectorRegistry | None = None,
     snapshot: str | os.PathLike[str] | None = None,
+    metrics_port: int | None = None,
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
-    default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all)."""
+    default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
+    `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it)."""
     multiprocess = multiprocess_mode()
     if multiprocess:
         registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
@@ -149,7 +171,7 @@ def build_sidecar(
     middleware.add_readiness_check("upstream", proxy.check)
     reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
     exposition = multiprocess_registry(metrics) if multiprocess else registry
-    return Sidecar(middleware, proxy, reloader, metrics_app(exposition), watch=watch)
+    return Sidecar(middleware, proxy, reloader, metrics_app(exposition), watch=watch, metrics_port=metrics_port)
 
 
 def create_app() -> Sidecar:
@@ -171,6 +193,7 @@ def create_app() -> Sidecar:
         upstream_timeout=settings.upstream_timeout,
         watch=settings.watch,
         snapshot=os.environ.get(SNAPSHOT_ENV),
+        metrics_port=settings.metrics_port,
     )
     app.hangups_before_start = len(hangups)
     app.freeze_heap = True
@@ -223,8 +246,10 @@ def serve(
     watch: bool,
     upstream_timeout: float,
     log_level: str,
+    metrics_port: int | None = None,
 ) -> int:
-    """Run the sidecar until SIGINT or SIGTERM. The policy and upstream are checked first: exit 1 or 2."""
+    """Run the sidecar until SIGINT or SIGTERM. The policy and upstream are checked first: exit 1 or 2.
+    `metrics_port`: `/metrics` there (same host) rather than on `port`."""
     import uvicorn
 
     from guardrail.errors import PolicyError
@@ -243,6 +268,7 @@ def serve(
         print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(log_level)
+    share_csrf_key(workers)
     # Workers are new processes: they read their settings from the environment (create_app).
     os.environ.update(
         GUARDRAIL_CONFIG=config,
@@ -251,6 +277,10 @@ def serve(
         GUARDRAIL_WATCH="true" if watch else "false",
         GUARDRAIL_LOG_LEVEL=log_level,
     )
+    if metrics_port is None:
+        os.environ.pop("GUARDRAIL_METRICS_PORT", None)
+    else:
+        os.environ["GUARDRAIL_METRICS_PORT"] = str(metrics_port)
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
@@ -262,11 +292,17 @@ def serve(
         "server_header": False,
         "lifespan": "on",
     }
+    try:
+        extra = [] if metrics_port is None else [metrics_socket(host, metrics_port)]
+    except OSError as exc:
+        print(f"guardrail serve: cannot listen on {host}:{metrics_port} for the metrics: {exc}", file=sys.stderr)
+        return 1
     if workers == 1:
         if MULTIPROC_ENV in os.environ:
             _empty(os.environ[MULTIPROC_ENV])
-        server = uvicorn.Server(uvicorn.Config("guardrail.sidecar:create_app", **options))
-        server.run()
+        single = uvicorn.Config("guardrail.sidecar:create_app", **options)
+        server = uvicorn.Server(single)
+        server.run(sockets=[listening_socket(single), *extra] if extra else None)
         return 0 if server.started else 1
     run_dir = tempfile.mkdtemp(prefix="guardrail-serve-")
     try:
@@ -282,10 +318,28 @@ def serve(
                 workers,
             )
         settings = uvicorn.Config("guardrail.sidecar:create_app", **options)
-        Supervisor(settings, sockets=[listening_socket(settings)], metrics_dir=metrics_dir).run()
+        Supervisor(settings, sockets=[listening_socket(settings), *extra], metrics_dir=metrics_dir).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
+
+
+def share_csrf_key(workers: int) -> None:
+    """One key for the controls page's CSRF tokens in every worker, so that a form one worker issued is
+    accepted by the next (a browser's next connection may reach any): `GUARDRAIL_CSRF_KEY`, else one
+    made here and handed to the workers in their environment. Other replicas cannot be handed it."""
+    if os.environ.get(CSRF_KEY_ENV):
+        return
+    store = os.environ.get("GUARDRAIL_STORE", "memory://")
+    if not store.startswith("memory://"):
+        logger.warning(
+            "GUARDRAIL_CSRF_KEY is not set: the controls page signs its forms with a key made at start, which "
+            "other replicas sharing the %s store do not have, so a form may be refused by the next replica; "
+            "set the same GUARDRAIL_CSRF_KEY on every replica",
+            store.partition("://")[0],  # (the URL itself may hold a password)
+        )
+    if workers > 1:
+        os.environ[CSRF_KEY_ENV] = secrets.token_hex(32)
 
 
 def listening_socket(settings: UvicornConfig) -> socket.socket:
@@ -296,6 +350,21 @@ def listening_socket(settings: UvicornConfig) -> socket.socket:
     waits for the client's delayed ACK: 40 ms per request with workers (measured: 1.5 ms with one)."""
     made = settings.bind_socket()
     return socket.socket(fileno=made.detach())  # family, type and protocol read from the descriptor
+
+
+def metrics_socket(host: str, port: int) -> socket.socket:
+    """The socket for `--metrics-port`, bound as uvicorn binds its own (without its "running on" line)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    logger.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
+    return sock
 
 
 def _empty(directory: str) -> None:

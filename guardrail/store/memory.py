@@ -29,6 +29,10 @@ class MemoryStore:
     ) -> None:
         self._states: dict[str, UserState] = {}
         self._decisions: OrderedDict[str, deque[_Kept]] = OrderedDict()
+        # When each user last erased their data, oldest first: a record made before that and handed
+        # over after it (its request was still being answered) is not kept. Forgotten after the
+        # retention, when such a record would not be shown anyway.
+        self._erased: OrderedDict[str, float] = OrderedDict()
         self._per_user = decisions_per_user
         self._retention = retention
         self._max_users = max_users_with_decisions
@@ -48,8 +52,17 @@ class MemoryStore:
     async def erase(self, user: str) -> None:
         self._states.pop(user, None)
         self._decisions.pop(user, None)
+        now = time.time()
+        self._erased[user] = now
+        self._erased.move_to_end(user)
+        oldest = now - self._retention.total_seconds()
+        while next(iter(self._erased.values())) < oldest:
+            self._erased.popitem(last=False)
 
     def record(self, record: DecisionRecord) -> None:
+        erased = self._erased.get(record.user)
+        if erased is not None and record.created_at <= erased:
+            return
         records = self._decisions.get(record.user)
         if records is None:
             if len(self._decisions) >= self._max_users:

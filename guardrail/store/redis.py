@@ -5,6 +5,8 @@ and works the same on Redis Cluster):
 
     gr:{u:<user>}     hash: the user's controls (see codec.py for the fields)
     gr:{u:<user>}:d   list: the user's decision records, newest first, capped and expiring
+    gr:{u:<user>}:e   string: when the user last erased their data (epoch seconds), kept as long as
+                      a record: a record made before then, written later, is refused
 
 Reads go through a local cache (0 round trips on a hit, 1 on a miss, concurrent misses coalesced);
 every change publishes the user on `gr:invalidate`, and every replica drops that user from its
@@ -57,6 +59,11 @@ def controls_key(user: str) -> str:
 
 def records_key(user: str) -> str:
     return controls_key(user) + ":d"
+
+
+def erased_key(user: str) -> str:
+    """When the user last erased their data: records made before then are not written (erase.lua)."""
+    return controls_key(user) + ":e"
 
 
 _CACHE_OPTIONS = {"cache_entries": int, "cache_seconds": float}
@@ -271,11 +278,9 @@ class RedisStore:
         return state
 
     async def erase(self, user: str) -> None:
-        await self._call(
-            "erase",
-            self._erase(keys=[controls_key(user), records_key(user)], args=[CHANNEL, user]),
-            budget=max(self.timeout, CHANGE_BUDGET),
-        )
+        keys = [controls_key(user), records_key(user), erased_key(user)]
+        args = [CHANNEL, user, repr(time.time()), int(self.retention.total_seconds())]
+        await self._call("erase", self._erase(keys=keys, args=args), budget=max(self.timeout, CHANGE_BUDGET))
         self.cache.invalidate(user)
 
     # -- decision records ----------------------------------------------------------------------
@@ -310,7 +315,7 @@ class RedisStore:
             return
         batch = [self._queue.popleft() for _ in range(min(len(self._queue), 500))]
         ttl = int(self.retention.total_seconds())
-        calls = [(records_key(record.user), encode_record(record)) for record in batch]
+        calls = [(record.user, record.created_at, encode_record(record)) for record in batch]
         try:
             results = await self._call("record", self._write_records(calls, ttl), budget=1.0)
             if any(isinstance(result, NoScriptError) for result in results):
@@ -326,21 +331,22 @@ class RedisStore:
         if dropped:
             self._count_dropped(dropped)
 
-    async def _write_records(self, calls: list[tuple[str, bytes]], ttl: int) -> list[Any]:
-        """One pipelined round trip; an error per record instead of an exception for the batch."""
+    async def _write_records(self, calls: list[tuple[str, float, bytes]], ttl: int) -> list[Any]:
+        """One pipelined round trip; an error per record instead of an exception for the batch. The
+        script, not the client, checks the erase marker: an erase landing at any moment wins."""
         pipe = self.client.pipeline(transaction=False)
-        if isinstance(self.client, RedisCluster):
-            # redis-py refuses scripts in cluster pipelines: three commands per record there.
-            for key, record in calls:
-                pipe.lpush(key, record)
-                pipe.ltrim(key, 0, self.decisions_per_user - 1)
-                pipe.expire(key, ttl)
-            results = await pipe.execute(raise_on_error=False)
-            return [
-                next((r for r in results[i : i + 3] if isinstance(r, Exception)), 1) for i in range(0, len(results), 3)
-            ]
-        for key, record in calls:
-            pipe.evalsha(self._record.sha, 1, key, record, self.decisions_per_user, ttl)
+        for user, created_at, record in calls:
+            # (EVALSHA by hand: a Script object cannot join a cluster pipeline, the command can.)
+            pipe.evalsha(
+                self._record.sha,
+                2,
+                records_key(user),
+                erased_key(user),
+                record,
+                self.decisions_per_user,
+                ttl,
+                repr(created_at),
+            )
         return list(await pipe.execute(raise_on_error=False))
 
     # -- invalidation --------------------------------------------------------------------------

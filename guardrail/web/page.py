@@ -3,8 +3,9 @@
 It works without JavaScript: plain forms, native controls, server-side rendering (Jinja2, autoescaped).
 A POST applies the whole form as one validated merge patch, the same way `PATCH /v1/controls` does.
 
-CSRF: a signed token in a hidden field, an HMAC (key `GUARDRAIL_CSRF_KEY`, else random per process) over
-the caller's id and an hour-long window; a POST must carry the token of the current or the previous window.
+CSRF: a signed token in a hidden field, an HMAC (key `GUARDRAIL_CSRF_KEY`, else random per process, or
+per `guardrail serve` for all its workers) over the caller's id and an hour-long window; a POST must carry
+the token of the current or the previous window.
 """
 
 from __future__ import annotations

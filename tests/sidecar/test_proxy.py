@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from guardrail.proxy import BUFFERED_BODY
 from tests.sidecar.conftest import StartSidecar
 from tests.sidecar.servers import (
     DEADLINE,
@@ -132,7 +133,7 @@ async def test_the_request_body_streams_to_the_upstream_as_the_client_sends_it(
     sidecar = await start_sidecar()
 
     async def body() -> AsyncIterator[bytes]:
-        yield b"part one;"
+        yield b"x" * (BUFFERED_BODY + 1)  # past what is read ahead before the upstream is asked
         # The second part is sent only once the upstream has the first: a buffering proxy never passes it on.
         assert await asyncio.to_thread(upstream.uploading.wait, DEADLINE), "the upstream never got the first part"
         yield b"part two"
@@ -141,6 +142,22 @@ async def test_the_request_body_streams_to_the_upstream_as_the_client_sends_it(
         response = await client.post("/upload", content=body())
     assert response.status_code == 200
     assert response.json()["chunks"] >= 2
+
+
+async def test_a_small_request_body_sent_chunked_reaches_the_upstream_whole_with_its_length(
+    start_sidecar: StartSidecar, upstream: RecordingUpstream
+) -> None:
+    sidecar = await start_sidecar()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part one;"
+        yield b"part two"
+
+    async with httpx.AsyncClient(base_url=sidecar.url, timeout=DEADLINE) as client:
+        response = await client.post("/things", content=body())
+    assert response.json()["body"] == "part one;part two"
+    assert upstream.seen[-1].header("content-length") == ["17"]
+    assert upstream.seen[-1].header("transfer-encoding") == []
 
 
 async def test_a_client_that_goes_away_ends_an_endless_stream_upstream(

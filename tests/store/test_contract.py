@@ -513,6 +513,24 @@ async def test_erase_forgets_the_user_and_only_that_user(store: Store, user: str
     assert state.revision == 1
 
 
+async def test_records_made_before_an_erase_do_not_outlive_it(store: Store, user: str) -> None:
+    # Records are written in the background: one queued just before the erase, and one made before it
+    # but handed over after it (a request still being answered, another replica's queue) are both
+    # part of what the user asked to erase. One made after the erase is new, and kept.
+    queued = make_record(user, time.time() - 1)
+    store.record(queued)
+    await store.erase(user)
+    late = make_record(user, time.time() - 1)
+    store.record(late)
+    after = make_record(user, time.time() + 1)
+    store.record(after)
+
+    listed = await wait_for_decisions(store, user, [after.id])  # (written in order: the others are in too)
+    assert [record.id for record in listed] == [after.id]
+    assert await store.decision(user, queued.id) is None
+    assert await store.decision(user, late.id) is None
+
+
 async def test_erasing_an_unknown_user_is_harmless(store: Store, user: str) -> None:
     await store.erase(user)
 

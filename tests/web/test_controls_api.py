@@ -108,6 +108,30 @@ async def test_invalid_changes_are_refused_naming_the_field(
     assert says in problem["detail"]
 
 
+@pytest.mark.parametrize(
+    "until",
+    [
+        "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+        "9999-12-31T23:59:59-01:00",  # after year 9999 once in UTC
+        "9999-12-31T23:00:00-23:59",
+        "0001-01-01T00:00:00Z",
+    ],
+)
+async def test_a_snooze_end_out_of_range_is_a_422_naming_the_field(client: httpx.AsyncClient, until: str) -> None:
+    response = await send_patch(client, {"muted": {"gambling": {"until": until}}})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = {error["field"]: error["message"] for error in response.json()["errors"]}
+    assert list(errors) == ["muted.gambling.until"]
+
+
+async def test_a_snooze_to_the_last_moment_there_is_is_kept(client: httpx.AsyncClient) -> None:
+    response = await send_patch(client, {"muted": {"gambling": {"until": "9999-12-31T23:59:59+00:00"}}})
+    assert response.status_code == 200
+    assert response.json()["muted"] == {"gambling": {"until": "9999-12-31T23:59:59Z"}}
+    assert (await client.get("/recommendations", headers=as_user("alice"))).status_code == 200
+
+
 async def test_nothing_is_half_applied(client: httpx.AsyncClient) -> None:
     response = await send_patch(client, {"signals": {"watch_history": False}, "muted": {"astrology": {"until": None}}})
     assert response.status_code == 422

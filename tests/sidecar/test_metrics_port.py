@@ -1,0 +1,108 @@
+"""`guardrail serve --metrics-port P` (design §9): `/metrics` on a port of its own, on the same host, and
+then not on the public one; with one process or several workers (their counts summed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.sidecar.servers import (
+    HOST,
+    RecordingUpstream,
+    ServeProcess,
+    free_port,
+    sample,
+    scrape,
+    serve_process,
+    wait_for,
+    write_policy,
+)
+
+ALICE = {"x-user-id": "alice"}
+ENOUGH = 2000  # requests, at most, until both workers have served some
+
+
+def serving_pids(serve: ServeProcess) -> set[int]:
+    return {entry["pid"] for entry in serve.logs("guarded request")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_move_to_their_own_port(tmp_path: Path, upstream: RecordingUpstream, workers: int) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    metrics_port = free_port()
+    # One worker is told by the flag, two by the environment.
+    given = ["--metrics-port", str(metrics_port)] if workers == 1 else []
+    env = {} if workers == 1 else {"GUARDRAIL_METRICS_PORT": str(metrics_port)}
+    with serve_process(
+        "--config",
+        str(policy),
+        "--upstream",
+        upstream.url,
+        "--workers",
+        str(workers),
+        "--log-level",
+        "info",
+        *given,
+        env=env,
+    ) as serve:
+        serve.wait_ready()
+        metrics_url = f"http://{HOST}:{metrics_port}"
+        sent = 0
+        with httpx.Client(base_url=serve.url, headers={**ALICE, "connection": "close"}, timeout=10) as client:
+            while sent < ENOUGH and (sent == 0 or len(serving_pids(serve)) < workers):
+                for _ in range(10):
+                    assert client.get("/recommendations").status_code == 200
+                    sent += 1
+            public = client.get("/metrics")
+        assert len(serving_pids(serve)) == workers, "the requests did not reach every worker"
+        wait_for(
+            lambda: (
+                sample(scrape(metrics_url), "guardrail_requests_total", route="/recommendations", outcome="enforced")
+                == sent
+            ),
+            f"the metrics port counting all {sent} requests",
+        )
+        elsewhere = httpx.get(f"{metrics_url}/recommendations", headers=ALICE, timeout=10)
+    assert public.status_code == 404
+    assert public.headers["content-type"] == "application/problem+json"
+    assert "guardrail_" not in public.text
+    assert elsewhere.status_code == 404  # the metrics port serves nothing else
+    assert [seen.path for seen in upstream.seen] == ["/recommendations"] * sent  # neither went upstream
+
+
+def test_without_the_flag_metrics_stay_on_the_public_port(tmp_path: Path, upstream: RecordingUpstream) -> None:
+    policy = write_policy(tmp_path / "policy.yaml")
+    with serve_process("--config", str(policy), "--upstream", upstream.url) as serve:
+        serve.wait_ready()
+        assert httpx.get(f"{serve.url}/recommendations", headers=ALICE, timeout=10).status_code == 200
+        assert wait_for(
+            lambda: sample(scrape(serve.url), "guardrail_requests_total", route="/recommendations", outcome="enforced"),
+            "the request counted",
+        )
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "guardrail.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={key: value for key, value in os.environ.items() if not key.startswith("GUARDRAIL_")},
+    )
+
+
+def test_the_metrics_port_is_in_the_help_and_checked() -> None:
+    assert "--metrics-port" in run_serve("--help").stdout
+    same = run_serve("--upstream", "http://127.0.0.1:9", "--port", "8123", "--metrics-port", "8123")
+    assert same.returncode == 2
+    assert "--metrics-port must differ from --port (8123)" in same.stderr
+    bad = run_serve("--upstream", "http://127.0.0.1:9", "--metrics-port", "70000")
+    assert bad.returncode == 2
+    assert "--metrics-port" in bad.stderr and "Traceback" not in bad.stderr
