@@ -81,7 +81,7 @@ class ResolvedPath(NamedTuple):
     names: tuple[str, ...]  # decoded segment names: no empty segments, no `;` parameters
     raw_names: tuple[bytes, ...]  # the same names, percent-encoded as sent
     trailing_slash: bool
-    split_names: tuple[str, ...] | None  # names with `%2F`, `%5C` and a backslash read as separators; None: none there
+    split_names: tuple[str, ...] | None  # the names to a server that decodes the path first, if not `names`
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +185,9 @@ class RouteTable:
                 split = self._lookup(self._key(resolved.split_names), method)
                 if (split and split.target) is not (found and found.target):
                     raise PathError(
-                        f"The path {_shown(raw)} has an encoded slash (%2F), an encoded backslash (%5C) or a "
-                        "backslash that decides which part of the service answers it, and servers read those "
-                        "in different ways. Send the path without it."
+                        f"The path {_shown(raw)} has an encoded slash (%2F), an encoded backslash (%5C), a "
+                        "backslash or an encoded semicolon (%3B) that decides which part of the service answers "
+                        "it, and servers read those in different ways. Send the path without it."
                     )
         target = found.target if found is not None else None
         forward = resolved.raw if found is None else _spelled(found, resolved)
@@ -216,53 +216,63 @@ class RouteTable:
 
 
 def resolve_path(raw: bytes) -> ResolvedPath:
-    """Resolve the dot segments of a raw path (it starts with `/`). Raises `PathError` for a `.` or `..`
-    segment that only appears when an encoded slash or a backslash is read as a separator."""
+    """Resolve the dot segments of a raw path (it starts with `/`) as servlet containers, nginx and most
+    path libraries do: each segment's name is its part before `;`, decoded; empty names are dropped, then
+    `.` and `..` resolved (`/a//..` is `/`).
+
+    Servers that decode the whole path first read more into it: `%2F`, `%5C` and a backslash are
+    separators, a `;` decoded from `%3B` starts parameters. A dot segment they would see in what goes
+    on is a `PathError`; the names they would see are `split_names`."""
+    sent = raw
     segments = raw.split(b"/")[1:]
     kept: list[bytes] = []
     resolved = False
-    last = len(segments) - 1
-    for index, segment in enumerate(segments):
-        dots = _dot_segment(segment.partition(b";")[0])
-        if dots:
-            resolved = True
-            if dots == 2 and kept:
-                kept.pop()
-            if index == last:
-                kept.append(b"")  # `/a/..` is `/`, `/a/b/.` is `/a/b/`
+    for segment in segments:
+        name = segment.partition(b";")[0]
+        if not name:
             continue
-        kept.append(segment)
-    names: list[str] = []
-    raw_names: list[bytes] = []
-    pieces: list[str] = []
-    split = False
-    for segment in kept:
-        raw_name = segment.partition(b";")[0]
-        if not raw_name:
+        dots = _dot_segment(name)
+        if not dots:
+            kept.append(segment)
             continue
-        name = unquote_to_bytes(raw_name) if b"%" in raw_name else raw_name
-        if _SEPARATORS.search(name):
-            split = True
-            for piece in _SEPARATORS.split(name):
-                if piece.partition(b";")[0] in _DOT_SEGMENTS:
-                    raise PathError(
-                        f"The path {_shown(raw)} has a '.' or '..' segment behind an encoded slash (%2F), an "
-                        "encoded backslash (%5C) or a backslash, which servers read in different ways. "
-                        "Send the path with its dot segments resolved."
-                    )
-                if piece:
-                    pieces.append(piece.decode("utf-8", "surrogateescape"))
-        else:
-            pieces.append(name.decode("utf-8", "surrogateescape"))
-        names.append(name.decode("utf-8", "surrogateescape"))
-        raw_names.append(raw_name)
-    return ResolvedPath(
-        b"/" + b"/".join(kept) if resolved else raw,
-        tuple(names),
-        tuple(raw_names),
-        bool(kept) and not kept[-1],
-        tuple(pieces) if split else None,
-    )
+        resolved = True
+        if dots == 2 and kept:
+            kept.pop()
+    last = segments[-1].partition(b";")[0]
+    trailing_slash = bool(kept) and (not last or _dot_segment(last) > 0)  # `/a/b/..` is `/a/`
+    if resolved:
+        raw = b"/" + b"/".join(kept) + (b"/" if trailing_slash else b"")
+    raw_names = tuple(segment.partition(b";")[0] for segment in kept)
+    names = tuple(_decoded(name) for name in raw_names)
+    split_names = None
+    if b"%" in raw or b"\\" in raw:
+        lowered = raw.lower()
+        if b"\\" in raw or b"%2f" in lowered or b"%5c" in lowered or b"%3b" in lowered:
+            split_names = _decoded_first(raw, sent)
+            if split_names == names:
+                split_names = None
+    return ResolvedPath(raw, names, raw_names, trailing_slash, split_names)
+
+
+def _decoded_first(raw: bytes, sent: bytes) -> tuple[str, ...]:
+    """The segment names of a raw path with no dot segment left, to a server that decodes it first
+    (`sent`: the path as the client sent it, for the error)."""
+    names = []
+    for piece in _SEPARATORS.split(unquote_to_bytes(raw))[1:]:
+        name = piece.partition(b";")[0]
+        if name in _DOT_SEGMENTS:
+            raise PathError(
+                f"The path {_shown(sent)} has a '.' or '..' segment behind an encoded slash (%2F), an "
+                "encoded backslash (%5C), a backslash or an encoded semicolon (%3B), which servers read in "
+                "different ways. Send the path with its dot segments resolved."
+            )
+        if name:
+            names.append(name.decode("utf-8", "surrogateescape"))
+    return tuple(names)
+
+
+def _decoded(raw_name: bytes) -> str:
+    return (unquote_to_bytes(raw_name) if b"%" in raw_name else raw_name).decode("utf-8", "surrogateescape")
 
 
 def forwardable(raw: bytes) -> bytes:

@@ -47,7 +47,8 @@ LIST_SPELLINGS = [
 ]
 FEED_SPELLINGS = ["/FEED/home", "//feed//home", "/x/../feed/home", "/feed;v=1/home", "/Feed/./home", "/feed/a/../home"]
 # An encoded `/` or `\` (or a bare `\`, a separator on Windows servers) that some servers split on and
-# others do not, where it decides the route, or hides a dot segment: refused.
+# others do not, or an encoded `;` some take for parameters, where it decides the route or hides a dot
+# segment (also in `;` parameters, which servers that decode first do not strip): refused.
 AMBIGUOUS = [
     "/list%2f",
     "/list%2F",
@@ -59,6 +60,9 @@ AMBIGUOUS = [
     "/x/..%5clist",
     "/x/..\\list",
     "/x%2f..%2flist",
+    "/x;%2f../list",
+    "/;%2flist",
+    "/list%3Bx",
 ]
 API_SPELLINGS = [
     "//guardrail/v1/controls",
