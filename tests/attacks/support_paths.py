@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 import h11
 import orjson
 from prometheus_client import CollectorRegistry
-from starlette.types import Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guardrail.sidecar import build_sidecar
+from guardrail.sidecar import Sidecar, build_sidecar
 from tests.sidecar.servers import DEADLINE, Scripted, scripted, serving, write_policy
 from tests.upstream import DEFAULT_ITEMS, call, http_scope
 
@@ -130,3 +131,54 @@ async def sidecar(upstream_url: str, **policy: Any) -> AsyncIterator[str]:
         app = build_sidecar(path, upstream_url, store="memory://", registry=CollectorRegistry())
         async with serving(app) as url:
             yield url
+
+
+def blocking_get(url: str, target: str, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    """`raw_get` for code outside an event loop (hypothesis examples, which run one by one)."""
+    return asyncio.run(raw_get(url, target, headers))
+
+
+class Background:
+    """ASGI apps served by uvicorn in an event loop of their own thread, for the whole of a `with`."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="background servers", daemon=True)
+        self._stack = AsyncExitStack()
+        self._directory = tempfile.TemporaryDirectory()
+        self.directory = Path(self._directory.name)
+
+    def serve(self, app: ASGIApp) -> str:
+        """Serve `app` (with its lifespan) on a free port; its URL."""
+        entered = asyncio.run_coroutine_threadsafe(self._stack.enter_async_context(serving(app)), self._loop)
+        return entered.result(DEADLINE)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stack.aclose(), self._loop).result(DEADLINE)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(DEADLINE)
+        self._loop.close()
+        self._directory.cleanup()
+
+
+class WithoutSighup:
+    """A sidecar that starts without taking SIGHUP, which only the main thread's loop can: to serve it
+    from a `Background` thread."""
+
+    def __init__(self, app: Sidecar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        await receive()
+        await self.app.startup(sighup=False)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await self.app.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
