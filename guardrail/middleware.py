@@ -39,7 +39,7 @@ logger = logging.getLogger("guardrail")
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
-# The GPC support statement (W3C GPC, at GPC_PATH): this service honours Sec-GPC. lastUpdate is when the
+# The GPC support statement (W3C GPC, at /.well-known/gpc.json): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
 # Headers that carry the client's IP address, which a non-personalized request does not pass on.
 _CLIENT_ADDRESS_HEADERS = frozenset({b"x-forwarded-for", b"x-real-ip", b"forwarded"})

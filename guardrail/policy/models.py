@@ -21,7 +21,7 @@ Labels = dict[Locale, Annotated[str, StringConstraints(min_length=1, max_length=
 # An HTTP header name is a token (RFC 9110 §5.6.2), and so is a cookie name (RFC 6265 §4.1.1).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Characters a route's path cannot hold: requests are matched without `;` parameters, percent-encodings
-# decoded, and `\\` is a separator to some servers.
+# decoded, and a backslash is a separator to some servers.
 _NOT_IN_PATHS = frozenset(";%\\?#")
 
 
@@ -213,9 +213,9 @@ class Policy(Model):
     @field_validator("prefix")
     @classmethod
     def _plain_prefix(cls, value: str | None) -> str | None:
-        why = _unplain_path(value) if value is not None else None
-        if value is not None and "*" in value:
-            why = "has a *"
+        if value is None:
+            return None
+        why = "has a *" if "*" in value else _unplain_path(value)
         if why is not None:
             raise ValueError(f"{value!r} {why}; write the prefix as servers route it, such as /guardrail")
         return value

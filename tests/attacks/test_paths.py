@@ -174,6 +174,9 @@ async def test_case_insensitive_paths_false_matches_case_exactly_but_still_any_t
     assert upstream.seen[-1]["raw_path"] == b"/List"
     for target in ("/list/", "//list", "/a/../list;x"):
         assert (await asgi_get(middleware, target)).checked, target
+    assert (await asgi_get(middleware, "//guardrail/v1/controls")).json()["user"] == "alice"
+    await asgi_get(middleware, "/GUARDRAIL/v1/controls")
+    assert upstream.seen[-1]["raw_path"] == b"/GUARDRAIL/v1/controls"
 
 
 @pytest.mark.parametrize("target", API_SPELLINGS)
@@ -294,6 +297,13 @@ def test_two_routes_that_match_the_same_requests_are_a_policy_error(
     with pytest.raises(PolicyError) as caught:
         make_policy(routes=routes, case_insensitive_paths=case_insensitive)
     assert "is guarded twice (as '/list': paths match" in dict(caught.value.issues)["routes[1].path"]
+
+
+@pytest.mark.parametrize("prefix", ["/guard//rail", "/guard/./rail", "/guard*"])
+def test_an_api_prefix_that_no_request_would_match_is_a_policy_error(prefix: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        make_policy(prefix=prefix)
+    assert "write the prefix as servers route it" in dict(caught.value.issues)["prefix"]
 
 
 def test_case_insensitive_paths_is_a_boolean_true_by_default() -> None:
