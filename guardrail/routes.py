@@ -167,33 +167,32 @@ class RouteTable:
         if raw[:1] != b"/":
             return None, None  # `OPTIONS *`: no path to route
         if _PLAIN.fullmatch(raw):
-            # No dot segment, `;`, `%` or `//`: the key is the path, folded, without a trailing slash.
-            text = raw.decode("ascii")
-            found = self._lookup("/" + (text.lower() if self._insensitive else text).strip("/"), method)
-            if found is None:
-                return None, None
-            cut = len(found.raw)
-            if found.depth >= 0 and raw[:cut].lower() == found.raw.lower():
-                # The part a prefix covers, spelled as in the policy; the rest as it came.
-                forward = found.raw + raw[cut:]
-                return found.target, None if forward == raw else (forward.decode("ascii"), forward)
-            resolved = ResolvedPath(raw, tuple(text.split("/")[1:]), (), raw.endswith(b"/"), None)
-        else:
-            resolved = resolve_path(raw)
-            found = self._lookup(self._key(resolved.names), method)
-            if resolved.split_names is not None:
-                split = self._lookup(self._key(resolved.split_names), method)
-                if (split and split.target) is not (found and found.target):
-                    raise PathError(
-                        f"The path {_shown(raw)} has an encoded slash (%2F), an encoded backslash (%5C), a "
-                        "backslash or an encoded semicolon (%3B) that decides which part of the service answers "
-                        "it, and servers read those in different ways. Send the path without it."
-                    )
-        target = found.target if found is not None else None
-        forward = resolved.raw if found is None else _spelled(found, resolved)
-        if forward == raw:
-            return target, None
-        return target, (unquote_to_bytes(forward).decode("utf-8", "replace"), forward)
+            return self._find_plain(raw, method)
+        resolved = resolve_path(raw)
+        found = self._lookup(self._key(resolved.names), method)
+        if resolved.split_names is not None:
+            split = self._lookup(self._key(resolved.split_names), method)
+            if _answering(split) is not _answering(found):
+                raise PathError(
+                    f"The path {_shown(raw)} has an encoded slash (%2F), an encoded backslash (%5C), a "
+                    "backslash or an encoded semicolon (%3B) that decides which part of the service answers "
+                    "it, and servers read those in different ways. Send the path without it."
+                )
+        return _going_on(found, resolved, raw)
+
+    def _find_plain(self, raw: bytes, method: str) -> tuple[Target, Forward]:
+        """`find` for a path with no dot segment, `;`, `%`, `\\` or `//`: its key is the path itself,
+        folded, without a trailing slash."""
+        text = raw.decode("ascii")
+        found = self._lookup("/" + (text.lower() if self._insensitive else text).strip("/"), method)
+        if found is None:
+            return None, None
+        cut = len(found.raw)
+        if found.depth >= 0 and raw[:cut].lower() == found.raw.lower():
+            # Under a prefix: the part it covers spelled as in the policy, the rest as it came.
+            forward = found.raw + raw[cut:]
+            return found.target, None if forward == raw else (forward.decode("ascii"), forward)
+        return _going_on(found, ResolvedPath(raw, tuple(text.split("/")[1:]), (), raw.endswith(b"/"), None), raw)
 
     def match(self, path: str, method: str) -> GuardedRoute | None:
         """The guarded route of a request for this (decoded) path, if any."""
@@ -280,6 +279,18 @@ def forwardable(raw: bytes) -> bytes:
     if raw[:1] != b"/" or (b"/." not in raw and b"%" not in raw and b"\\" not in raw):
         return raw
     return resolve_path(raw).raw
+
+
+def _answering(found: _Entry | None) -> Target:
+    return found.target if found is not None else None
+
+
+def _going_on(found: _Entry | None, resolved: ResolvedPath, raw: bytes) -> tuple[Target, Forward]:
+    """(what answers, the new spelling of the request if it is not `raw`)."""
+    forward = resolved.raw if found is None else _spelled(found, resolved)
+    if forward == raw:
+        return _answering(found), None
+    return _answering(found), (unquote_to_bytes(forward).decode("utf-8", "replace"), forward)
 
 
 def _spelled(found: _Entry, resolved: ResolvedPath) -> bytes:
