@@ -33,7 +33,9 @@ class Guard:
     def __init__(self, policy: Policy, count_tc_string: Callable[[str], None] | None = None) -> None:
         self.policy = policy
         self.compiled = CompiledPolicy(policy)
-        self.routes = RouteTable(policy.routes)
+        self.routes = RouteTable(
+            policy.routes, case_insensitive=policy.case_insensitive_paths, api_prefix=policy.prefix
+        )
         self.identity = IdentityResolver(policy.identity)
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix

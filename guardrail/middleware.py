@@ -28,9 +28,10 @@ from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
 from guardrail.responder import GuardedResponder
-from guardrail.routes import GuardedRoute
+from guardrail.routes import API, GuardedRoute, PathError
 from guardrail.settings import Settings
 from guardrail.store import Store, create_store
+from guardrail.web.problem import problem
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -39,9 +40,8 @@ logger = logging.getLogger("guardrail")
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
-# The GPC support statement (W3C GPC): this service honours Sec-GPC. lastUpdate is when the
+# The GPC support statement (W3C GPC, at /.well-known/gpc.json): this service honours Sec-GPC. lastUpdate is when the
 # guardrail's GPC handling last changed. Served with the API (a policy's `prefix: null` turns both off).
-GPC_PATH = "/.well-known/gpc.json"
 _GPC_STATEMENT = Response(
     orjson.dumps({"gpc": True, "lastUpdate": "2026-11-26"}),
     media_type="application/json",
@@ -137,19 +137,22 @@ class GuardrailMiddleware:
         if kind != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        prefix = guard.prefix
-        if prefix is not None and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
-            await guard.api(scope, receive, send)
+        try:
+            target, forward = guard.routes.find(scope["path"], scope.get("raw_path"), scope["method"])
+        except PathError as exc:
+            await problem(400, "Bad Request", str(exc))(scope, receive, send)
             return
-        if path == GPC_PATH and prefix is not None:
-            await _GPC_STATEMENT(scope, receive, send)
-            return
-        route = guard.routes.match(path, scope["method"])
-        if route is None:
+        if forward is not None:
+            # The app serves the path that was matched, however it reads the spelling that came.
+            scope = {**scope, "path": forward[0], "raw_path": forward[1]}
+        if isinstance(target, GuardedRoute):
+            await self._guarded(guard, target, scope, headers, started, receive, send)
+        elif target is None:
             await self.app(scope, receive, send)
-            return
-        await self._guarded(guard, route, scope, headers, started, receive, send)
+        elif target is API:
+            await guard.api(scope, receive, send)
+        else:
+            await _GPC_STATEMENT(scope, receive, send)
 
     async def _guarded(
         self,

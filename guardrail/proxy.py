@@ -37,6 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 from guardrail.http1 import ConnectionPool, Headers, Response
 from guardrail.metrics import Metrics
 from guardrail.responder import UPSTREAM_ERROR
+from guardrail.routes import PathError, forwardable
 from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
@@ -172,10 +173,15 @@ class ReverseProxy:
         pool = self.pool
         if pool is None:
             raise RuntimeError("the ReverseProxy is not started: serve it with a lifespan, or `async with proxy:`")
+        try:
+            target = self._target(scope)
+        except PathError as exc:
+            await problem(400, "Bad Request", str(exc))(scope, receive, send)
+            return
         headers = self._request_headers(scope)
         try:
             body = await self._request_body(scope, receive, headers)
-            response = await pool.request(scope["method"].encode("latin-1"), self._target(scope), headers, body)
+            response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
         except _ClientGone:
             return  # nobody to answer
         except _ClientTooSlow:
@@ -284,7 +290,8 @@ class ReverseProxy:
     def _target(self, scope: Scope) -> bytes:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope["query_string"]
-        return self._prefix + raw_path + (b"?" + query if query else b"")
+        # Dot segments resolved here, so that `..` cannot climb out of the upstream's prefix.
+        return self._prefix + forwardable(raw_path) + (b"?" + query if query else b"")
 
     def _request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         named = _connection_names(scope["headers"])

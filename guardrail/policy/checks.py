@@ -13,6 +13,7 @@ from typing import Any
 from guardrail.explain.catalog import AVAILABLE_LOCALES
 
 Issue = tuple[str, str]  # (key path, message)
+_ANY_SPELLING = {True: "in any case, with or without a trailing slash", False: "with or without a trailing slash"}
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -84,15 +85,20 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
     yield from _algorithm_mix_issues(_section(identity, "jwt").get("algorithms"))
 
     routes = data.get("routes")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
+    any_case = data.get("case_insensitive_paths", True) is not False
     for index, route in enumerate(routes if isinstance(routes, list) else []):
         if not isinstance(route, Mapping):
             continue
         path = route.get("path")
         if isinstance(path, str):
-            if path in seen:
-                yield f"routes[{index}].path", f"{path!r} is guarded twice; merge the two entries"
-            seen.add(path)
+            # Requests match with or without a trailing slash, and in any case unless the policy says not.
+            same = path.rstrip("/") or "/"
+            same = same.lower() if any_case else same
+            if same in seen:
+                also = "" if seen[same] == path else f" (as {seen[same]!r}: paths match {_ANY_SPELLING[any_case]})"
+                yield f"routes[{index}].path", f"{path!r} is guarded twice{also}; merge the two entries"
+            seen.setdefault(same, path)
         defaults = route.get("default_signals")
         for position, signal_name in enumerate(defaults if isinstance(defaults, list) else []):
             if isinstance(signal_name, str) and signal_name not in signals:

@@ -20,6 +20,9 @@ Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8
 Labels = dict[Locale, Annotated[str, StringConstraints(min_length=1, max_length=80)]]
 # An HTTP header name is a token (RFC 9110 §5.6.2), and so is a cookie name (RFC 6265 §4.1.1).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Characters a route's path cannot hold: requests are matched without `;` parameters, percent-encodings
+# decoded, and a backslash is a separator to some servers.
+_NOT_IN_PATHS = frozenset(";%\\?#")
 
 
 def _token(value: str, what: str) -> str:
@@ -158,12 +161,41 @@ class NonPersonalized(Model):
 
 
 class Route(Model):
-    path: Annotated[str, StringConstraints(pattern=r"^/")]
+    path: str
     methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]] = Field(default=["GET"], min_length=1)
     items: Annotated[str, StringConstraints(pattern=r"^(/.*)?$")] = "/items"
     fields: Fields = Field(default_factory=Fields)
     default_signals: list[Identifier] = Field(default_factory=list)
     non_personalized: NonPersonalized | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        # Requests are matched after their spelling is normalized (guardrail.routes); a route written
+        # otherwise would match nothing.
+        why = _unplain_path(value)
+        if why is not None:
+            raise ValueError(
+                f"{value!r} {why}; write the path as servers route it, such as /recommendations "
+                "(a trailing * makes it a prefix, as in /feed/*)"
+            )
+        return value
+
+
+def _unplain_path(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "does not start with /"
+    if "*" in path[:-1]:
+        return "has a * before its end"
+    if any(character in _NOT_IN_PATHS or not character.isprintable() for character in path):
+        return "has a character requests are not matched by (one of ;%\\?# or a control character)"
+    body = path.removesuffix("*")
+    segments = body.split("/")[1:]
+    if body.endswith("/"):
+        segments.pop()  # a trailing slash
+    if any(segment in ("", ".", "..") for segment in segments):
+        return "has an empty, . or .. segment"
+    return None
 
 
 class Policy(Model):
@@ -187,7 +219,19 @@ class Policy(Model):
     # How often one user may change their controls, in the `limits` notation ("30/minute").
     controls_rate_limit: str = "30/minute"
     decisions_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
+    # /Recommendations is the route /recommendations (as many servers route it); false: case counts.
+    case_insensitive_paths: bool = True
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        why = "has a *" if "*" in value else _unplain_path(value)
+        if why is not None:
+            raise ValueError(f"{value!r} {why}; write the prefix as servers route it, such as /guardrail")
+        return value
 
     @field_validator("controls_rate_limit")
     @classmethod
