@@ -26,6 +26,7 @@ from guardrail.logs import user_hash
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
 from guardrail.routes import GuardedRoute
 from guardrail.settings import Settings
@@ -177,6 +178,8 @@ class GuardrailMiddleware:
             store_unavailable=unavailable,
             degraded=degraded,
         )
+        # The upstream is asked only for what can be checked: whole JSON, in a coding the guardrail reads.
+        scope = upstream_scope(scope, headers)
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
         if rewritten:
             scope = self._non_personalized(scope, route, guard)
