@@ -258,8 +258,59 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(has_digit_run_doc,
+"has_digit_run(body, length)\n"
+"--\n\n"
+"Whether the bytes `body` hold `length` (>= 1) ASCII digits in a row (see guardrail.items.read_json).");
+
+static inline int
+is_digit(unsigned char byte)
+{
+    return byte >= '0' && byte <= '9';
+}
+
+static PyObject *
+has_digit_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "has_digit_run() takes bytes and a length");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    if (length == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (length < 1) {
+        PyErr_SetString(PyExc_ValueError, "has_digit_run() needs a length of at least 1");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    /* Any `length` bytes in a row hold one of the probes, which are `length` apart: a body without
+     * long runs costs one look every `length` bytes, plus the short runs the probes land in. */
+    for (Py_ssize_t probe = length - 1; probe < size; probe += length) {
+        if (!is_digit(data[probe])) {
+            continue;
+        }
+        Py_ssize_t first = probe, last = probe;
+        while (first > 0 && is_digit(data[first - 1])) {
+            first--;
+        }
+        while (last + 1 < size && is_digit(data[last + 1])) {
+            last++;
+        }
+        if (last - first + 1 >= length) {
+            Py_RETURN_TRUE;
+        }
+        /* A longer run starts after this one ends: the next probe, `length` on, still lands in it. */
+        probe = last;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
+    {"has_digit_run", (PyCFunction)(void (*)(void))has_digit_run, METH_FASTCALL, has_digit_run_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from typing import Any, NamedTuple, NoReturn
+
+import orjson
 
 from guardrail.engine import ItemDecision, UserContext, decide
 from guardrail.routes import GuardedRoute
@@ -19,6 +22,12 @@ if os.environ.get("GUARDRAIL_PURE_PYTHON"):  # to compare, or to rule the C loop
 ACCELERATED = _speedups is not None
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
+# orjson reads an integer beyond 64 bits as a float (and cannot write one). Such an integer is a run of
+# at least 19 digits (-9223372036854775809 is the first): a body with one is read and written by the
+# stdlib, which keeps integers of any size exactly; every other body by orjson, which is much faster.
+LONG_DIGIT_RUN = 19
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))  # digits as 0, the rest blank
 _ID_TYPES = (str, int)
 _NUMBER_TYPES = (int, float)
 
@@ -64,6 +73,61 @@ def decode_body(raw: bytes, encoding: bytes, limit: int) -> bytes:
         data = inflater.unused_data
         if not data:
             return b"".join(parts)
+
+
+def read_json(body: bytes) -> tuple[Any, bool]:
+    """The document, and whether it holds long digit runs (`write_json` then writes it `exact`)."""
+    try:
+        document = orjson.loads(body)  # the one judge of what is valid JSON, whichever parser reads it
+    except orjson.JSONDecodeError as exc:
+        raise BadBody("invalid_json", f"the body is not valid JSON ({exc})") from None
+    if not has_digit_run(body, LONG_DIGIT_RUN):
+        return document, False
+    try:
+        return json.loads(body), True
+    except RecursionError:
+        raise BadBody("too_deep", "the body is nested too deeply to read exactly") from None
+
+
+def write_json(document: Any, *, exact: bool) -> bytes:
+    if exact:
+        try:
+            return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=_fragment).encode()
+        except RecursionError:
+            raise BadBody("too_deep", "the body is nested too deeply to rewrite") from None
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        # orjson reads up to 1024 levels of nesting but writes only 255.
+        raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
+
+
+def _fragment(value: Any) -> Any:
+    """An explanation serialized once by orjson, for the stdlib's writer."""
+    if type(value) is orjson.Fragment:
+        return orjson.loads(orjson.dumps(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def storable_ids(item_ids: list[str | int]) -> list[str | int]:
+    """Item ids as a decision record keeps them: an integer beyond 64 bits as its digits, which is
+    how the receipt pages look an item up anyway."""
+    return [
+        str(item_id) if type(item_id) is int and not _INT64_MIN <= item_id <= _UINT64_MAX else item_id
+        for item_id in item_ids
+    ]
+
+
+def has_digit_run(body: bytes, length: int) -> bool:
+    """Whether `body` holds `length` ASCII digits in a row."""
+    if _speedups is not None:
+        return _speedups.has_digit_run(body, length)
+    return has_digit_run_python(body, length)
+
+
+def has_digit_run_python(body: bytes, length: int) -> bool:
+    """`has_digit_run` in Python: the reference the C version is tested against."""
+    return b"0" * length in body.translate(_DIGITS_ONLY)
 
 
 def encode_body(body: bytes, encoding: bytes) -> bytes:

@@ -17,7 +17,16 @@ from guardrail.echo import inert
 from guardrail.engine import UserContext
 from guardrail.explain.render import notice
 from guardrail.identity import Caller
-from guardrail.items import BadBody, CheckedItems, check_items, decode_body, encode_body
+from guardrail.items import (
+    BadBody,
+    CheckedItems,
+    check_items,
+    decode_body,
+    encode_body,
+    read_json,
+    storable_ids,
+    write_json,
+)
 from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute, PointerError, resolve
 from guardrail.store import DecisionRecord
@@ -168,11 +177,7 @@ class GuardedResponder:
         raw = b"".join(self.chunks)
         limit = self.guard.policy.max_body_bytes
         try:
-            body = decode_body(raw, self.encoding, limit)
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise BadBody("invalid_json", f"the body is not valid JSON ({exc})") from None
+            document, exact = read_json(decode_body(raw, self.encoding, limit))
             try:
                 container, key, items = resolve(document, self.route.pointer)
             except PointerError as exc:
@@ -181,11 +186,13 @@ class GuardedResponder:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
             checked = check_items(self.ctx, self.route, items, self.default_signals, annotate=enforce)
+            if exact:
+                checked = checked._replace(item_ids=storable_ids(checked.item_ids))
             hidden = checked.hidden
             summary_notice = notice(self.ctx, hidden) if hidden else None
             # Shadow mode sends the body as it came, byte for byte.
             out = (
-                encode_body(self._rewritten(document, container, key, checked, summary_notice), self.encoding)
+                encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)
                 if enforce
                 else raw
             )
@@ -218,7 +225,13 @@ class GuardedResponder:
         self.overhead += time.perf_counter() - started
 
     def _rewritten(
-        self, document: Any, container: Any, key: Any, checked: CheckedItems, summary_notice: str | None
+        self,
+        document: Any,
+        container: Any,
+        key: Any,
+        checked: CheckedItems,
+        summary_notice: str | None,
+        exact: bool,
     ) -> bytes:
         """The document with only the kept items, and the summary if it is an object."""
         kept = checked.kept
@@ -236,11 +249,7 @@ class GuardedResponder:
                 "degraded": self.ctx.degraded,
                 "notice": summary_notice,
             }
-        try:
-            return orjson.dumps(document)
-        except orjson.JSONEncodeError:
-            # orjson reads up to 1024 levels of nesting but writes only 255.
-            raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
+        return write_json(document, exact=exact)
 
     def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
         headers = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
 from tests.attacks.support_representation import (
