@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 import orjson
@@ -118,16 +119,13 @@ def storable_ids(item_ids: list[str | int]) -> list[str | int]:
     ]
 
 
-def has_digit_run(body: bytes, length: int) -> bool:
-    """Whether `body` holds `length` ASCII digits in a row."""
-    if _speedups is not None:
-        return _speedups.has_digit_run(body, length)
-    return has_digit_run_python(body, length)
-
-
 def has_digit_run_python(body: bytes, length: int) -> bool:
-    """`has_digit_run` in Python: the reference the C version is tested against."""
+    """Whether `body` holds `length` ASCII digits in a row: the reference the C version is tested against."""
     return b"0" * length in body.translate(_DIGITS_ONLY)
+
+
+# Bound once: every guarded body goes through it.
+has_digit_run: Callable[[bytes, int], bool] = _speedups.has_digit_run if _speedups is not None else has_digit_run_python
 
 
 def encode_body(body: bytes, encoding: bytes) -> bytes:
@@ -145,6 +143,7 @@ class CheckedItems(NamedTuple):
     kept: list[dict[str, Any]]  # the items to show, annotated when asked to
     hidden: list[ItemDecision]
     discreet: int  # how many of the kept ones are discreet
+    unknown: int  # how many carry a category the policy does not define, kept or not
 
 
 def check_items(
@@ -191,7 +190,7 @@ def check_items_python(
     kept: list[dict[str, Any]] = []
     hidden: list[ItemDecision] = []
     add_decision, add_kept = decisions.append, kept.append
-    discreet = 0
+    discreet = unknown = 0
     # Every statement here runs once per item: locals are bound above, and an item that is not
     # an object (no `.get`) or has unhashable lists ends the loop with an exception that the
     # slow path below turns into a precise message.
@@ -219,6 +218,7 @@ def check_items_python(
             if decision is None:
                 decision = decide(ctx, categories, signals, age if fresh else None, inferred)
             add_decision(decision)
+            unknown += decision.unknown
             if decision.hidden:
                 hidden.append(decision)
             else:
@@ -229,7 +229,7 @@ def check_items_python(
     except (TypeError, AttributeError):
         _reject_first_bad(items, route)
     item_ids = [item[id_field] for item in items]
-    return CheckedItems(decisions, item_ids, kept, hidden, discreet)
+    return CheckedItems(decisions, item_ids, kept, hidden, discreet, unknown)
 
 
 def _reject_first_bad(items: list[Any], route: GuardedRoute) -> NoReturn:

@@ -87,7 +87,7 @@ class GuardrailMiddleware:
         self._ids = itertools.count(1)
         # Unique across replicas and restarts without coordination; sequential within a process.
         self._id_prefix = secrets.token_hex(5)
-        self._children: dict[tuple[str, str, str], Counter] = {}
+        self._children: dict[tuple[str, str, str | None], Counter] = {}
         self._overhead: Histogram = self.metrics.overhead
         self._tally = self.metrics.tally
         # What /readyz checks besides the store, by name: None when ready, else why not.
@@ -240,12 +240,12 @@ class GuardrailMiddleware:
     def next_decision_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    def _count(self, route: str, metric: str, label: str) -> Counter:
+    def _count(self, route: str, metric: str, label: str | None = None) -> Counter:
         key = (route, metric, label)
         child = self._children.get(key)
         if child is None:
             family = getattr(self.metrics, metric)
-            child = self._children[key] = family.labels(route, label)
+            child = self._children[key] = family.labels(route) if label is None else family.labels(route, label)
         return child
 
     def after_decision(self, responder: GuardedResponder, checked: CheckedItems) -> None:
@@ -263,6 +263,8 @@ class GuardrailMiddleware:
                 by_reason[first] = by_reason.get(first, 0) + 1
             for reason, count in by_reason.items():
                 add(self._count(route, "hidden_items", reason), count)
+        if checked.unknown:
+            add(self._count(route, "unknown_categories"), checked.unknown)
         record = responder.record(checked)
         if record is not None:
             self.store.record(record)

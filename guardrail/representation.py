@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 
 from starlette.types import Scope
 
-# Read in the middleware's one pass over the request headers (the first of each, see `upstream_scope`).
-REQUEST_HEADERS = frozenset({b"accept", b"accept-encoding"})
 DECODABLE_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"identity"})
 JSON_ONLY = b"application/json"
 IDENTITY = b"identity"
@@ -30,12 +28,16 @@ _NOT_FORWARDED = frozenset(
 # methods they guard a write (RFC 9110 §13.1.1) and reach the upstream.
 _NOT_FORWARDED_ON_READS = _NOT_FORWARDED | {b"if-match", b"if-unmodified-since"}
 _READS = frozenset({"GET", "HEAD"})
+# Read in the middleware's one pass over the request headers (the first value of each, see `upstream_scope`).
+REQUEST_HEADERS = _NOT_FORWARDED_ON_READS
 # What the upstream says about its answer as a shared, cacheable, whole thing.
 _CACHING = frozenset({b"cache-control", b"etag", b"last-modified", b"expires", b"accept-ranges"})
 # What describes the upstream's exact bytes, which an enforced body is not.
 _OF_THE_BYTES = frozenset({b"content-length", b"content-md5", b"digest", b"content-digest", b"repr-digest"})
 _NOT_IN_AN_ENFORCED_BODY = _CACHING | _OF_THE_BYTES
 PRIVATE = (b"cache-control", b"private, no-store")
+# What the upstream is asked for when the client named none of those headers.
+_WHEN_NOT_SAID = ((b"accept", JSON_ONLY), (b"accept-encoding", IDENTITY))
 _MEMO_LIMIT = 256  # clients send a handful of distinct Accept and Accept-Encoding values
 
 _accepts: dict[bytes | None, bytes] = {}
@@ -45,10 +47,13 @@ _encodings: dict[bytes | None, bytes] = {}
 def upstream_scope(scope: Scope, first: Mapping[bytes, bytes]) -> Scope:
     """The scope of a guarded request as the upstream gets it. `first` holds the first value of each
     of `REQUEST_HEADERS` the client sent: repeated lines are dropped with the rest, so they smuggle nothing."""
-    dropped = _NOT_FORWARDED_ON_READS if scope["method"] in _READS else _NOT_FORWARDED
-    headers = [header for header in scope["headers"] if header[0] not in dropped]
-    headers.append((b"accept", json_accept(first.get(b"accept"))))
-    headers.append((b"accept-encoding", decodable_accept_encoding(first.get(b"accept-encoding"))))
+    if REQUEST_HEADERS.isdisjoint(first):
+        headers = [*scope["headers"], *_WHEN_NOT_SAID]
+    else:
+        dropped = _NOT_FORWARDED_ON_READS if scope["method"] in _READS else _NOT_FORWARDED
+        headers = [header for header in scope["headers"] if header[0] not in dropped]
+        headers.append((b"accept", json_accept(first.get(b"accept"))))
+        headers.append((b"accept-encoding", decodable_accept_encoding(first.get(b"accept-encoding"))))
     return {**scope, "headers": headers}
 
 
@@ -83,12 +88,16 @@ def is_json(media_type: bytes) -> bool:
 
 def enforced_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers for a body the guardrail rewrote for one user (its length aside)."""
-    return [*(header for header in headers if header[0] not in _NOT_IN_AN_ENFORCED_BODY), PRIVATE]
+    kept = [header for header in headers if header[0] not in _NOT_IN_AN_ENFORCED_BODY]
+    kept.append(PRIVATE)
+    return kept
 
 
 def private_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers, for its own bytes that nobody may keep or share."""
-    return [*(header for header in headers if header[0] not in _CACHING), PRIVATE]
+    kept = [header for header in headers if header[0] not in _CACHING]
+    kept.append(PRIVATE)
+    return kept
 
 
 def _names_only_json(accept: bytes) -> bool:

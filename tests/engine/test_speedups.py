@@ -80,6 +80,7 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tu
         orjson.dumps(checked.kept, option=orjson.OPT_SERIALIZE_NUMPY),
         checked.hidden,
         checked.discreet,
+        checked.unknown,
     )
 
 
