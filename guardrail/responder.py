@@ -276,7 +276,8 @@ class GuardedResponder:
                 # Unchecked, it must not be kept and shown again once it could have been checked.
                 upstream_headers = private_headers(upstream_headers)
             await self.send({**self.start, "headers": [*upstream_headers, *self._headers(0, degraded=True)]})
-            await self.send({"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more})
+            if self.chunks or not more:  # before any body has come, there is nothing to send yet
+                await self.send({"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more})
             self.chunks = []
             self.state = "streaming" if more else "done"
             return
