@@ -13,6 +13,7 @@
 
 static PyObject *str_hidden;
 static PyObject *str_discreet;
+static PyObject *str_unknown;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
 
@@ -29,6 +30,7 @@ typedef struct {
     PyObject *decision;  /* borrowed: the decisions list holds it */
     int hidden;
     int discreet;
+    int unknown;
     PyObject *fragment;  /* its explanation_json, borrowed: the decision holds it */
 } Facts;
 
@@ -46,19 +48,28 @@ read_facts(PyObject *decision, Facts *facts)
         Py_DECREF(hidden);
         return -1;
     }
+    PyObject *unknown = PyObject_GetAttr(decision, str_unknown);
+    if (unknown == NULL) {
+        Py_DECREF(hidden);
+        Py_DECREF(discreet);
+        return -1;
+    }
     PyObject *fragment = PyObject_GetAttr(decision, str_explanation_json);
     if (fragment == NULL) {
         Py_DECREF(hidden);
         Py_DECREF(discreet);
+        Py_DECREF(unknown);
         return -1;
     }
     facts->decision = decision;
     facts->hidden = hidden == Py_True;
     facts->discreet = discreet == Py_True;
+    facts->unknown = unknown == Py_True;
     /* The decision keeps its fragment alive (a frozen dataclass field), and the decision is in the list. */
     facts->fragment = fragment;
     Py_DECREF(hidden);
     Py_DECREF(discreet);
+    Py_DECREF(unknown);
     Py_DECREF(fragment);
     return 0;
 }
@@ -68,7 +79,7 @@ PyDoc_STRVAR(check_doc,
 "      fresh_seconds, annotate, miss, empty)\n"
 "--\n\n"
 "Decide every item of `items` (see guardrail.items.check_items). Returns\n"
-"(decisions, item_ids, kept, hidden, discreet), or None when the Python loop must run instead.");
+"(decisions, item_ids, kept, hidden, discreet, unknown), or None when the Python loop must run instead.");
 
 static PyObject *
 check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -95,7 +106,7 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *kept = PyList_New(0);
     PyObject *hidden = PyList_New(0);
     PyObject *result = NULL;
-    long discreet = 0;
+    long discreet = 0, unknown = 0;
     Facts cache[FACTS_CACHED];
     int cached = 0;
     if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL) {
@@ -222,6 +233,7 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto error;
             }
         }
+        unknown += facts->unknown;
         if (facts->hidden) {
             if (PyList_Append(hidden, decision) < 0) {
                 goto error;
@@ -236,7 +248,7 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
-    result = Py_BuildValue("(OOOOl)", decisions, item_ids, kept, hidden, discreet);
+    result = Py_BuildValue("(OOOOll)", decisions, item_ids, kept, hidden, discreet, unknown);
     goto done;
 
 bad_item_or_error:
@@ -258,8 +270,59 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(has_digit_run_doc,
+"has_digit_run(body, length)\n"
+"--\n\n"
+"Whether the bytes `body` hold `length` (>= 1) ASCII digits in a row (see guardrail.items.read_json).");
+
+static inline int
+is_digit(unsigned char byte)
+{
+    return byte >= '0' && byte <= '9';
+}
+
+static PyObject *
+has_digit_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "has_digit_run() takes bytes and a length");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    if (length == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (length < 1) {
+        PyErr_SetString(PyExc_ValueError, "has_digit_run() needs a length of at least 1");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    /* Any `length` bytes in a row hold one of the probes, which are `length` apart: a body without
+     * long runs costs one look every `length` bytes, plus the short runs the probes land in. */
+    for (Py_ssize_t probe = length - 1; probe < size; probe += length) {
+        if (!is_digit(data[probe])) {
+            continue;
+        }
+        Py_ssize_t first = probe, last = probe;
+        while (first > 0 && is_digit(data[first - 1])) {
+            first--;
+        }
+        while (last + 1 < size && is_digit(data[last + 1])) {
+            last++;
+        }
+        if (last - first + 1 >= length) {
+            Py_RETURN_TRUE;
+        }
+        /* A longer run starts after this one ends: the next probe, `length` on, still lands in it. */
+        probe = last;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
+    {"has_digit_run", (PyCFunction)(void (*)(void))has_digit_run, METH_FASTCALL, has_digit_run_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -268,9 +331,10 @@ speedups_exec(PyObject *module)
 {
     str_hidden = PyUnicode_InternFromString("hidden");
     str_discreet = PyUnicode_InternFromString("discreet");
+    str_unknown = PyUnicode_InternFromString("unknown");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    if (!str_hidden || !str_discreet || !str_explanation_json || !str_explanation) {
+    if (!str_hidden || !str_discreet || !str_unknown || !str_explanation_json || !str_explanation) {
         return -1;
     }
     return 0;

@@ -21,10 +21,11 @@ from guardrail.identity import IdentityResolver
 from guardrail.locale import LocaleNegotiator
 from guardrail.mediation import HeaderScreen
 from guardrail.policy.models import Policy
+from guardrail.representation import REQUEST_HEADERS as REPRESENTATION_HEADERS
 from guardrail.routes import RouteTable
 
 CONTEXT_CACHE_SIZE = 10_000
-_REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"})
+_REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"}) | REPRESENTATION_HEADERS
 
 _ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
 

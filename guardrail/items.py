@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
+
+import orjson
 
 from guardrail.engine import ItemDecision, UserContext, decide
 from guardrail.routes import GuardedRoute
@@ -19,6 +23,12 @@ if os.environ.get("GUARDRAIL_PURE_PYTHON"):  # to compare, or to rule the C loop
 ACCELERATED = _speedups is not None
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
+# orjson reads an integer beyond 64 bits as a float (and cannot write one). Such an integer is a run of
+# at least 19 digits (-9223372036854775809 is the first): a body with one is read and written by the
+# stdlib, which keeps integers of any size exactly; every other body by orjson, which is much faster.
+LONG_DIGIT_RUN = 19
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))  # digits as 0, the rest blank
 _ID_TYPES = (str, int)
 _NUMBER_TYPES = (int, float)
 
@@ -66,6 +76,58 @@ def decode_body(raw: bytes, encoding: bytes, limit: int) -> bytes:
             return b"".join(parts)
 
 
+def read_json(body: bytes) -> tuple[Any, bool]:
+    """The document, and whether it holds long digit runs (`write_json` then writes it `exact`)."""
+    try:
+        document = orjson.loads(body)  # the one judge of what is valid JSON, whichever parser reads it
+    except orjson.JSONDecodeError as exc:
+        raise BadBody("invalid_json", f"the body is not valid JSON ({exc})") from None
+    if not has_digit_run(body, LONG_DIGIT_RUN):
+        return document, False
+    try:
+        return json.loads(body), True
+    except RecursionError:
+        raise BadBody("too_deep", "the body is nested too deeply to read exactly") from None
+
+
+def write_json(document: Any, *, exact: bool) -> bytes:
+    if exact:
+        try:
+            return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=_fragment).encode()
+        except RecursionError:
+            raise BadBody("too_deep", "the body is nested too deeply to rewrite") from None
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        # orjson reads up to 1024 levels of nesting but writes only 255.
+        raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
+
+
+def _fragment(value: Any) -> Any:
+    """An explanation serialized once by orjson, for the stdlib's writer."""
+    if type(value) is orjson.Fragment:
+        return orjson.loads(orjson.dumps(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def storable_ids(item_ids: list[str | int]) -> list[str | int]:
+    """Item ids as a decision record keeps them: an integer beyond 64 bits as its digits, which is
+    how the receipt pages look an item up anyway."""
+    return [
+        str(item_id) if type(item_id) is int and not _INT64_MIN <= item_id <= _UINT64_MAX else item_id
+        for item_id in item_ids
+    ]
+
+
+def has_digit_run_python(body: bytes, length: int) -> bool:
+    """Whether `body` holds `length` ASCII digits in a row: the reference the C version is tested against."""
+    return b"0" * length in body.translate(_DIGITS_ONLY)
+
+
+# Bound once: every guarded body goes through it.
+has_digit_run: Callable[[bytes, int], bool] = _speedups.has_digit_run if _speedups is not None else has_digit_run_python
+
+
 def encode_body(body: bytes, encoding: bytes) -> bytes:
     if encoding in (b"gzip", b"x-gzip"):
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
@@ -81,6 +143,7 @@ class CheckedItems(NamedTuple):
     kept: list[dict[str, Any]]  # the items to show, annotated when asked to
     hidden: list[ItemDecision]
     discreet: int  # how many of the kept ones are discreet
+    unknown: int  # how many carry a category the policy does not define, kept or not
 
 
 def check_items(
@@ -127,7 +190,7 @@ def check_items_python(
     kept: list[dict[str, Any]] = []
     hidden: list[ItemDecision] = []
     add_decision, add_kept = decisions.append, kept.append
-    discreet = 0
+    discreet = unknown = 0
     # Every statement here runs once per item: locals are bound above, and an item that is not
     # an object (no `.get`) or has unhashable lists ends the loop with an exception that the
     # slow path below turns into a precise message.
@@ -155,6 +218,7 @@ def check_items_python(
             if decision is None:
                 decision = decide(ctx, categories, signals, age if fresh else None, inferred)
             add_decision(decision)
+            unknown += decision.unknown
             if decision.hidden:
                 hidden.append(decision)
             else:
@@ -165,7 +229,7 @@ def check_items_python(
     except (TypeError, AttributeError):
         _reject_first_bad(items, route)
     item_ids = [item[id_field] for item in items]
-    return CheckedItems(decisions, item_ids, kept, hidden, discreet)
+    return CheckedItems(decisions, item_ids, kept, hidden, discreet, unknown)
 
 
 def _reject_first_bad(items: list[Any], route: GuardedRoute) -> NoReturn:

@@ -58,6 +58,12 @@ class Metrics:
             ["route", "reason"],
             registry=registry,
         )
+        self.unknown_categories = Counter(
+            "guardrail_unknown_categories",
+            "Items with a category the policy does not define, whatever unknown_categories then decided.",
+            ["route"],
+            registry=registry,
+        )
         self.overhead = Histogram(
             "guardrail_overhead_seconds",
             "Time the guardrail adds to a guarded request (the upstream's own time excluded).",

@@ -27,6 +27,7 @@ from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
 from guardrail.routes import API, GuardedRoute, PathError
 from guardrail.settings import Settings
@@ -85,7 +86,7 @@ class GuardrailMiddleware:
         self._ids = itertools.count(1)
         # Unique across replicas and restarts without coordination; sequential within a process.
         self._id_prefix = secrets.token_hex(5)
-        self._children: dict[tuple[str, str, str], Counter] = {}
+        self._children: dict[tuple[str, str, str | None], Counter] = {}
         self._overhead: Histogram = self.metrics.overhead
         self._tally = self.metrics.tally
         # What /readyz checks besides the store, by name: None when ready, else why not.
@@ -187,6 +188,8 @@ class GuardrailMiddleware:
             store_unavailable=unavailable,
             degraded=degraded,
         )
+        # The upstream is asked only for what can be checked: whole JSON, in a coding the guardrail reads.
+        scope = upstream_scope(scope, headers)
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
         # What was decided, told to the app before it runs (design §7).
         context = (GUARDRAIL_CONTEXT, guard.context_header(ctx))
@@ -258,12 +261,12 @@ class GuardrailMiddleware:
     def next_decision_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    def _count(self, route: str, metric: str, label: str) -> Counter:
+    def _count(self, route: str, metric: str, label: str | None = None) -> Counter:
         key = (route, metric, label)
         child = self._children.get(key)
         if child is None:
             family = getattr(self.metrics, metric)
-            child = self._children[key] = family.labels(route, label)
+            child = self._children[key] = family.labels(route) if label is None else family.labels(route, label)
         return child
 
     def after_decision(self, responder: GuardedResponder, checked: CheckedItems) -> None:
@@ -281,6 +284,8 @@ class GuardrailMiddleware:
                 by_reason[first] = by_reason.get(first, 0) + 1
             for reason, count in by_reason.items():
                 add(self._count(route, "hidden_items", reason), count)
+        if checked.unknown:
+            add(self._count(route, "unknown_categories"), checked.unknown)
         record = responder.record(checked)
         if record is not None:
             self.store.record(record)

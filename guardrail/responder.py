@@ -1,7 +1,8 @@
 """One guarded response: buffer the upstream's JSON, decide each item, annotate, send.
 
 A throwaway object per request (like Starlette's `GZipResponder`): the middleware instance keeps
-configuration only. Anything that is not a 2xx JSON body passes through untouched and unbuffered.
+configuration only. Errors, redirects and answers without content (204, 205, 304, HEAD) pass through
+unbuffered; a success that is not whole JSON (another type, a 206) is unchecked and follows the fail mode.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from guardrail.echo import inert
 from guardrail.engine import UserContext
 from guardrail.explain.render import notice
 from guardrail.identity import Caller
-from guardrail.items import BadBody, CheckedItems, check_items, decode_body, encode_body
+from guardrail.items import (
+    BadBody,
+    CheckedItems,
+    check_items,
+    decode_body,
+    encode_body,
+    read_json,
+    storable_ids,
+    write_json,
+)
+from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute, PointerError, resolve
 from guardrail.store import DecisionRecord
 from guardrail.web.problem import PROBLEM_JSON
@@ -25,18 +36,20 @@ if TYPE_CHECKING:
     from guardrail.guard import Guard
     from guardrail.middleware import GuardrailMiddleware
 
-_JSON_TYPES = (b"application/json", b"text/json")
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
 # could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
 UPSTREAM_ERROR = "guardrail.upstream_error"
+# Successes without content: nothing in them to check (RFC 9110 §15.3.5, §15.3.6).
+_NO_CONTENT = frozenset({204, 205})
+# Successes with part of the page, or a delta of it (RFC 3229): no list of items to check.
+_PARTIAL = frozenset({206, 226})
 _json_by_content_type: dict[bytes, bool] = {}
 
 
 def _is_json(content_type: bytes) -> bool:
     found = _json_by_content_type.get(content_type)
     if found is None:
-        media = content_type.split(b";", 1)[0].strip().lower()
-        found = media in _JSON_TYPES or media.endswith(b"+json")
+        found = is_json(content_type)
         if len(_json_by_content_type) < 256:  # an upstream sends a handful of distinct values
             _json_by_content_type[content_type] = found
     return found
@@ -90,7 +103,7 @@ class GuardedResponder:
         self.chunks: list[bytes] = []
         self.size = 0
         self.encoding = b""
-        self.state = "passthrough" if head else "waiting"
+        self.state = "head" if head else "waiting"
         self.outcome = "passthrough"
         self.overhead = 0.0
         self.hidden_count = 0
@@ -99,6 +112,8 @@ class GuardedResponder:
         kind = message["type"]
         if self.state == "passthrough":
             await self.send(message)
+        elif self.state == "head":
+            await self._on_head(message)
         elif kind == "http.response.start":
             await self._on_start(message)
         elif kind == "http.response.body":
@@ -116,17 +131,32 @@ class GuardedResponder:
                 content_type = value
             elif name == b"content-encoding":
                 self.encoding = value.strip().lower()
-        if not 200 <= status < 300 or not _is_json(content_type):
-            # Errors and non-JSON bodies are the upstream's to explain: untouched, but counted.
+        if not 200 <= status < 300 or status in _NO_CONTENT:
+            # Errors, redirects and answers without content are the upstream's to explain: untouched, but counted.
             self.state = "passthrough"
             if UPSTREAM_ERROR in message:
                 self.outcome = "upstream_error"  # no upstream answer at all: the proxy's 502 or 504
             else:
-                self.middleware.metrics.upstream_bodies.labels("error_status" if status >= 400 else "non_json").inc()
+                kind = "no_content" if status in _NO_CONTENT else "error_status" if status >= 400 else "other_status"
+                self.middleware.metrics.upstream_bodies.labels(kind).inc()
             await self.send(message)
             return
         self.start = message
-        self.state = "buffering"
+        if status in _PARTIAL:
+            await self._unchecked("partial", f"the upstream answered {status}, not the whole page", more=True)
+        elif not _is_json(content_type):
+            shown = f"Content-Type {content_type.decode('latin-1')!r}" if content_type else "no Content-Type"
+            await self._unchecked("non_json", f"the body has {shown}, not JSON", more=True)
+        else:
+            self.state = "buffering"
+
+    async def _on_head(self, message: Message) -> None:
+        """A HEAD has no body to check; in enforce mode its headers say, as the GET's would, that
+        the page is for one user (a HEAD answer may refresh a stored GET answer, RFC 9111 §4.3.5)."""
+        if message["type"] == "http.response.start" and self.mode == "enforce" and 200 <= message["status"] < 300:
+            message = {**message, "headers": private_headers(message.get("headers", ()))}
+        self.state = "passthrough"
+        await self.send(message)
 
     async def _on_body(self, message: Message) -> None:
         body = message.get("body", b"")
@@ -136,7 +166,7 @@ class GuardedResponder:
         limit = self.guard.policy.max_body_bytes
         if self.size > limit:
             # Open or shadow: what came so far goes out, the rest streams through as it comes.
-            await self._unchecked("too_large", f"the body is over max_body_bytes ({limit})")
+            await self._unchecked("too_large", f"the body is over max_body_bytes ({limit})", more=True)
         elif not message.get("more_body", False):
             await self._finish()
 
@@ -147,11 +177,7 @@ class GuardedResponder:
         raw = b"".join(self.chunks)
         limit = self.guard.policy.max_body_bytes
         try:
-            body = decode_body(raw, self.encoding, limit)
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise BadBody("invalid_json", f"the body is not valid JSON ({exc})") from None
+            document, exact = read_json(decode_body(raw, self.encoding, limit))
             try:
                 container, key, items = resolve(document, self.route.pointer)
             except PointerError as exc:
@@ -160,17 +186,19 @@ class GuardedResponder:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
             checked = check_items(self.ctx, self.route, items, self.default_signals, annotate=enforce)
+            if exact:
+                checked = checked._replace(item_ids=storable_ids(checked.item_ids))
             hidden = checked.hidden
             summary_notice = notice(self.ctx, hidden) if hidden else None
             # Shadow mode sends the body as it came, byte for byte.
             out = (
-                encode_body(self._rewritten(document, container, key, checked, summary_notice), self.encoding)
+                encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)
                 if enforce
                 else raw
             )
         except BadBody as exc:
             self.overhead += time.perf_counter() - started
-            await self._unchecked(exc.kind, exc.detail)
+            await self._unchecked(exc.kind, exc.detail, more=False)
             return
         self.hidden_count = len(hidden)
         headers = self._headers(len(hidden))
@@ -181,14 +209,14 @@ class GuardedResponder:
         if self.ctx.degraded:
             self.middleware.count_fail_mode(self.guard.policy.fail_mode)
         assert self.start is not None  # _on_start stored it before any body
-        start = {
-            **self.start,
-            "headers": [
-                *(h for h in self.start.get("headers", ()) if h[0] != b"content-length"),
-                (b"content-length", str(len(out)).encode()),
-                *headers,
-            ],
-        }
+        upstream_headers = self.start.get("headers", ())
+        # Shadow mode sends the upstream's own bytes: all it says about them stays true.
+        kept = (
+            enforced_headers(upstream_headers)
+            if enforce
+            else [h for h in upstream_headers if h[0] != b"content-length"]
+        )
+        start = {**self.start, "headers": [*kept, (b"content-length", str(len(out)).encode()), *headers]}
         self.overhead += time.perf_counter() - started
         await self.send(start)
         await self.send({"type": "http.response.body", "body": out})
@@ -197,7 +225,13 @@ class GuardedResponder:
         self.overhead += time.perf_counter() - started
 
     def _rewritten(
-        self, document: Any, container: Any, key: Any, checked: CheckedItems, summary_notice: str | None
+        self,
+        document: Any,
+        container: Any,
+        key: Any,
+        checked: CheckedItems,
+        summary_notice: str | None,
+        exact: bool,
     ) -> bytes:
         """The document with only the kept items, and the summary if it is an object."""
         kept = checked.kept
@@ -215,11 +249,7 @@ class GuardedResponder:
                 "degraded": self.ctx.degraded,
                 "notice": summary_notice,
             }
-        try:
-            return orjson.dumps(document)
-        except orjson.JSONEncodeError:
-            # orjson reads up to 1024 levels of nesting but writes only 255.
-            raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
+        return write_json(document, exact=exact)
 
     def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -231,8 +261,9 @@ class GuardedResponder:
             headers.append((b"guardrail-degraded", b"1"))
         return headers
 
-    async def _unchecked(self, kind: str, detail: str) -> None:
-        """A body we cannot check. Closed: 502 with nothing of it. Open (or shadow): as it came, marked."""
+    async def _unchecked(self, kind: str, detail: str, *, more: bool) -> None:
+        """A body we cannot check. Closed: 502 with nothing of it. Open (or shadow): as it came, marked.
+        `more`: the rest of the upstream's body is still to come (it then streams through, or is dropped)."""
         middleware = self.middleware
         middleware.metrics.upstream_bodies.labels(kind).inc()
         assert self.start is not None
@@ -240,14 +271,13 @@ class GuardedResponder:
             self.outcome = "degraded"
             middleware.count_fail_mode("open")
             middleware.log_unchecked(self, kind, detail, "passed through unchecked")
-            await self.send(
-                {
-                    **self.start,
-                    "headers": [*self.start.get("headers", ()), *self._headers(0, degraded=True)],
-                }
-            )
-            more = kind == "too_large"
-            await self.send({"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more})
+            upstream_headers = self.start.get("headers", ())
+            if self.mode == "enforce":
+                # Unchecked, it must not be kept and shown again once it could have been checked.
+                upstream_headers = private_headers(upstream_headers)
+            await self.send({**self.start, "headers": [*upstream_headers, *self._headers(0, degraded=True)]})
+            if self.chunks or not more:  # before any body has come, there is nothing to send yet
+                await self.send({"type": "http.response.body", "body": b"".join(self.chunks), "more_body": more})
             self.chunks = []
             self.state = "streaming" if more else "done"
             return

@@ -69,6 +69,8 @@ PURPOSE_NAMES = sorted({*DEMO_POLICY.purposes, *TEST_POLICY.purposes})
 # and an unknown sub-category of a category that may be sensitive.
 UNKNOWN_SIGNALS = ["telepathy", "ad_id"]
 EXTRA_CATEGORIES = ["gambling", "health.unknown_child", "sensitive_topics", "news.local"]
+# Labels no policy here defines, some of them spelled like ones that are, and one that is empty.
+UNKNOWN_CATEGORIES = ["crypto_casino", "Crypto Casino ", "g\u0430mbling", "gambling\u200b", ""]
 
 
 @st.composite
@@ -123,6 +125,7 @@ def generated_policies(draw: st.DrawFn) -> Policy:
             "discreet_at": discreet_at,
             "hide_at": hide_at,
         },
+        "unknown_categories": draw(st.sampled_from(["discreet", "hide", "keep"])),
         "routes": [
             {
                 "path": "/recommendations",
@@ -141,6 +144,19 @@ def policies() -> st.SearchStrategy[Policy]:
 def topic_names(policy: Policy) -> list[str]:
     """Category names an upstream may send: the policy's own, and some it does not know."""
     return sorted({*policy.categories, *EXTRA_CATEGORIES})
+
+
+def _full_width(name: str) -> str:
+    """`gambling` in full-width letters, which NFKC turns back into ASCII."""
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in name)
+
+
+def category_spellings(policy: Policy) -> list[str]:
+    """Category labels as upstreams send them: the policy's own ids, ids it does not know, and both
+    spelled otherwise (case, blanks, full-width letters), which are the same ids after normalization."""
+    names = topic_names(policy)
+    odd = [variant for name in names for variant in (name.upper(), f" {name.title()}\t", _full_width(name))]
+    return sorted({*names, *odd, *UNKNOWN_CATEGORIES})
 
 
 def signal_names(policy: Policy) -> list[str]:
@@ -175,7 +191,7 @@ def request_signals(policy: Policy) -> st.SearchStrategy[RequestSignals]:
 def items(policy: Policy, *, max_size: int = 12) -> st.SearchStrategy[list[dict[str, Any]]]:
     """Well-formed items (design §2), with ids unique in the list."""
     item = st.fixed_dictionaries(
-        {"categories": st.lists(st.sampled_from(topic_names(policy)), max_size=3)},
+        {"categories": st.lists(st.sampled_from(category_spellings(policy)), max_size=3)},
         optional={
             "signals": st.lists(st.sampled_from(signal_names(policy)), max_size=3),
             "signal_age_seconds": st.one_of(st.integers(0, 5000), st.floats(0, 5000)),

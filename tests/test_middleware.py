@@ -147,9 +147,9 @@ async def test_methods_the_route_does_not_guard_pass_through(client_for: ClientF
 
 @pytest.mark.parametrize(
     ("status", "content_type"),
-    [(200, "text/html"), (404, "application/json"), (500, "application/json"), (503, "application/problem+json")],
+    [(302, "text/html"), (404, "application/json"), (500, "application/json"), (503, "application/problem+json")],
 )
-async def test_errors_and_non_json_pass_through_untouched(
+async def test_errors_and_redirects_pass_through_untouched(
     client_for: ClientFactory, status: int, content_type: str
 ) -> None:
     upstream = Upstream(body=b"<p>not what you think</p>", status=status, content_type=content_type)

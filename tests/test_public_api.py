@@ -44,6 +44,7 @@ def test_reason_codes_are_the_documented_closed_set() -> None:
         "gpc_opt_out",
         "tcf_no_consent",
         "store_unavailable",
+        "unknown_category",
     }
     assert [action.value for action in guardrail.Action] == ["keep", "discreet", "hide"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -237,3 +238,29 @@ async def test_a_gzip_body_of_several_members_is_read_whole() -> None:
     outcome = await body_outcome(("enforce", "closed"), RawUpstream(raw, [(b"content-encoding", b"gzip")]))
     assert outcome.status == 200
     assert [entry["id"] for entry in decoded(outcome)["items"]] == ["a", "b"]
+
+
+# Values beside and inside the items: integers of every size (orjson reads those beyond 64 bits as floats).
+exact_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(2**63, 2**200) | st.integers(-(2**200), -(2**63))
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@examples(60)
+@given(document=valid_documents, beside=exact_values, inside=exact_values)
+async def test_an_enforced_body_keeps_every_other_value_exactly(
+    document: dict[str, Any], beside: Any, inside: Any
+) -> None:
+    """Design §2: integers of any size stay integers, strings stay the same after decoding."""
+    for entry in document["items"]:
+        entry["extra"] = inside
+    raw = json.dumps({**document, "beside": beside}).encode()  # the stdlib writes integers of any size
+    outcome = await body_outcome(("enforce", "closed"), RawUpstream(raw))
+    assert outcome.status == 200 and b"guardrail-degraded" not in outcome.headers
+    shown = json.loads(outcome.body)
+    assert shown["beside"] == beside
+    assert all(entry["extra"] == inside for entry in shown["items"])
+    assert json.dumps(shown["beside"]) == json.dumps(beside)  # an integer stays an integer, not an equal float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -32,9 +33,32 @@ class CompiledPolicy:
         self.discreet_at = policy.invasiveness.discreet_at
         self.hide_at = policy.invasiveness.hide_at
         self.controls_url = f"{policy.prefix}/controls" if policy.prefix is not None else None
-        # Category facts are memoized lazily: upstreams may send categories the policy never names.
+        self.unknown_categories = policy.unknown_categories
+        # Category facts are memoized lazily (and bounded): upstreams may send categories the policy never names.
+        self._ids: dict[str, str] = {}
         self._prefixes: dict[str, tuple[str, ...]] = {}
         self._sensitive: dict[str, bool] = {}
+        self._unknown: dict[str, bool] = {}
+
+    def category_id(self, sent: str) -> str:
+        """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (design §2),
+        so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
+        found = self._ids.get(sent)
+        if found is None:
+            found = unicodedata.normalize("NFKC", sent).strip().lower()
+            if len(self._ids) < 100_000:
+                self._ids[sent] = found
+        return found
+
+    def is_unknown(self, category: str) -> bool:
+        """Whether neither the category (a `category_id`) nor any category above it is in the policy."""
+        found = self._unknown.get(category)
+        if found is None:
+            defined = self.policy.categories
+            found = not any(prefix in defined for prefix in self.prefixes(category))
+            if len(self._unknown) < 100_000:
+                self._unknown[category] = found
+        return found
 
     def prefixes(self, category: str) -> tuple[str, ...]:
         """`health.pregnancy` → (`health`, `health.pregnancy`): a rule on any of them applies."""

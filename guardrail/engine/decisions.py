@@ -30,6 +30,8 @@ class Reason(StrEnum):
     TCF_NO_CONSENT = "tcf_no_consent"
     NO_CONSENT = "no_consent"
     TOO_INVASIVE = "too_invasive"
+    # The policy's `unknown_categories: hide`: a label nobody has reviewed decides only when nothing else does.
+    UNKNOWN_CATEGORY = "unknown_category"
 
 
 PRECEDENCE: dict[Reason, int] = {reason: rank for rank, reason in enumerate(Reason)}
@@ -43,6 +45,7 @@ class ItemDecision:
     because: tuple[str, ...]  # the signals the recommendation relied on
     explanation: dict[str, Any] | None  # attached to kept items; shared between equal decisions
     muted_topic: str | None = None  # the muted category that hid it, for the notice
+    unknown: bool = False  # one of its categories is not in the policy (counted, whatever the action)
     # Derived once here so the per-item loops of a response test plain attributes: in
     # Python 3.11 every `Action.HIDE` lookup goes through an enum descriptor.
     hidden: bool = field(init=False)

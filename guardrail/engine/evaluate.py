@@ -31,7 +31,10 @@ def decide(
     found = ctx.memo.get(key)
     if found is not None:
         return found
-    decision = _decide(ctx, tuple(categories), tuple(signals), fresh, inferred)
+    # The memo is keyed by the categories as sent (the C loop builds the same key): they are spelled the
+    # policy's way here, where the decision is made, so that both loops decide alike.
+    category_id = compiled.category_id
+    decision = _decide(ctx, tuple([category_id(c) for c in categories]), tuple(signals), fresh, inferred)
     if len(ctx.memo) >= _MEMO_LIMIT:
         ctx.memo.clear()
     ctx.memo[key] = decision
@@ -49,10 +52,16 @@ def _decide(
     weights = compiled.weights
     personalized = bool(signals)
     sensitive = [c for c in categories if compiled.is_sensitive(c)]
+    unknown = any(compiled.is_unknown(c) for c in categories)
+    # A label nobody has reviewed may be anything: unless the policy says to keep it, it is treated
+    # with care (shown discreetly, or hidden), and for a minor like a sensitive one.
+    unknown_rule = compiled.unknown_categories if unknown else "keep"
     reasons: set[Reason] = set()
 
-    if ctx.minor and (personalized or sensitive):
+    if ctx.minor and (personalized or sensitive or unknown_rule != "keep"):
         reasons.add(Reason.MINOR_PROTECTION)
+    if unknown_rule == "hide":
+        reasons.add(Reason.UNKNOWN_CATEGORY)
 
     muted_topic = None
     for category in categories:
@@ -88,8 +97,9 @@ def _decide(
 
     if reasons:
         ordered = tuple(sorted(reasons, key=PRECEDENCE.__getitem__))
-        return ItemDecision(Action.HIDE, ordered, score, signals, None, muted_topic)
+        return ItemDecision(Action.HIDE, ordered, score, signals, None, muted_topic, unknown)
     # Sensitive items are shown discreetly even when opted into (design §3), and
     # non-personalized ones too: a shared screen should not announce a health topic.
-    action = Action.DISCREET if sensitive or score >= compiled.discreet_at else Action.KEEP
-    return ItemDecision(action, (), score, signals, explanation(ctx, action, signals, inferred), None)
+    discreet = sensitive or score >= compiled.discreet_at or unknown_rule == "discreet"
+    action = Action.DISCREET if discreet else Action.KEEP
+    return ItemDecision(action, (), score, signals, explanation(ctx, action, signals, inferred), None, unknown)

@@ -215,6 +215,9 @@ class Policy(Model):
     categories: dict[Identifier, Category] = Field(default_factory=dict)
     invasiveness: Invasiveness = Field(default_factory=Invasiveness)
     minors: Minors = Field(default_factory=Minors)
+    # A category id the policy does not define (after NFKC, trimming and lowercasing, design §2):
+    # shown discreetly, hidden, or kept as if harmless.
+    unknown_categories: Literal["discreet", "hide", "keep"] = "discreet"
     decision_retention_days: Annotated[float, Field(gt=0, le=366)] = 7
     # How often one user may change their controls, in the `limits` notation ("30/minute").
     controls_rate_limit: str = "30/minute"

@@ -33,6 +33,7 @@ SENSITIVE = Reason.SENSITIVE_NEEDS_OPT_IN
 TCF = Reason.TCF_NO_CONSENT
 NO_CONSENT = Reason.NO_CONSENT
 INVASIVE = Reason.TOO_INVASIVE
+UNKNOWN = Reason.UNKNOWN_CATEGORY
 
 KEEP, DISCREET, HIDE = Action.KEEP, Action.DISCREET, Action.HIDE
 
@@ -198,7 +199,7 @@ def test_first_reason_decides(case: Case) -> None:
 
 
 def test_reasons_are_declared_in_precedence_order() -> None:
-    assert list(Reason) == [MINOR, GPC, STORE, OFF, MUTED, SIGNAL_OFF, SENSITIVE, TCF, NO_CONSENT, INVASIVE]
+    assert list(Reason) == [MINOR, GPC, STORE, OFF, MUTED, SIGNAL_OFF, SENSITIVE, TCF, NO_CONSENT, INVASIVE, UNKNOWN]
 
 
 # --- GPC, TC string, stored consent, purpose defaults --------------------------------------------
@@ -477,7 +478,7 @@ def test_non_personalized(case: Case) -> None:
         consented(muted={"movies": None}),
         ("moviestar",),
         ("watch_history",),
-        KEEP,
+        DISCREET,  # not muted; the policy does not define it, so it is shown discreetly
     ),
     Case(
         "mute_any_of_several_categories",
@@ -598,6 +599,76 @@ def test_muted_topic_is_the_muted_category() -> None:
 )
 def test_sensitive_categories(case: Case) -> None:
     check(case)
+
+
+# --- category spellings and unknown categories (design §2) ---------------------------------------
+
+WITH_UNKNOWN = {rule: CompiledPolicy(make_policy(unknown_categories=rule)) for rule in ("discreet", "hide", "keep")}
+
+
+@table(
+    Case("spelling_leading_blank", CONSENTED, (" Gambling",), ("watch_history",), HIDE, (SENSITIVE,)),
+    Case("spelling_uppercase", CONSENTED, ("GAMBLING",), ("watch_history",), HIDE, (SENSITIVE,)),
+    Case(
+        "spelling_fullwidth",
+        CONSENTED,
+        ("\uff47\uff41\uff4d\uff42\uff4c\uff49\uff4e\uff47",),
+        ("watch_history",),
+        HIDE,
+        (SENSITIVE,),
+    ),
+    Case("spelling_child", CONSENTED, ("Health.Pregnancy\n",), ("watch_history",), HIDE, (SENSITIVE,)),
+    Case(
+        "spelling_opt_in_applies", consented(sensitive={"gambling": True}), ("Gambling",), ("watch_history",), DISCREET
+    ),
+    Case("spelling_muted", consented(muted={"sports": None}), ("SPORTS ",), (), HIDE, (MUTED,)),
+    Case("spelling_known_child_not_unknown", CONSENTED, ("Movies.Thriller",), ("watch_history",), KEEP),
+    Case("unknown_is_discreet", CONSENTED, ("crypto_casino",), ("watch_history",), DISCREET),
+    Case("unknown_beside_known_is_discreet", CONSENTED, ("movies", "crypto_casino"), ("watch_history",), DISCREET),
+    Case("unknown_non_personalized_is_discreet", None, ("crypto_casino",), (), DISCREET),
+    Case("unknown_minor_non_personalized", None, ("crypto_casino",), (), HIDE, (MINOR,), minor=True),
+    Case("unknown_other_reasons_decide", ALL_DENIED, ("crypto_casino",), ("watch_history",), HIDE, (NO_CONSENT,)),
+    Case("unknown_lookalike_is_unknown", CONSENTED, ("g\u0430mbling",), ("watch_history",), DISCREET),
+    Case("unknown_zero_width_is_unknown", CONSENTED, ("gambling\u200b",), ("watch_history",), DISCREET),
+)
+def test_category_spellings_and_unknown_categories(case: Case) -> None:
+    check(case)
+
+
+def test_an_unknown_category_is_flagged_on_the_decision_whatever_the_action() -> None:
+    assert decide(context(), ["crypto_casino"], ["watch_history"]).unknown
+    assert decide(context(), ["movies", "Crypto"], []).unknown
+    assert not decide(context(), ["Movies.Thriller"], ["watch_history"]).unknown
+    assert not decide(context(), [], ["watch_history"]).unknown
+
+
+@pytest.mark.parametrize(
+    ("rule", "minor", "action", "reasons"),
+    [
+        ("hide", False, HIDE, (UNKNOWN,)),
+        ("hide", True, HIDE, (MINOR, UNKNOWN)),
+        ("discreet", False, DISCREET, ()),
+        ("keep", False, KEEP, ()),
+        ("keep", True, KEEP, ()),  # non-personalized and, by the policy's word, harmless
+    ],
+)
+def test_the_policy_decides_what_an_unknown_category_does(
+    rule: str, minor: bool, action: Action, reasons: tuple[Reason, ...]
+) -> None:
+    for signals in ([], ["watch_history"]):
+        ctx = context(CONSENTED, minor=minor, compiled=WITH_UNKNOWN[rule])
+        decision = decide(ctx, ["crypto_casino"], signals)
+        if minor and signals:
+            assert decision.reasons[0] is MINOR  # personal data for a minor: hidden anyway
+            continue
+        assert (decision.action, decision.reasons) == (action, reasons)
+        assert decision.unknown
+
+
+def test_unknown_category_is_the_last_reason_to_decide() -> None:
+    ctx = context(ALL_DENIED, compiled=WITH_UNKNOWN["hide"])
+    decision = decide(ctx, ["crypto_casino"], ["watch_history"])
+    assert decision.reasons == (NO_CONSENT, UNKNOWN)
 
 
 # --- invasiveness ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from guardrail.controls import UserState
 from guardrail.engine import decide
-from guardrail.items import BadBody, check_items
+from guardrail.items import BadBody, check_items, read_json, write_json
 from guardrail.routes import GuardedRoute, RouteTable
 from tests.conftest import make_policy
 from tests.engine.support import context
@@ -103,3 +103,45 @@ def test_a_bad_item_is_named(item: Any, message: str) -> None:
         check_items(context(), ROUTE, items, ("watch_history",), annotate=True)
     assert caught.value.kind == "bad_item"
     assert message in caught.value.detail
+
+
+# -- reading and writing a body exactly ---------------------------------------------------------
+
+
+def test_integers_beyond_64_bits_are_read_and_written_exactly() -> None:
+    body = b'{"items": [], "big": 123456789012345678901234567890, "small": -9223372036854775809, "f": 0.5}'
+    document, exact = read_json(body)
+    assert exact
+    assert document["big"] == 123456789012345678901234567890 and document["small"] == -(2**63) - 1
+    assert write_json(document, exact=True) == body.replace(b", ", b",").replace(b": ", b":")
+
+
+def test_a_body_without_long_digit_runs_takes_the_fast_path() -> None:
+    document, exact = read_json(b'{"n": 123456789012345678, "s": "caf\xc3\xa9"}')
+    assert not exact
+    assert document == {"n": 123456789012345678, "s": "caf\u00e9"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[NaN, 1234567890123456789012]", b'["\\ud800", 1234567890123456789012]', b"[1e400, 1234567890123456789012]"],
+)
+def test_the_exact_reader_accepts_nothing_orjson_refuses(body: bytes) -> None:
+    with pytest.raises(BadBody) as caught:
+        read_json(body)
+    assert caught.value.kind == "invalid_json"
+
+
+def test_a_body_too_deep_to_read_exactly_is_a_bad_body_not_a_crash() -> None:
+    body = b"[" * 1000 + b"1234567890123456789012" + b"]" * 1000
+    with pytest.raises(BadBody) as caught:
+        write_json(read_json(body)[0], exact=True)
+    assert caught.value.kind == "too_deep"
+
+
+def test_the_exact_writer_writes_the_explanations_as_orjson_serialized_them() -> None:
+    page = [{"id": 2**70, "categories": ["movies"], "signals": ["watch_history"]}]
+    checked = check_items(context(), ROUTE, page, ROUTE.default_signals, annotate=True)
+    written = write_json({"items": checked.kept}, exact=True)
+    assert written.startswith(b'{"items":[{"id":1180591620717411303424,')
+    assert b'"explanation":{"text":"You see this because of what you watched."' in written

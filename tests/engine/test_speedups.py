@@ -16,7 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
-from guardrail.items import ACCELERATED, BadBody, CheckedItems, check_items, check_items_python
+from guardrail.items import (
+    ACCELERATED,
+    BadBody,
+    CheckedItems,
+    check_items,
+    check_items_python,
+    has_digit_run,
+    has_digit_run_python,
+)
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
 from tests.engine.support import NOW
@@ -72,6 +80,7 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tu
         orjson.dumps(checked.kept, option=orjson.OPT_SERIALIZE_NUMPY),
         checked.hidden,
         checked.discreet,
+        checked.unknown,
     )
 
 
@@ -93,3 +102,42 @@ def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate:
     for _ in range(2):
         expected = outcome(check_items_python, python_ctx, copy.deepcopy(page), annotate)
         assert outcome(check_items, c_ctx, copy.deepcopy(page), annotate) == expected
+
+
+# Bodies where digits come in runs of every length, next to each other and at both ends.
+digit_heavy_bodies = st.lists(st.sampled_from([b"0", b"7", b"9", b",", b"-", b".", b"e", b"/", b":"]), max_size=90).map(
+    b"".join
+)
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="GUARDRAIL_PURE_PYTHON: only one version to compare")
+@examples(400)
+@given(body=st.one_of(digit_heavy_bodies, st.binary(max_size=60)), length=st.integers(1, 25))
+def test_c_and_python_find_the_same_digit_runs(body: bytes, length: int) -> None:
+    assert has_digit_run(body, length) is has_digit_run_python(body, length)
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (b'{"n":1234567890123456789}', True),
+        (b'{"n":-1234567890123456789}', True),
+        (b'{"n":123456789012345678}', False),
+        (b"1234567890123456789", True),
+        (b'{"a":123456789,"b":0123456789}', False),
+        (b"", False),
+    ],
+)
+def test_a_run_of_19_digits_is_found_wherever_it_is(body: bytes, found: bool) -> None:
+    assert has_digit_run(body, 19) is found
+    assert has_digit_run_python(body, 19) is found
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="GUARDRAIL_PURE_PYTHON: the C module is not there")
+def test_has_digit_run_refuses_what_it_cannot_read() -> None:
+    from guardrail import _speedups
+
+    with pytest.raises(ValueError, match="at least 1"):
+        _speedups.has_digit_run(b"123", 0)
+    with pytest.raises(TypeError, match="bytes and a length"):
+        _speedups.has_digit_run("123", 3)  # type: ignore[arg-type]

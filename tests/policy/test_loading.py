@@ -45,6 +45,7 @@ def test_the_base_policy_loads_and_is_frozen(tmp_path: Path) -> None:
     [
         ({"mode": "audit"}, "mode", "allowed: 'enforce' or 'shadow'"),
         ({"fail_mode": "maybe"}, "fail_mode", "allowed: 'closed' or 'open'"),
+        ({"unknown_categories": "ignore"}, "unknown_categories", "allowed: 'discreet', 'hide' or 'keep'"),
         ({"version": 2}, "version", "allowed: 1"),
         ({"surprise": 1}, "surprise", "unknown key"),
         ({"store_timeout_ms": "fast"}, "store_timeout_ms", "valid integer"),

@@ -111,7 +111,7 @@ def test_enums_follow_the_policy() -> None:
     item = schemas["DecisionItem"]["properties"]
     assert item["action"]["enum"] == ["keep", "discreet", "hide"]
     assert item["reasons"]["items"]["enum"] == [reason.value for reason in Reason]
-    assert len(item["reasons"]["items"]["enum"]) == 10
+    assert len(item["reasons"]["items"]["enum"]) == 11
 
     other = make_policy(
         locales=["en"],
