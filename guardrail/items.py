@@ -76,6 +76,10 @@ def decode_body(raw: bytes, encoding: bytes, limit: int) -> bytes:
             return b"".join(parts)
 
 
+# orjson reads up to 1,024 levels of nesting but writes only 255.
+WRITABLE_DEPTH = 255
+
+
 def read_json(body: bytes) -> tuple[Any, bool]:
     """The document, and whether it holds long digit runs (`write_json` then writes it `exact`)."""
     try:
@@ -85,9 +89,24 @@ def read_json(body: bytes) -> tuple[Any, bool]:
     if not has_digit_run(body, LONG_DIGIT_RUN):
         return document, False
     try:
-        return json.loads(body), True
+        document = json.loads(body)
     except RecursionError:
         raise BadBody("too_deep", "the body is nested too deeply to read exactly") from None
+    # What orjson cannot write is refused on this path too, whatever the stdlib's recursion allows here.
+    if _deeper_than(document, WRITABLE_DEPTH):
+        raise BadBody("too_deep", f"the body is nested too deeply to rewrite (over {WRITABLE_DEPTH} levels)")
+    return document, True
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def write_json(document: Any, *, exact: bool) -> bytes:
@@ -99,8 +118,7 @@ def write_json(document: Any, *, exact: bool) -> bytes:
     try:
         return orjson.dumps(document)
     except orjson.JSONEncodeError:
-        # orjson reads up to 1024 levels of nesting but writes only 255.
-        raise BadBody("too_deep", "the body is nested too deeply to rewrite (over 255 levels)") from None
+        raise BadBody("too_deep", f"the body is nested too deeply to rewrite (over {WRITABLE_DEPTH} levels)") from None
 
 
 def _fragment(value: Any) -> Any:
