@@ -12,6 +12,14 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """The whole lifespan protocol of an app with nothing to start or stop."""
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def item(item_id: str, categories: list[str], signals: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"id": item_id, "categories": categories, **extra}
     if signals is not None:

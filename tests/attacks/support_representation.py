@@ -29,7 +29,7 @@ from guardrail import GuardrailMiddleware
 from guardrail.sidecar import build_sidecar
 from tests.conftest import make_policy
 from tests.sidecar.servers import serving, write_policy
-from tests.upstream import DEFAULT_ITEMS
+from tests.upstream import DEFAULT_ITEMS, answer_lifespan
 
 SURFACES = ["middleware", "sidecar"]
 ETAG = '"v1-all-items"'
@@ -75,10 +75,7 @@ class NegotiatingUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         headers: dict[str, list[str]] = {}
         for name, value in scope["headers"]:

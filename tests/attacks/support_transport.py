@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 
-from guardrail.sidecar import Sidecar, build_sidecar
+from guardrail.sidecar import build_sidecar
+from tests.sidecar.conftest import Running
 from tests.sidecar.servers import serving, write_policy
 from tests.upstream import DEFAULT_ITEMS
 
@@ -30,16 +30,6 @@ def json_answer(body: bytes = ITEMS_JSON, status: bytes = b"200 OK") -> bytes:
     )
 
 
-@dataclass
-class RunningSidecar:
-    url: str
-    app: Sidecar
-    registry: CollectorRegistry
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
-
-
 @asynccontextmanager
 async def sidecar_before(
     upstream_url: str,
@@ -48,7 +38,7 @@ async def sidecar_before(
     upstream_timeout: float = 30.0,
     max_connections: int | None = None,
     **policy: Any,
-) -> AsyncIterator[RunningSidecar]:
+) -> AsyncIterator[Running]:
     """The sidecar (memory store, the tests' policy with `policy` keys replaced) in front of `upstream_url`,
     with at most `max_connections` to it if given."""
     registry = CollectorRegistry()
@@ -62,4 +52,4 @@ async def sidecar_before(
     if max_connections is not None:
         app.proxy.max_connections = max_connections
     async with serving(app) as url:
-        yield RunningSidecar(url, app, registry)
+        yield Running(url, app, registry)

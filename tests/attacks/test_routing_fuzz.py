@@ -24,6 +24,7 @@ from tests.attacks.support_paths import ITEMS_BODY, Answer, Background, WithoutS
 from tests.conftest import make_policy
 from tests.sidecar.servers import write_policy
 from tests.strategies import examples
+from tests.upstream import answer_lifespan
 
 ROUTES = [{"path": "/recommendations"}, {"path": "/list"}, {"path": "/feed/*"}]
 POLICY = make_policy(routes=ROUTES)
@@ -98,10 +99,7 @@ class StandIn:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         found = self.routes(scope)
         body = ITEMS_BODY if found else b"not found"
