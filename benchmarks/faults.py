@@ -14,7 +14,7 @@ then a good policy is sent with SIGHUP, the upstream turns slow, then down.
 Every response is checked against the ground truth of its user's state:
 - no personalized item for a user whose consent could not be verified (never asked, a minor, or the
   store down: `Guardrail-Degraded`), no shared-data item under GPC, no muted topic once a mute is
-  acknowledged (plus the 100 ms propagation of design §6);
+  acknowledged (plus the 100 ms propagation of docs/architecture.md §6);
 - no status but 200, except 502 while the upstream is down and 504 while it is slow, and requests
   cut when their worker is killed;
 - no request held longer than the store budget + the upstream's own time + 50 ms;
@@ -62,7 +62,7 @@ HOST = "127.0.0.1"
 KINDS = ("consented", "never_asked", "muted", "minor", "gpc")
 RECOVERY_LIMIT = 2.0  # seconds after a fault ends
 SLACK = 0.05  # seconds a request may be held beyond the store budget and the upstream's own time
-PROPAGATION = 0.1  # design §6: a change is visible everywhere within 100 ms
+PROPAGATION = 0.1  # docs/architecture.md §6: a change is visible everywhere within 100 ms
 UPSTREAM_TIMEOUT = 1.0  # GUARDRAIL_UPSTREAM_TIMEOUT for this run: the slow fault goes past it
 SHARED_DATA = {item_id for item_id, _, signals in PERSONAL if "third_party" in signals}
 

@@ -1,4 +1,4 @@
-"""CPU the guardrail adds per guarded response, against the bare app in the same run (design §10).
+"""CPU the guardrail adds per guarded response, against the bare app in the same run (docs/architecture.md §10).
 
     python benchmarks/overhead.py [--items 50] [--duration 10] [--repeats 3] [--connections 32]
 
@@ -283,7 +283,7 @@ def markdown(report: dict[str, Any]) -> str:
             _row(f"{arm} server CPU µs/req (/proc)", arms[arm]["server_cpu_us_per_request"], ".1f"),
         ]
     lines = [
-        "# Guardrail overhead (design §10)",
+        "# Guardrail overhead (docs/architecture.md §10)",
         "",
         f"Run {report['date']} with `{report['command']}`, on guardrail sources {report['guardrail_sources']} "
         "(sha256 of guardrail/**/*.py, first 12 hex digits).",
@@ -337,7 +337,7 @@ def markdown(report: dict[str, Any]) -> str:
         "the machine. The middleware's own timer (guardrail_overhead_seconds) is wall time and includes "
         "handing the whole response to the server, which the bare app pays too, so it reads high. "
         "Latencies are at saturation (closed-loop wrk), "
-        'not the design\'s "p99 added latency at half the bare saturation rate", which needs an '
+        'not the budget\'s "p99 added latency at half the bare saturation rate", which needs an '
         "open-loop, fixed-rate client such as wrk2.",
         "",
         "Machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()) + ".",

@@ -548,7 +548,7 @@ def report(args: argparse.Namespace, command: str, data: dict[str, Any]) -> str:
         f"| A's `patch()` round trip (Lua script) | {rtt['p50']:.3f} | {rtt['p99']:.3f} | {rtt['max']:.3f} | "
         f"{rtt['mean']:.3f} |",
         "",
-        f"Changes: {p['changes']}; over 100 ms (the design's bound): {p['over_100ms']}. B's cache was warm "
+        f"Changes: {p['changes']}; over 100 ms (the documented bound): {p['over_100ms']}. B's cache was warm "
         f"before the first change: {p['warm_at_start']}; B's cache lookups: {p['b_cache_lookups']} (one miss "
         "per change, plus the start), so between changes B served the user from its cache.",
         "",

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 from harness import spread
 from suite import ARMS, BY_NAME, SCALING_ARMS
 
-BUDGET_RATIO = 3.0  # design §10: CPU added <= 3 x an orjson loads + dumps of the body
-BUDGET_P99_MS = 1.0  # design §10: p99 added latency at half the bare app's saturation rate
+BUDGET_RATIO = 3.0  # docs/architecture.md §10: CPU added <= 3 x an orjson loads + dumps of the body
+BUDGET_P99_MS = 1.0  # docs/architecture.md §10: p99 added latency at half the bare app's saturation rate
 Samples = list[dict[str, Any]]
 
 
@@ -157,7 +157,7 @@ def _warnings(report: dict[str, Any]) -> list[str]:
 
 
 def budget_lines(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
-    """Design §10, part by part, with this run's numbers (50-item responses)."""
+    """The budget (docs/architecture.md §10), part by part, with this run's numbers (50-item responses)."""
     rows = summary["by_size"].get(50)
     if rows is None or "guardrail" not in rows:
         return ["(no 50-item run with the guardrail arm: the budget is stated for 50 items)"]
@@ -165,7 +165,7 @@ def budget_lines(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     in_process = summary["sizes"][50]["orjson_in_process_us"]
     ratio_server, ratio_process = g["x_orjson"], g["added_us"] / in_process
     lines = [
-        "| design §10 | measured | met? |",
+        "| budget (docs/architecture.md §10) | measured | met? |",
         "|---|---|---|",
         f"| CPU added per guarded 50-item response ≤ 3 x an orjson loads + dumps of the body | "
         f"{g['added_us']:.0f} µs added; orjson round trip {o['added_us']:.0f} µs in the server (the orjson arm) "
@@ -297,7 +297,7 @@ def markdown(report: dict[str, Any], summary: dict[str, Any], stem: str) -> str:
             f"(R² {of['r2']:.3f}). ![scaling]({stem}-scaling.png)",
             "",
         ]
-    lines += ["## Design §10 budget", "", *budget_lines(report, summary), ""]
+    lines += ["## Budget (docs/architecture.md §10)", "", *budget_lines(report, summary), ""]
     warnings = _warnings(report)
     if warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]

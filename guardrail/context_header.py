@@ -1,11 +1,11 @@
-"""`Guardrail-Context` (design §7): what the guardrail decided for a request, told to the upstream before it
+"""`Guardrail-Context` (docs/integrate.md): what the guardrail decided for a request, told to the upstream before it
 runs, so that a recommender that honours it can fill a page with items that will be kept.
 
 An RFC 8941 dictionary, its lists sorted so that the same decision is always the same bytes:
 `personalized=?1, signals=("location_coarse" "watch_history"), exclude=("dating" "gambling"), locale="en"`.
 - `signals`: the signals that may be used for this user now;
 - `exclude`: the categories muted or snoozed, and the sensitive ones not opted into (each covers the
-  categories under it, design §2);
+  categories under it, docs/architecture.md §2);
 - `locale`: the language the explanations are in.
 A request that is not personalized gets only `personalized=?0`: no personal data at all.
 """

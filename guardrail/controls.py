@@ -1,4 +1,4 @@
-"""A user's controls (design §6) and how a JSON merge patch (RFC 7386) changes them.
+"""A user's controls (docs/architecture.md §6) and how a JSON merge patch (RFC 7386) changes them.
 
 `UserState` is immutable: a change makes a new one, so a state handed to a request never
 changes under it, and caches can compare states by identity.

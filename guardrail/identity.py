@@ -1,4 +1,4 @@
-"""Who is asking: identity only from the policy's trusted source (design §7).
+"""Who is asking: identity only from the policy's trusted source (docs/architecture.md §7).
 
 - `header`: `identity.header` (and `identity.age_header`) count only when the TCP peer is one of
   `identity.trusted_proxies` (an IPv4-mapped IPv6 peer is its IPv4 address); from anyone else the

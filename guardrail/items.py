@@ -1,4 +1,4 @@
-"""Reading the items of an upstream body and deciding each one (design §2)."""
+"""Reading the items of an upstream body and deciding each one (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the app behind the guardrail may be told (design §7, complete mediation of request headers).
+"""What the app behind the guardrail may be told (docs/architecture.md §7, complete mediation of request headers).
 
 `HeaderScreen` makes one pass over a request's headers, first thing in the middleware, for every HTTP
 request and websocket, whatever its route; the wrapped app (in sidecar mode, the reverse proxy and so the

@@ -1,4 +1,4 @@
-"""Prometheus metrics (design §8). Labels come from bounded sets only: route templates from the
+"""Prometheus metrics (docs/architecture.md §8). Labels come from bounded sets only: route templates from the
 policy, actions and reasons from enums, never a user id, raw path or header value."""
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class GuardrailMiddleware:
         # The upstream is asked only for what can be checked: whole JSON, in a coding the guardrail reads.
         scope = upstream_scope(scope, headers)
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
-        # What was decided, told to the app before it runs (design §7).
+        # What was decided, told to the app before it runs (docs/architecture.md §7).
         context = (GUARDRAIL_CONTEXT, guard.context_header(ctx))
         if rewritten:
             scope = self._non_personalized(scope, route, guard, context)

@@ -1,4 +1,4 @@
-"""Live policy reload (design §9): on SIGHUP, or when the file changes, re-read the policy.
+"""Live policy reload (docs/architecture.md §9): on SIGHUP, or when the file changes, re-read the policy.
 
 A valid policy swaps in atomically (`GuardrailMiddleware.use_policy`: requests already running finish
 on the policy they started with); an invalid one is refused with one JSON log line naming every

@@ -1,4 +1,4 @@
-"""What a guarded route asks the upstream for, and what a guarded answer says about caching (design §4).
+"""What a guarded route asks the upstream for, and what a guarded answer says about caching (docs/architecture.md §4).
 
 The guardrail can check a whole JSON body in an encoding it decodes, so that is all a guarded route asks
 the upstream for, whatever the client asked: `Accept` names JSON only, `Accept-Encoding` only codings the

@@ -1,4 +1,4 @@
-"""Which requests are guarded, and where their items are (design §2, §5 `routes`, §7 complete mediation).
+"""Which requests are guarded, and where their items are (docs/architecture.md §2, §5 `routes`, §7 complete mediation).
 
 A request's path is matched as the most lenient server would route it, so that no spelling of a guarded
 route slips past: dot segments resolved (also spelled `%2e`, also `..;x` as servlets read it), repeated

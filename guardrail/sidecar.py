@@ -1,4 +1,4 @@
-"""`guardrail serve` (design §9): the guardrail as a sidecar proxy in front of a service in any language.
+"""`guardrail serve` (docs/architecture.md §9): the guardrail as a sidecar proxy in front of a service in any language.
 
 One process, or `--workers N` processes under uvicorn's supervisor, each serving a `Sidecar`:
 `/metrics`, and everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstream.

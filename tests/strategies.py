@@ -189,7 +189,7 @@ def request_signals(policy: Policy) -> st.SearchStrategy[RequestSignals]:
 
 
 def items(policy: Policy, *, max_size: int = 12) -> st.SearchStrategy[list[dict[str, Any]]]:
-    """Well-formed items (design §2), with ids unique in the list."""
+    """Well-formed items (docs/architecture.md §2), with ids unique in the list."""
     item = st.fixed_dictionaries(
         {"categories": st.lists(st.sampled_from(category_spellings(policy)), max_size=3)},
         optional={

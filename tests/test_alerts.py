@@ -23,7 +23,7 @@ from tests.upstream import Upstream
 ALERTS = ROOT / "config" / "alerts.yml"
 ALERT_TESTS = ROOT / "config" / "alerts.test.yml"
 DASHBOARD = ROOT / "config" / "grafana-dashboard.json"
-RUNBOOK = ROOT / "README.md"  # its "Runbook" section
+RUNBOOK = ROOT / "docs" / "operations.md"  # its "Runbook" section, one "### <alert>" heading per alert
 
 EXPECTED_ALERTS = {
     "GuardrailDegradedResponses",
@@ -127,7 +127,7 @@ def test_every_alert_is_complete() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         annotations = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= annotations.keys(), name
-        assert annotations["runbook_url"] == f"README.md#{name.lower()}", name
+        assert annotations["runbook_url"] == f"docs/operations.md#{name.lower()}", name
 
 
 def test_rules_reference_only_exported_metrics() -> None:
@@ -156,9 +156,11 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 
 
 def test_every_alert_has_a_runbook_section() -> None:
-    anchors = {slug(line[5:]) for line in RUNBOOK.read_text().splitlines() if line.startswith("#### ")}
+    runbook = RUNBOOK.read_text().split("\n## Runbook\n", 1)[1].split("\n## ", 1)[0]
+    anchors = {slug(line[4:]) for line in runbook.splitlines() if line.startswith("### ")}
     for rule in alert_rules():
-        anchor = rule["annotations"]["runbook_url"].partition("#")[2]
+        path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert (ROOT / path).resolve() == RUNBOOK.resolve(), (rule["alert"], path)
         assert anchor in anchors, (rule["alert"], anchor)
 
 

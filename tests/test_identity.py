@@ -1,4 +1,4 @@
-"""Identity only from the configured trusted source (design §7, issue 4): header from trusted
+"""Identity only from the configured trusted source (docs/architecture.md §7, issue 4): header from trusted
 proxies, verified JWTs, or Starlette's authenticated user. Everything else is anonymous."""
 
 from __future__ import annotations

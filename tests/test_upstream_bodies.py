@@ -254,7 +254,7 @@ exact_values = st.recursive(
 async def test_an_enforced_body_keeps_every_other_value_exactly(
     document: dict[str, Any], beside: Any, inside: Any
 ) -> None:
-    """Design §2: integers of any size stay integers, strings stay the same after decoding."""
+    """docs/architecture.md §2: integers of any size stay integers, strings stay the same after decoding."""
     for entry in document["items"]:
         entry["extra"] = inside
     raw = json.dumps({**document, "beside": beside}).encode()  # the stdlib writes integers of any size

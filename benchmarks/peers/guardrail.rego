@@ -1,4 +1,4 @@
-# The guardrail's item rules (design §3) as a policy-engine user would write them in Rego: the
+# The guardrail's item rules (docs/architecture.md §3) as a policy-engine user would write them in Rego: the
 # benchmark's "policy engine" arm evaluates `decisions` once per request, for the whole item list.
 #
 # Covered: consent per purpose (stored, else the purpose's default), personalization off, signals

@@ -2,7 +2,7 @@
 
 It recommends from a fixed catalog and says, per item, which personal data it relied on
 (`signals`), how fresh that activity was and whether the interest was inferred: the item
-contract of design §2. It knows nothing of consent; that is the guardrail's job.
+contract of docs/architecture.md §2. It knows nothing of consent; that is the guardrail's job.
 """
 
 from __future__ import annotations

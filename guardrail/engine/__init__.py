@@ -1,4 +1,4 @@
-"""The evaluation engine: pure, synchronous, no I/O (design §1)."""
+"""The evaluation engine: pure, synchronous, no I/O (docs/architecture.md §1)."""
 
 from guardrail.engine.compiled import CompiledPolicy
 from guardrail.engine.context import RequestSignals, UserContext

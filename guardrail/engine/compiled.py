@@ -41,7 +41,7 @@ class CompiledPolicy:
         self._unknown: dict[str, bool] = {}
 
     def category_id(self, sent: str) -> str:
-        """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (design §2),
+        """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (docs/architecture.md §2),
         so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
         found = self._ids.get(sent)
         if found is None:

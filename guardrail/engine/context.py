@@ -84,7 +84,7 @@ class UserContext:
             if store_unavailable:
                 reasons.append(Reason.STORE_UNAVAILABLE)
             elif state is None:
-                # Anonymous callers: nobody to ask, so nothing personal (design §7).
+                # Anonymous callers: nobody to ask, so nothing personal (docs/architecture.md §7).
                 reasons.append(Reason.NO_CONSENT)
             else:
                 tcf_verdict = tcf.get(name)

@@ -16,7 +16,7 @@ class Action(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why an item was hidden. Declared in order of precedence (design §3): the first reason decides."""
+    """Why an item was hidden. Declared in order of precedence (docs/architecture.md §3): the first reason decides."""
 
     MINOR_PROTECTION = "minor_protection"
     GPC_OPT_OUT = "gpc_opt_out"

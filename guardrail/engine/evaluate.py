@@ -1,4 +1,4 @@
-"""The per-item rules of design §3. Pure and synchronous: no I/O, no clock, no ASGI."""
+"""The per-item rules of docs/architecture.md §3. Pure and synchronous: no I/O, no clock, no ASGI."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _decide(
     if reasons:
         ordered = tuple(sorted(reasons, key=PRECEDENCE.__getitem__))
         return ItemDecision(Action.HIDE, ordered, score, signals, None, muted_topic, unknown)
-    # Sensitive items are shown discreetly even when opted into (design §3), and
+    # Sensitive items are shown discreetly even when opted into (docs/architecture.md §3), and
     # non-personalized ones too: a shared screen should not announce a health topic.
     discreet = sensitive or score >= compiled.discreet_at or unknown_rule == "discreet"
     action = Action.DISCREET if discreet else Action.KEEP

@@ -215,7 +215,7 @@ class Policy(Model):
     categories: dict[Identifier, Category] = Field(default_factory=dict)
     invasiveness: Invasiveness = Field(default_factory=Invasiveness)
     minors: Minors = Field(default_factory=Minors)
-    # A category id the policy does not define (after NFKC, trimming and lowercasing, design §2):
+    # A category id the policy does not define (after NFKC, trimming and lowercasing, docs/architecture.md §2):
     # shown discreetly, hidden, or kept as if harmless.
     unknown_categories: Literal["discreet", "hide", "keep"] = "discreet"
     decision_retention_days: Annotated[float, Field(gt=0, le=366)] = 7

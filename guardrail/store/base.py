@@ -1,4 +1,4 @@
-"""The store protocol (design §6): a small async interface with one module per backend."""
+"""The store protocol (docs/architecture.md §6): a small async interface with one module per backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A bounded local cache of user state, in front of a remote store (design §6).
+"""A bounded local cache of user state, in front of a remote store (docs/architecture.md §6).
 
 LRU with a maximum age. Concurrent misses for one user share one fetch. The owner drops entries
 when the invalidation channel says a user changed, and drops everything (and stops trusting the

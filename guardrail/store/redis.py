@@ -1,4 +1,4 @@
-"""The Redis backend: shared, durable user state for many replicas (design §6).
+"""The Redis backend: shared, durable user state for many replicas (docs/architecture.md §6).
 
 Keys (one user's keys share the hash tag `{u:<user>}`, so every user operation is single-slot
 and works the same on Redis Cluster):

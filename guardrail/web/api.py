@@ -1,4 +1,4 @@
-"""The JSON API under the policy's prefix (design §7): controls, decisions, health."""
+"""The JSON API under the policy's prefix (docs/architecture.md §7): controls, decisions, health."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the JSON API (design §7), built from the policy it serves.
+"""The OpenAPI 3.1 document of the JSON API (docs/architecture.md §7), built from the policy it serves.
 
 The maps in the controls are keyed by the policy's own purposes, signals and categories, so the
 document names them (`propertyNames`): a client generated from it knows what it may send, and a

@@ -1,4 +1,4 @@
-"""The HTML controls page (design §7, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/erase`.
+"""The HTML controls page (docs/api.md, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/erase`.
 
 It works without JavaScript: plain forms, native controls, server-side rendering (Jinja2, autoescaped).
 A POST applies the whole form as one validated merge patch, the same way `PATCH /v1/controls` does.

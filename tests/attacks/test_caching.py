@@ -2,7 +2,7 @@
 and `ETag`, so a shared cache served one user's checked page to another, another user's `If-None-Match` got a
 304 straight through, and a browser kept showing a topic its user had muted since.
 
-Contract (design §4): an enforced body goes out `Cache-Control: private, no-store`, without the upstream's
+Contract (docs/architecture.md §4): an enforced body goes out `Cache-Control: private, no-store`, without the upstream's
 `ETag`, `Last-Modified` and `Expires`; no precondition reaches the upstream of a guarded route. Shadow mode
 passes the upstream's bytes, and what the upstream says about them, through.
 """

@@ -1,4 +1,4 @@
-"""`Guardrail-Context` (design §7): before the upstream runs, the guardrail tells it what it decided, as an
+"""`Guardrail-Context` (docs/integrate.md): before the upstream runs, the guardrail tells it what it decided, as an
 RFC 8941 dictionary, in place of anything the client sent under that name. A client must not be able to
 hand the recommender a context of its own (say `personalized=?1` with nothing excluded), on any route."""
 

@@ -1,4 +1,4 @@
-"""Attacks on who the guardrail thinks is asking (design §7): identity, age and forwarding headers from a
+"""Attacks on who the guardrail thinks is asking (docs/architecture.md §7): identity, age and forwarding headers from a
 peer outside `trusted_proxies`, repeated or comma-joined identity headers, header names with `_`, ids that
 trim into someone else's, IPv4-mapped peers, and a JWT policy open to algorithm confusion.
 

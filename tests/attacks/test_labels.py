@@ -2,7 +2,7 @@
 was kept with a normal explanation, so an upstream (or a taxonomy drifting under it) walked sensitive items
 past the opt-in, and muted topics back onto the page, by spelling a category differently.
 
-Contract (design §2): category ids are matched after Unicode NFKC normalization, trimming and lowercasing; an
+Contract (docs/integrate.md): category ids are matched after Unicode NFKC normalization, trimming and lowercasing; an
 id still not in the policy is an unknown category, decided by `unknown_categories` (discreet, hide or keep)
 with reason `unknown_category`, and counted in `guardrail_unknown_categories_total{route}`. The re-serialized
 item keeps its categories exactly as the upstream sent them.
@@ -124,7 +124,7 @@ async def test_a_sub_category_of_a_known_one_is_not_unknown(tmp_path: Path) -> N
 
 
 async def test_a_minor_does_not_see_an_unknown_category_even_unpersonalized(tmp_path: Path) -> None:
-    # Minor rules fail closed (design §5): a label nobody reviewed may be anything.
+    # Minor rules fail closed (docs/architecture.md §5): a label nobody reviewed may be anything.
     upstream = NegotiatingUpstream(items=[item("c1", ["crypto_casino"], []), item("m1", ["movies"], [])])
     async with guarded("middleware", upstream, tmp_path) as running:
         answer = await fetch(running.client, ROUTE, {**ALICE, "x-user-age": "15"})

@@ -1,4 +1,4 @@
-"""Path spelling (design §7 "Complete mediation"): every spelling of a guarded route's path that some
+"""Path spelling (docs/architecture.md §7 "Complete mediation"): every spelling of a guarded route's path that some
 server routes to it is checked, and forwarded as the path the guardrail matched; a path whose meaning
 hangs on how a server reads an encoded `/` or `\\` is refused with 400; `..` never climbs out of the
 sidecar's upstream prefix; the guardrail's own paths keep every spelling to themselves."""

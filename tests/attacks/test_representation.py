@@ -1,7 +1,7 @@
 """The client steers the representation (issue 14): encodings the guardrail cannot read, formats that are not
 JSON, ranges, preconditions, a 204 with a JSON type, and integers beyond 64 bits.
 
-Contract (design §4): on a guarded route the upstream is asked only for what the guardrail can check (JSON, in
+Contract (docs/integrate.md): on a guarded route the upstream is asked only for what the guardrail can check (JSON, in
 an encoding it can decode, whole and unconditional); a 2xx that is not JSON, or is partial, is unchecked and
 follows the fail mode. Each attack runs against the middleware in process and the real sidecar.
 """
@@ -239,7 +239,7 @@ async def test_integers_beyond_64_bits_stay_exact(surface: str, mode: str, tmp_p
     upstream = NegotiatingUpstream(
         items=[
             item("s1", ["sports"], [], big=BIG, edges=EDGES, nested={"deep": [-BIG, {"n": 2**200}]}),
-            # An item id beyond 64 bits is still an integer id (design §2): it is checked, not refused.
+            # An item id beyond 64 bits is still an integer id (docs/architecture.md §2): it is checked, not refused.
             {"id": 2**70, "categories": ["sports"], "signals": []},
             {"id": 2**71, "categories": ["gambling"], "signals": ["watch_history"]},
             item("digits", ["sports"], [], code="123456789012345678901234567890", score=0.1234567890123456789),

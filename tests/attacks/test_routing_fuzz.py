@@ -1,4 +1,4 @@
-"""A differential fuzz of routing (design §7 "Complete mediation"): request paths spelled every which way,
+"""A differential fuzz of routing (docs/architecture.md §7 "Complete mediation"): request paths spelled every which way,
 sent to upstream stand-ins that route as real frameworks do, through the middleware and the real sidecar.
 
 The invariant: every 2xx body from a guarded handler that reaches the client was checked; the rest is a

@@ -1,4 +1,4 @@
-"""The per-item rules of design §2-§4: actions, reasons in precedence order, scores and explanations.
+"""The per-item rules of docs/architecture.md §2-§4: actions, reasons in precedence order, scores and explanations.
 
 Every table case builds a `UserContext` directly (no store, no HTTP) and checks the action and the
 whole ordered reasons tuple, so a reason that appears, disappears or changes place fails the case.
@@ -601,7 +601,7 @@ def test_sensitive_categories(case: Case) -> None:
     check(case)
 
 
-# --- category spellings and unknown categories (design §2) ---------------------------------------
+# --- category spellings and unknown categories (docs/architecture.md §2) ---------------------------------------
 
 WITH_UNKNOWN = {rule: CompiledPolicy(make_policy(unknown_categories=rule)) for rule in ("discreet", "hide", "keep")}
 

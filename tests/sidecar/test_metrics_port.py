@@ -1,4 +1,4 @@
-"""`guardrail serve --metrics-port P` (design §9): `/metrics` on a port of its own, on the same host, and
+"""`guardrail serve --metrics-port P` (docs/architecture.md §9): `/metrics` on a port of its own, on the same host, and
 then not on the public one; with one process or several workers (their counts summed)."""
 
 from __future__ import annotations

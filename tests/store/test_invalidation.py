@@ -1,4 +1,4 @@
-"""A change made through one replica is seen by every other replica within 100 ms (design §6),
+"""A change made through one replica is seen by every other replica within 100 ms (docs/architecture.md §6),
 on a single Redis and on a 3-master Redis Cluster."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ thousands of muted topics and look-alike names are refused with a clear 4xx; con
 markup are refused or stored inertly, and never come back unescaped in an explanation, the page, a
 problem detail or a log line. The per-user change limit holds throughout.
 
-Limits (README "Reliability"): a change is at most 64 KiB (413); JSON nests at most 1024 levels (400);
+Limits (docs/api.md, Abuse limits): a change is at most 64 KiB (413); JSON nests at most 1024 levels (400);
 a map of a change names at most as many keys as the policy defines for it (422), so a user mutes at most
 every category of the policy; a refused change lists at most 10 problems, each name quoted to 64 characters.
 """

@@ -1,4 +1,4 @@
-"""The controls API (design §6-§7) as an end user's app calls it."""
+"""The controls API (docs/architecture.md §6-§7) as an end user's app calls it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OpenAPI document of the JSON API (design §7): valid, complete, true to the policy and to the server."""
+"""The OpenAPI document of the JSON API (docs/api.md): valid, complete, true to the policy and to the server."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def test_lists_exactly_the_operations_the_api_serves(client: httpx.AsyncCl
     served: set[tuple[str, str]] = set()
     for route in app.guard.api.routes:  # type: ignore[attr-defined]
         if route.path.startswith("/guardrail/controls"):
-            continue  # the HTML page is not part of the JSON API the document describes (design §7)
+            continue  # the HTML page is not part of the JSON API the document describes (docs/architecture.md §7)
         probe = route.path.replace("{decision_id}", "d1")
         response = await client.request("OPTIONS", probe, headers=USER)
         assert response.status_code == 405, route.path

@@ -1,4 +1,4 @@
-"""The HTML controls page (design §7, issue 4): rendered, localized, CSRF-protected, escaped."""
+"""The HTML controls page (docs/architecture.md §7, issue 4): rendered, localized, CSRF-protected, escaped."""
 
 from __future__ import annotations
 

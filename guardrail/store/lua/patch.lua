@@ -1,4 +1,4 @@
--- Apply a validated controls patch to one user's hash, atomically (design §6).
+-- Apply a validated controls patch to one user's hash, atomically (docs/architecture.md §6).
 -- KEYS[1]  the user's controls hash
 -- ARGV[1]  expected revision ("" for no If-Match)
 -- ARGV[2]  now, seconds since the epoch
