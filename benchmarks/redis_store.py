@@ -91,10 +91,9 @@ class SignallingCache(StateCache):
 async def replica_b(url: str, user: str, changes: int) -> None:
     """Replica B: keep `user` warm; after each invalidation, load; print `revision seen_at`."""
     cache = SignallingCache()
-    store = RedisStore.from_url(url, cache=cache)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    store.bind_metrics(metrics)
+    store = RedisStore.from_url(url, cache=cache, metrics=metrics)
     await store.load(user)  # starts the listener
     await asyncio.wait_for(store.subscribed.wait(), 10)
     state = await store.load(user)  # the listener cleared the cache on subscribing: warm it again

@@ -56,6 +56,10 @@ class GuardrailMiddleware:
     `policy` is a loaded `Policy` or the path of a policy file; `store` a store URL (`memory://`,
     `redis://...`) or a store object, by default `GUARDRAIL_STORE` or `memory://`; `registry` the
     Prometheus registry for the metrics (the global one by default).
+
+    A store made from a URL here counts into this middleware's metrics. A store object keeps the
+    metrics it was made with: `create_store(url, metrics=metrics_for(registry))` counts on the same
+    registry, and without `metrics` its cache lookups and errors are not counted.
     """
 
     def __init__(
@@ -71,9 +75,11 @@ class GuardrailMiddleware:
             store = Settings().store  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
+        self.metrics = metrics_for(registry)
         self.store: Store = (
             create_store(
                 store,
+                metrics=self.metrics,
                 decisions_per_user=policy.decisions_per_user,
                 retention=timedelta(days=policy.decision_retention_days),
                 timeout=policy.store_timeout_ms / 1000,
@@ -81,8 +87,6 @@ class GuardrailMiddleware:
             if isinstance(store, str)
             else store
         )
-        self.metrics = metrics_for(registry)
-        self.store.bind_metrics(self.metrics)
         self._ids = itertools.count(1)
         # Unique across replicas and restarts without coordination; sequential within a process.
         self._id_prefix = secrets.token_hex(5)

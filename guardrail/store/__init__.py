@@ -1,18 +1,45 @@
-"""User state storage behind one small async protocol; backends are chosen by URL scheme."""
+"""User state storage behind one small async protocol; backends are chosen by URL scheme.
+
+`__all__` holds the protocol and every type its signatures name (tests/store/test_protocol.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import GuardrailError
+from guardrail.metrics import Metrics
 from guardrail.optional import require
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
 
-__all__ = ["DecisionRecord", "ItemRecord", "MemoryStore", "Store", "create_store"]
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage as RateLimitStorage
+
+__all__ = [
+    "ControlsPatch",
+    "DecisionRecord",
+    "ItemRecord",
+    "MemoryStore",
+    "Metrics",
+    "RateLimitStorage",
+    "Store",
+    "UserState",
+    "create_store",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # `limits` is imported only when asked for: it takes longer to import than the rest of guardrail.
+    if name == "RateLimitStorage":
+        from limits.aio.storage import Storage
+
+        return Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _memory(url: str, *, timeout: float, **options: Any) -> Store:
@@ -39,14 +66,16 @@ BACKENDS: dict[str, Callable[..., Store]] = {
 def create_store(
     url: str,
     *,
+    metrics: Metrics | None = None,
     decisions_per_user: int = 50,
     retention: timedelta = timedelta(days=7),
     timeout: float = 0.02,
 ) -> Store:
     """A store for a URL: `memory://`, `redis://host:port/db`, `rediss://...`, `redis+cluster://h:p,h:p`.
-    `timeout` is the budget of one store call on the request path, in seconds."""
+    `metrics` is where it counts cache lookups, store errors and dropped decision records (None: not
+    counted); `timeout` is the budget of one store call on the request path, in seconds."""
     scheme = urlsplit(url).scheme
     factory = BACKENDS.get(scheme)
     if factory is None:
         raise GuardrailError(f"unknown store URL {url!r}; use one of: {', '.join(f'{s}://' for s in BACKENDS)}")
-    return factory(url, decisions_per_user=decisions_per_user, retention=retention, timeout=timeout)
+    return factory(url, metrics=metrics, decisions_per_user=decisions_per_user, retention=retention, timeout=timeout)

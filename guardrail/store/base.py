@@ -1,15 +1,24 @@
-"""The store protocol (docs/architecture.md §6): a small async interface with one module per backend."""
+"""The store protocol (docs/architecture.md §6): a small async interface with one module per backend.
+
+Every type its signatures name is exported from `guardrail.store`. A backend is given what it counts
+into (`Metrics`) when it is made, and never reached into: what other parts share with it (the change
+rate limiter's counters) it hands out through the protocol.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.engine.decisions import ItemDecision
-from guardrail.metrics import Metrics
+
+if TYPE_CHECKING:
+    # Imported when first asked for (guardrail.store.__getattr__): `limits` takes longer to import
+    # than the rest of `import guardrail`, and only the controls API needs it.
+    from limits.aio.storage import Storage as RateLimitStorage
 
 # (item id, action, reason codes, signals relied on): plain tuples, cheap to build per item.
 ItemRecord = tuple[str, str, tuple[str, ...], tuple[str, ...]]
@@ -61,8 +70,9 @@ class Store(Protocol):
     def last_known(self, user: str) -> UserState | None:
         """The last state seen for the user, however old, without I/O: for `fail_mode: open`."""
 
-    def bind_metrics(self, metrics: Metrics) -> None:
-        """Where to count cache lookups, store errors and dropped decision records."""
+    def rate_limit_storage(self) -> RateLimitStorage | None:
+        """Where the change rate limiter counts, shared by every replica on this store; None: in this
+        process. The same object on every call."""
 
     async def check(self) -> None:
         """Raise StoreError unless the store answers."""

@@ -6,12 +6,16 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import StaleRevision
 from guardrail.metrics import Metrics
 from guardrail.store.base import DecisionRecord
 from guardrail.store.codec import decode_record, encode_record
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
 
 # A kept record: (created_at, id, the record as bytes). Bytes and a tuple of atomic values are
 # invisible to Python's cycle collector; 50 records for each of 1,000 users kept as objects made
@@ -26,7 +30,10 @@ class MemoryStore:
         decisions_per_user: int = 50,
         retention: timedelta = timedelta(days=7),
         max_users_with_decisions: int = 100_000,
+        metrics: Metrics | None = None,
     ) -> None:
+        # Taken like every backend's, but nothing is counted: memory neither fails nor drops.
+        self.metrics = metrics
         self._states: dict[str, UserState] = {}
         self._decisions: OrderedDict[str, deque[_Kept]] = OrderedDict()
         # When each user last erased their data, oldest first: a record made before that and handed
@@ -87,8 +94,8 @@ class MemoryStore:
     def last_known(self, user: str) -> UserState | None:
         return self._states.get(user)
 
-    def bind_metrics(self, metrics: Metrics) -> None:
-        return None  # nothing to count: memory neither fails nor drops
+    def rate_limit_storage(self) -> Storage | None:
+        return None  # one process: the rate limiter counts in memory too
 
     async def check(self) -> None:
         return None

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import __version__ as redis_version
@@ -40,6 +40,9 @@ from guardrail.metrics import Metrics
 from guardrail.store.breaker import CircuitBreaker
 from guardrail.store.cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, StateCache
 from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
 
 logger = logging.getLogger("guardrail.store")
 
@@ -146,6 +149,8 @@ class RedisStore:
         retention: timedelta = timedelta(days=7),
         cache: StateCache | None = None,
         breaker: CircuitBreaker | None = None,
+        metrics: Metrics | None = None,
+        url: str | None = None,
     ) -> None:
         self.client = client
         self.timeout = timeout
@@ -153,8 +158,11 @@ class RedisStore:
         self.retention = retention
         self.cache = cache if cache is not None else StateCache()
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self.metrics: Metrics | None = None
-        self.url: str | None = None  # set by from_url; other parts (the change rate limiter) share the server
+        self.metrics = metrics
+        # The server's URL (without the cache options): a client given without it is asked for no
+        # more than the store's own calls, and the change rate limiter then counts in process.
+        self.url = url
+        self._rate_limit_storage: Storage | None = None
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
         self._record = client.register_script(_LUA.joinpath("record.lua").read_text())
@@ -172,12 +180,25 @@ class RedisStore:
         `?cache_entries=100000&cache_seconds=60` (the defaults)."""
         url, cache = cache_from_url(url)
         kwargs.setdefault("cache", cache)  # a cache object given in code wins
-        store = cls(client_from_url(url, kwargs.get("timeout", 0.02)), **kwargs)
-        store.url = url
-        return store
+        return cls(client_from_url(url, kwargs.get("timeout", 0.02)), url=url, **kwargs)
 
-    def bind_metrics(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    def rate_limit_storage(self) -> Storage | None:
+        if self.url is None:
+            return None
+        if self._rate_limit_storage is None:
+            from limits.aio.storage import Storage
+            from limits.storage import storage_from_string
+
+            options: dict[str, Any] = {"implementation": "redispy"}
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                # The store's own connections: closed with the store, and within its pool size. A
+                # cluster client has no single pool: there `limits` opens connections of its own.
+                options["connection_pool"] = pool
+            storage = storage_from_string(f"async+{self.url}", **options)
+            assert isinstance(storage, Storage)  # "async+" URLs give the asyncio storages
+            self._rate_limit_storage = storage
+        return self._rate_limit_storage
 
     # -- reads ---------------------------------------------------------------------------------
 

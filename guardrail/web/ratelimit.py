@@ -1,5 +1,6 @@
-"""Changes to controls are rate-limited per user (issue 4), with the `limits` library, on the
-configured store: in memory for `memory://`, in Redis (shared by every replica) for Redis."""
+"""Changes to controls are rate-limited per user (issue 4), with the `limits` library, where the
+store says (`Store.rate_limit_storage`): in memory for `memory://`, in Redis (shared by every
+replica) for Redis."""
 
 from __future__ import annotations
 
@@ -8,32 +9,22 @@ import hashlib
 import logging
 import math
 import time
-from typing import Any
 
 from limits import parse
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+
+from guardrail.store import Store
 
 logger = logging.getLogger("guardrail")
 LIMITER_BUDGET = 0.25  # seconds; past it the change goes on (and meets the store's own budget)
 
 
 class ChangeLimiter:
-    def __init__(self, limit: str, store: object = None) -> None:
+    def __init__(self, limit: str, store: Store | None = None) -> None:
         self.item = parse(limit)
-        storage: Storage = MemoryStorage()
-        url = getattr(store, "url", None)
-        if isinstance(url, str) and url.startswith(("redis", "rediss")):
-            options: dict[str, Any] = {"implementation": "redispy"}
-            pool = getattr(getattr(store, "client", None), "connection_pool", None)
-            if pool is not None:
-                # The store's own connections: closed with the store, and within its pool size.
-                options["connection_pool"] = pool
-            shared = storage_from_string(f"async+{url}", **options)
-            assert isinstance(shared, Storage)  # "async+" URLs give the asyncio storages
-            storage = shared
-        self.limiter = MovingWindowRateLimiter(storage)
+        shared = store.rate_limit_storage() if store is not None else None
+        self.limiter = MovingWindowRateLimiter(shared if shared is not None else MemoryStorage())
 
     async def retry_after(self, user: str) -> int | None:
         """None if the user may make a change now; else how many seconds until they may."""

@@ -35,15 +35,21 @@ RECOVERY = 2.0  # seconds for calls to work again once the server answers
 T = TypeVar("T")
 
 
-def redis_store(server: RedisServer, timeout: float = BUDGET) -> RedisStore:
-    store = create_store(server.url, timeout=timeout)
+def redis_store(server: RedisServer, timeout: float = BUDGET, metrics: Metrics | None = None) -> RedisStore:
+    store = create_store(server.url, timeout=timeout, metrics=metrics)
     assert isinstance(store, RedisStore)
     return store
 
 
 @pytest.fixture
-async def store(fresh_redis: RedisServer) -> AsyncIterator[RedisStore]:
-    backend = redis_store(fresh_redis)
+def registry() -> CollectorRegistry:
+    """Where the `store` fixture counts."""
+    return CollectorRegistry()
+
+
+@pytest.fixture
+async def store(fresh_redis: RedisServer, registry: CollectorRegistry) -> AsyncIterator[RedisStore]:
+    backend = redis_store(fresh_redis, metrics=Metrics(registry))
     try:
         yield backend
     finally:
@@ -176,10 +182,10 @@ async def test_an_injected_cache_is_used(fresh_redis: RedisServer) -> None:
         await store.aclose()
 
 
-async def test_a_warm_cache_answers_without_redis(fresh_redis: RedisServer, store: RedisStore) -> None:
+async def test_a_warm_cache_answers_without_redis(
+    fresh_redis: RedisServer, store: RedisStore, registry: CollectorRegistry
+) -> None:
     user = user_id()
-    registry = CollectorRegistry()
-    store.bind_metrics(Metrics(registry))
     written = await change(store, user, {"consent": {"personalization": "granted"}, "sensitive": {"health": True}})
     await store.load(user)  # starts following the invalidation channel
     await asyncio.wait_for(store.subscribed.wait(), 2.0)
@@ -197,12 +203,10 @@ async def test_a_warm_cache_answers_without_redis(fresh_redis: RedisServer, stor
     assert registry.get_sample_value("guardrail_store_errors_total", {"op": "load"}) is None
 
 
-async def test_concurrent_misses_coalesce_into_one_fetch(store: RedisStore) -> None:
+async def test_concurrent_misses_coalesce_into_one_fetch(store: RedisStore, registry: CollectorRegistry) -> None:
     user = user_id()
     await change(store, user, {"personalization": False})
     await store.check()  # a connection is open: the burst measures coalescing, not connecting
-    registry = CollectorRegistry()
-    store.bind_metrics(Metrics(registry))
     store.cache.clear()
 
     states = await asyncio.gather(*(store.load(user) for _ in range(20)))
@@ -214,12 +218,10 @@ async def test_concurrent_misses_coalesce_into_one_fetch(store: RedisStore) -> N
 
 
 async def test_concurrent_misses_against_a_hung_server_share_one_failure(
-    fresh_redis: RedisServer, store: RedisStore
+    fresh_redis: RedisServer, store: RedisStore, registry: CollectorRegistry
 ) -> None:
     user = user_id()
     await store.check()
-    registry = CollectorRegistry()
-    store.bind_metrics(Metrics(registry))
     fresh_redis.pause()
     results = await asyncio.gather(*(store.load(user) for _ in range(20)), return_exceptions=True)
     assert all(isinstance(r, StoreError) for r in results)
@@ -310,9 +312,9 @@ def make_record(user: str) -> DecisionRecord:
     )
 
 
-async def test_decision_records_while_down_are_counted_as_dropped(fresh_redis: RedisServer, store: RedisStore) -> None:
-    registry = CollectorRegistry()
-    store.bind_metrics(Metrics(registry))
+async def test_decision_records_while_down_are_counted_as_dropped(
+    fresh_redis: RedisServer, store: RedisStore, registry: CollectorRegistry
+) -> None:
     user = user_id()
     await store.check()
     fresh_redis.kill()
