@@ -37,6 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import GuardrailError, StaleRevision, StoreError
 from guardrail.metrics import Metrics
+from guardrail.store.base import DecisionRecord
 from guardrail.store.breaker import CircuitBreaker
 from guardrail.store.cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, StateCache
 from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
@@ -166,7 +167,7 @@ class RedisStore:
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
         self._record = client.register_script(_LUA.joinpath("record.lua").read_text())
-        self._queue: deque[Any] = deque()
+        self._queue: deque[DecisionRecord] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
         self._closed = False
@@ -306,20 +307,20 @@ class RedisStore:
 
     # -- decision records ----------------------------------------------------------------------
 
-    def record(self, record: Any) -> None:
+    def record(self, record: DecisionRecord) -> None:
         if len(self._queue) >= MAX_QUEUED_RECORDS:
             self._count_dropped(1)
             return
         self._queue.append(record)
         self._start_background()
 
-    async def decisions(self, user: str, *, limit: int = 50) -> Sequence[Any]:
+    async def decisions(self, user: str, *, limit: int = 50) -> Sequence[DecisionRecord]:
         raw = await self._call("decisions", self.client.lrange(records_key(user), 0, limit - 1), budget=1.0)
         oldest = time.time() - self.retention.total_seconds()
         records = [decode_record(user, item) for item in raw]
         return [r for r in records if r.created_at >= oldest]
 
-    async def decision(self, user: str, decision_id: str) -> Any:
+    async def decision(self, user: str, decision_id: str) -> DecisionRecord | None:
         for record in await self.decisions(user, limit=self.decisions_per_user):
             if record.id == decision_id:
                 return record
