@@ -2,10 +2,10 @@
 HTTP client costs the sidecar per request. `benchmarks/sidecar.py` times them in process (CPU
 seconds), `benchmarks/instructions.py clients` counts their instructions.
 
-- `httpx.AsyncClient`: httpx over httpcore, the sidecar's client before `guardrail.http1`;
+- `httpx.AsyncClient`: httpx over httpcore, the sidecar's client before `guardrail.sidecar.http1`;
 - `httpx.AsyncClient over ConnectionPool`: the same client with the sidecar's pool as its transport,
   which shows what httpx's own layer costs (the reason the sidecar uses the pool directly);
-- `ConnectionPool`: `guardrail.http1`, as the sidecar uses it;
+- `ConnectionPool`: `guardrail.sidecar.http1`, as the sidecar uses it;
 - `asyncio streams`: a yardstick, the least an asyncio client can do (no parsing beyond the length).
 """
 
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from guardrail.http1 import ConnectionPool, Response
+from guardrail.sidecar.http1 import ConnectionPool, Response
 
 CLIENTS = ("httpx.AsyncClient", "httpx.AsyncClient over ConnectionPool", "ConnectionPool", "asyncio streams")
 PATH = b"/recommendations"
@@ -72,7 +72,7 @@ async def fetcher(client: str, port: int) -> AsyncIterator[Fetch]:
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
-    """`guardrail.http1.ConnectionPool` as an httpx transport, for `httpx.AsyncClient(transport=...)`."""
+    """`guardrail.sidecar.http1.ConnectionPool` as an httpx transport, for `httpx.AsyncClient(transport=...)`."""
 
     def __init__(self, port: int) -> None:
         self.pool = ConnectionPool("127.0.0.1", port, timeout=TIMEOUT)

@@ -51,8 +51,8 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from fault_upstream import PERSONAL  # noqa: E402
 
-from guardrail.http1 import ConnectionPool  # noqa: E402
 from guardrail.policy.loading import load_policy  # noqa: E402
+from guardrail.sidecar.http1 import ConnectionPool  # noqa: E402
 from tests.store.redis_servers import RedisServer, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -204,7 +204,7 @@ class Answer:
 
 
 class Client:
-    """The load's HTTP client: the sidecar's own keep-alive pool (`guardrail.http1`). With httpx the
+    """The load's HTTP client: the sidecar's own keep-alive pool (`guardrail.sidecar.http1`). With httpx the
     client itself fell seconds behind once a few hundred requests were in flight (its pool scans every
     connection on each request), and its queueing showed as time the sidecar held requests."""
 

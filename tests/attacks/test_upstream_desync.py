@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guardrail.http1 import ConnectionPool
+from guardrail.sidecar.http1 import ConnectionPool
 from tests.attacks.support_transport import ALICE, HIDDEN_FOR_ALICE, ITEMS_JSON, json_answer, sidecar_before
 from tests.sidecar.servers import HOST, Scripted, scripted
 

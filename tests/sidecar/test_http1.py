@@ -1,4 +1,4 @@
-"""The sidecar's HTTP/1.1 client (`guardrail.http1.ConnectionPool`) against real servers on real
+"""The sidecar's HTTP/1.1 client (`guardrail.sidecar.http1.ConnectionPool`) against real servers on real
 sockets: body framings, keep-alive reuse and when a connection is not reused, retries, errors, limits."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from guardrail.http1 import ConnectionPool
+from guardrail.sidecar.http1 import ConnectionPool
 from tests.sidecar.servers import HOST, RecordingUpstream, Scripted, answer_each, free_port, scripted
 
 TIMEOUT = httpx.Timeout(5.0)

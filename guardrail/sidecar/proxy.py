@@ -1,5 +1,5 @@
 """`ReverseProxy`: the ASGI app behind the guardrail in `guardrail serve`, forwarding every request
-to the upstream service over one pool of keep-alive connections (`guardrail.http1.ConnectionPool`).
+to the upstream service over one pool of keep-alive connections (`guardrail.sidecar.http1.ConnectionPool`).
 
 - Bodies stream both ways as they come (the guardrail buffers guarded routes itself), and byte for
   byte: a compressed body stays compressed, with its `Content-Encoding`. A request body up to
@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from guardrail.http1 import ConnectionPool, Headers, Response
 from guardrail.metrics import Metrics
 from guardrail.responder import UPSTREAM_ERROR
 from guardrail.routes import PathError, forwardable
+from guardrail.sidecar.http1 import ConnectionPool, Headers, Response
 from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
