@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from guardrail.sidecar.http1 import ConnectionPool, Response
+from guardrail.sidecar.http1 import ConnectionPool, Response, Timeout
 
 CLIENTS = ("httpx.AsyncClient", "httpx.AsyncClient over ConnectionPool", "ConnectionPool", "asyncio streams")
 PATH = b"/recommendations"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+POOL_TIMEOUT = Timeout(30.0, connect=5.0)  # the same, as the sidecar's pool takes it
 
 Fetch = Callable[[], Awaitable[None]]
 
@@ -31,7 +32,7 @@ async def fetcher(client: str, port: int) -> AsyncIterator[Fetch]:
     """`await fetch()` gets one whole answer from the upstream on 127.0.0.1:`port` with `client`."""
     url = httpx.URL(f"http://127.0.0.1:{port}").copy_with(raw_path=PATH)
     if client == "ConnectionPool":
-        async with ConnectionPool("127.0.0.1", port, timeout=TIMEOUT) as pool:
+        async with ConnectionPool("127.0.0.1", port, timeout=POOL_TIMEOUT) as pool:
             headers = [(b"host", url.netloc)]
 
             async def with_pool() -> None:
@@ -75,7 +76,7 @@ class PoolTransport(httpx.AsyncBaseTransport):
     """`guardrail.sidecar.http1.ConnectionPool` as an httpx transport, for `httpx.AsyncClient(transport=...)`."""
 
     def __init__(self, port: int) -> None:
-        self.pool = ConnectionPool("127.0.0.1", port, timeout=TIMEOUT)
+        self.pool = ConnectionPool("127.0.0.1", port, timeout=POOL_TIMEOUT)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
