@@ -97,8 +97,8 @@ class Sidecar:
             self.reloader.reload()
         if self.freeze_heap:
             # Modules, the policy and the app live as long as the process. Frozen, a full collection
-            # no longer walks them: 26 ms → 3 ms in benchmarks/ (in process, 1,000 users served), a pause
-            # every request waiting behind it would otherwise add to p99. Frozen objects are still freed
+            # no longer walks them, which shortens the pause every request waiting behind it would add to
+            # p99 (docs/integrate.md gives the figures). Frozen objects are still freed
             # when their last reference goes; only cyclic garbage among them (an old policy's, after a
             # reload) stays, once per reload.
             gc.collect()
