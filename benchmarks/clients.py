@@ -2,10 +2,10 @@
 HTTP client costs the sidecar per request. `benchmarks/sidecar.py` times them in process (CPU
 seconds), `benchmarks/instructions.py clients` counts their instructions.
 
-- `httpx.AsyncClient`: httpx over httpcore, the sidecar's client before `guardrail.http1`;
+- `httpx.AsyncClient`: httpx over httpcore, the sidecar's client before `guardrail.sidecar.http1`;
 - `httpx.AsyncClient over ConnectionPool`: the same client with the sidecar's pool as its transport,
   which shows what httpx's own layer costs (the reason the sidecar uses the pool directly);
-- `ConnectionPool`: `guardrail.http1`, as the sidecar uses it;
+- `ConnectionPool`: `guardrail.sidecar.http1`, as the sidecar uses it;
 - `asyncio streams`: a yardstick, the least an asyncio client can do (no parsing beyond the length).
 """
 
@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from guardrail.http1 import ConnectionPool, Response
+from guardrail.sidecar.http1 import ConnectionPool, Response, Timeout
 
 CLIENTS = ("httpx.AsyncClient", "httpx.AsyncClient over ConnectionPool", "ConnectionPool", "asyncio streams")
 PATH = b"/recommendations"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+POOL_TIMEOUT = Timeout(30.0, connect=5.0)  # the same, as the sidecar's pool takes it
 
 Fetch = Callable[[], Awaitable[None]]
 
@@ -31,7 +32,7 @@ async def fetcher(client: str, port: int) -> AsyncIterator[Fetch]:
     """`await fetch()` gets one whole answer from the upstream on 127.0.0.1:`port` with `client`."""
     url = httpx.URL(f"http://127.0.0.1:{port}").copy_with(raw_path=PATH)
     if client == "ConnectionPool":
-        async with ConnectionPool("127.0.0.1", port, timeout=TIMEOUT) as pool:
+        async with ConnectionPool("127.0.0.1", port, timeout=POOL_TIMEOUT) as pool:
             headers = [(b"host", url.netloc)]
 
             async def with_pool() -> None:
@@ -72,10 +73,10 @@ async def fetcher(client: str, port: int) -> AsyncIterator[Fetch]:
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
-    """`guardrail.http1.ConnectionPool` as an httpx transport, for `httpx.AsyncClient(transport=...)`."""
+    """`guardrail.sidecar.http1.ConnectionPool` as an httpx transport, for `httpx.AsyncClient(transport=...)`."""
 
     def __init__(self, port: int) -> None:
-        self.pool = ConnectionPool("127.0.0.1", port, timeout=TIMEOUT)
+        self.pool = ConnectionPool("127.0.0.1", port, timeout=POOL_TIMEOUT)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)

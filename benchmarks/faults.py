@@ -51,8 +51,9 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 from fault_upstream import PERSONAL  # noqa: E402
 
-from guardrail.http1 import ConnectionPool  # noqa: E402
 from guardrail.policy.loading import load_policy  # noqa: E402
+from guardrail.sidecar.errors import UpstreamError  # noqa: E402
+from guardrail.sidecar.http1 import ConnectionPool, Timeout  # noqa: E402
 from tests.store.redis_servers import RedisServer, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -204,7 +205,7 @@ class Answer:
 
 
 class Client:
-    """The load's HTTP client: the sidecar's own keep-alive pool (`guardrail.http1`). With httpx the
+    """The load's HTTP client: the sidecar's own keep-alive pool (`guardrail.sidecar.http1`). With httpx the
     client itself fell seconds behind once a few hundred requests were in flight (its pool scans every
     connection on each request), and its queueing showed as time the sidecar held requests."""
 
@@ -215,7 +216,7 @@ class Client:
         self.base = base
         self.host = parts.netloc.encode()
         self.pool = ConnectionPool(
-            parts.hostname, parts.port, timeout=httpx.Timeout(10.0), max_connections=1024, max_idle=1024
+            parts.hostname, parts.port, timeout=Timeout(10.0), max_connections=1024, max_idle=1024
         )
 
     async def _send(self, method: bytes, url: str, headers: dict[str, str], body: bytes | None) -> Answer:
@@ -320,7 +321,7 @@ class Run:
         async def one(index: int) -> None:
             async with gate:
                 user, kind = f"u{index}", user_kind(index)
-                with contextlib.suppress(httpx.TransportError):
+                with contextlib.suppress(UpstreamError):
                     await self.client.get(f"{self.sidecar}/recommendations", headers=headers_for(user, kind))
 
         # Twice over: each pass reaches a user through either worker, so most users are known to both.
@@ -332,7 +333,7 @@ class Run:
         started = self.now()
         try:
             response = await self.client.get(f"{self.sidecar}/recommendations", headers=headers_for(user, kind))
-        except httpx.TransportError:
+        except UpstreamError:
             self.results.append(Result(user, kind, started, self.now() - started, None))
             return
         result = Result(
@@ -374,7 +375,7 @@ class Run:
                     content=orjson.dumps(GRANT | MUTE),
                     headers={"x-user-id": user, "content-type": "application/merge-patch+json"},
                 )
-            except httpx.TransportError:
+            except UpstreamError:
                 self.cut_changes.append(self.now())  # outcome unknown to the client, as with any cut
             else:
                 if 200 <= response.status_code < 300:
@@ -393,7 +394,7 @@ class Run:
         for _ in range(3):
             await asyncio.sleep(0.3)
             started = self.now()
-            with contextlib.suppress(httpx.TransportError):
+            with contextlib.suppress(UpstreamError):
                 response = await self.client.get(f"{self.sidecar}/recommendations", headers={"x-user-id": user})
                 result = Result(user, "writer", started, self.now() - started, response.status_code)
                 result.degraded = response.headers.get("guardrail-degraded") == "1"

@@ -232,7 +232,7 @@ def markdown(report: dict[str, Any]) -> str:
             "the request only goes through the proxy; `guarded`: the demo policy, 50 items checked "
             "and annotated. Client CPU: one request at a time to the upstream from this process on core "
             f"{SERVER_CORE}, with each client of benchmarks/clients.py: `ConnectionPool` is the sidecar's "
-            "(`guardrail.http1`), `httpx.AsyncClient` the one it had before, the same over `ConnectionPool` "
+            "(`guardrail.sidecar.http1`), `httpx.AsyncClient` the one it had before, the same over `ConnectionPool` "
             "what httpx's own layer costs, asyncio streams the least an asyncio client can do.",
             "",
             "| | median | min to max |",

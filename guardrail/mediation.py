@@ -8,7 +8,7 @@ upstream) sees only what is left:
 - the identity and age headers, and forwarding headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and
   their kin, and the path and method overrides of `X-Original-URL` and the like), are dropped unless the
   peer is one of `identity.trusted_proxies`: only a trusted proxy may say who the client is, where it
-  came from, or what it asked for. The sidecar then says itself what it saw (`guardrail.proxy`);
+  came from, or what it asked for. The sidecar then says itself what it saw (`guardrail.sidecar.proxy`);
 - a client's `Guardrail-Context` is dropped: that header is the guardrail's word, set on guarded routes;
 - an identity header sent more than once, or an identity or age header with a comma (two claims folded
   into one), is dropped, every copy: the guardrail takes the caller as anonymous, and the app must not

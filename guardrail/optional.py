@@ -13,7 +13,7 @@ DISTRIBUTION = "personalization-guardrail"
 # The modules each extra brings, as imported (not as distributions).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
-    "sidecar": ("uvicorn", "httptools", "httpx"),
+    "sidecar": ("uvicorn", "httptools", "certifi"),
     "jwt": ("jwt", "cryptography"),
 }
 

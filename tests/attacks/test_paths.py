@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from guardrail import GuardrailMiddleware, PolicyError
 from guardrail.policy.models import Policy
-from guardrail.proxy import ReverseProxy
+from guardrail.sidecar.proxy import ReverseProxy
 from tests.attacks.support_paths import ROUTES, Answer, asgi_get, items_upstream, raw_get, sidecar, targets
 from tests.conftest import BASE_POLICY, make_policy
 from tests.sidecar.servers import serving

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from guardrail.proxy import BUFFERED_BODY
+from guardrail.sidecar.proxy import BUFFERED_BODY
 from tests.attacks.support_transport import sidecar_before
 from tests.sidecar.servers import DEADLINE, HOST, RecordingUpstream, Scripted, scripted
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guardrail.http1 import ConnectionPool
+from guardrail.sidecar.http1 import ConnectionPool, Timeout
 from tests.attacks.support_transport import ALICE, HIDDEN_FOR_ALICE, ITEMS_JSON, json_answer, sidecar_before
 from tests.sidecar.servers import HOST, Scripted, scripted
 
-TIMEOUT = httpx.Timeout(5.0)
+TIMEOUT = Timeout(5.0)
 
 AFTER_A_COMPLETE_ANSWER = {
     "a second status line": b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",

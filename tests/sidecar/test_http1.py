@@ -1,4 +1,4 @@
-"""The sidecar's HTTP/1.1 client (`guardrail.http1.ConnectionPool`) against real servers on real
+"""The sidecar's HTTP/1.1 client (`guardrail.sidecar.http1.ConnectionPool`) against real servers on real
 sockets: body framings, keep-alive reuse and when a connection is not reused, retries, errors, limits."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 from cryptography import x509
@@ -20,15 +19,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from guardrail.http1 import ConnectionPool
+from guardrail.sidecar.errors import ConnectError, LocalProtocolError, PoolTimeout, ReadTimeout, RemoteProtocolError
+from guardrail.sidecar.http1 import ConnectionPool, Timeout
 from tests.sidecar.servers import HOST, RecordingUpstream, Scripted, answer_each, free_port, scripted
 
-TIMEOUT = httpx.Timeout(5.0)
-POOL_TIMEOUT = httpx.Timeout(5.0, pool=0.2)
+TIMEOUT = Timeout(5.0)
+POOL_TIMEOUT = Timeout(5.0, pool=0.2)
 
 
 def pool_for(
-    server: Scripted | RecordingUpstream, timeout: httpx.Timeout = TIMEOUT, max_connections: int = 100
+    server: Scripted | RecordingUpstream, timeout: Timeout = TIMEOUT, max_connections: int = 100
 ) -> ConnectionPool:
     return ConnectionPool(HOST, server.port, timeout=timeout, max_connections=max_connections)
 
@@ -191,7 +191,7 @@ async def test_an_idempotent_request_on_a_connection_closed_under_it_is_sent_aga
 async def test_a_request_with_a_body_is_not_sent_twice() -> None:
     async with scripted(hang_up_on_the_second) as server, pool_for(server) as pool:
         assert await fetch(pool) == b"hello"
-        with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
+        with pytest.raises(RemoteProtocolError, match="without answering"):
             await fetch(pool, b"PUT", body=b"the upstream may have acted on this")
     assert server.connections == 1
 
@@ -206,7 +206,7 @@ async def test_an_answer_that_began_is_not_asked_for_again() -> None:
 
     async with scripted(break_off) as server, pool_for(server) as pool:
         assert await fetch(pool) == b"hello"
-        with pytest.raises(httpx.RemoteProtocolError, match="before the end of its answer"):
+        with pytest.raises(RemoteProtocolError, match="before the end of its answer"):
             await fetch(pool)
     assert server.connections == 1
 
@@ -228,14 +228,14 @@ async def test_a_malformed_answer_is_a_protocol_error(answer: bytes) -> None:
         await reader.read()  # and wait for the client to hang up
 
     async with scripted(malformed) as server, pool_for(server) as pool:
-        with pytest.raises(httpx.RemoteProtocolError, match=r"not valid HTTP/1\.1"):
+        with pytest.raises(RemoteProtocolError, match=r"not valid HTTP/1\.1"):
             await fetch(pool)
     assert server.connections == 1
 
 
 async def test_a_header_value_with_a_line_break_is_refused_before_sending() -> None:
     async with scripted(answer_each) as server, pool_for(server) as pool:
-        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+        with pytest.raises(LocalProtocolError, match="line break"):
             await pool.request(b"GET", b"/", [(b"host", b"upstream\r\nx-injected: 1")])
     assert server.connections == 0
 
@@ -248,26 +248,26 @@ async def test_an_upstream_too_slow_to_answer_or_between_pieces_times_out() -> N
             await writer.drain()
         await reader.read()
 
-    async with scripted(slow) as server, pool_for(server, httpx.Timeout(0.2)) as pool:
-        with pytest.raises(httpx.ReadTimeout):
+    async with scripted(slow) as server, pool_for(server, Timeout(0.2)) as pool:
+        with pytest.raises(ReadTimeout):
             await pool.request(b"GET", b"/", [(b"host", b"upstream")])
         response = await pool.request(b"GET", b"/pieces", [(b"host", b"upstream")])
         assert await response.read() == b"first"
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(ReadTimeout):
             await response.read()
         await response.aclose()
 
 
 async def test_an_upstream_that_refuses_connections_is_a_connect_error() -> None:
     async with ConnectionPool(HOST, free_port(), timeout=TIMEOUT) as pool:
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(ConnectError):
             await pool.request(b"GET", b"/", [(b"host", b"upstream")])
 
 
 async def test_requests_beyond_the_connection_limit_wait_for_a_free_one_and_not_forever() -> None:
     async with scripted(answer_each) as server, pool_for(server, POOL_TIMEOUT, max_connections=1) as pool:
         first = await pool.request(b"GET", b"/", [(b"host", b"upstream")])
-        with pytest.raises(httpx.PoolTimeout):
+        with pytest.raises(PoolTimeout):
             await pool.request(b"GET", b"/", [(b"host", b"upstream")])
         waiting = asyncio.create_task(fetch(pool))
         await asyncio.sleep(0.05)
@@ -326,6 +326,6 @@ async def test_an_upstream_behind_tls_is_spoken_to_over_tls(tmp_path: Path) -> N
         scripted(answer_each, tls=server_side) as server,
         ConnectionPool(HOST, server.port, timeout=TIMEOUT, tls=ssl.create_default_context()) as pool,
     ):
-        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await fetch(pool)
     assert server.heads == []

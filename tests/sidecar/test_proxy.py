@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from guardrail.proxy import BUFFERED_BODY
+from guardrail.sidecar.proxy import BUFFERED_BODY
 from tests.sidecar.conftest import StartSidecar
 from tests.sidecar.servers import (
     DEADLINE,

@@ -1,5 +1,5 @@
 """`ReverseProxy`: the ASGI app behind the guardrail in `guardrail serve`, forwarding every request
-to the upstream service over one pool of keep-alive connections (`guardrail.http1.ConnectionPool`).
+to the upstream service over one pool of keep-alive connections (`guardrail.sidecar.http1.ConnectionPool`).
 
 - Bodies stream both ways as they come (the guardrail buffers guarded routes itself), and byte for
   byte: a compressed body stays compressed, with its `Content-Encoding`. A request body up to
@@ -16,9 +16,9 @@ to the upstream service over one pool of keep-alive connections (`guardrail.http
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
   redirect is the client's to follow).
 
-The pool is not an `httpx.AsyncClient`'s transport: that client's own layer (URLs, headers, cookies,
-auth and redirect steps, response objects) costs about 420,000 instructions a request over this pool,
-three and a half times the pool's whole exchange (benchmarks/results/clients.md). httpx's exceptions remain.
+The pool is used directly, without a general-purpose client's layer (URLs, cookies, auth and redirect
+steps, response objects) in between: the proxy needs none of it (benchmarks/clients.py measures what
+that layer costs).
 
 Start it in the ASGI lifespan (it handles a lifespan scope itself) or with `async with proxy:`.
 """
@@ -27,17 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import ssl
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-import httpx
-from starlette.types import Message, Receive, Scope, Send
+import certifi
+from starlette.types import Receive, Scope, Send
 
-from guardrail.http1 import ConnectionPool, Headers, Response
 from guardrail.metrics import Metrics
 from guardrail.responder import UPSTREAM_ERROR
 from guardrail.routes import PathError, forwardable
+from guardrail.sidecar.bodies import ClientGone, ClientTooSlow, RequestBody, is_long, unless_client_leaves
+from guardrail.sidecar.errors import ConnectError, UpstreamError, UpstreamTimeout
+from guardrail.sidecar.http1 import ConnectionPool, Headers, Response, Timeout
+from guardrail.sidecar.upstream import parse_upstream
 from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
@@ -55,17 +59,6 @@ CONNECT_TIMEOUT = 5.0
 # A request body up to this size is read whole before it goes upstream: what a slow client holds
 # meanwhile is its own connection to this server, not one of the pool's.
 BUFFERED_BODY = 64 * 1024
-# An answer's body longer than this (or of unknown length) stops being read when its client goes away.
-# A shorter one is read to its end even then: little to read, and the connection stays usable.
-LONG_BODY = 256 * 1024
-
-
-class _ClientGone(Exception):
-    """The client went away while its request body was being read."""
-
-
-class _ClientTooSlow(Exception):
-    """The client did not send its whole request body in time."""
 
 
 class UpstreamInterrupted(Exception):
@@ -92,17 +85,11 @@ class ReverseProxy:
         max_connections: int = 512,
         body_timeout: float | None = None,
     ) -> None:
-        url = httpx.URL(upstream)
-        if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
-            raise ValueError(
-                f"the upstream must be an http:// or https:// URL with a host and no query, such as "
-                f"http://127.0.0.1:8080; got {upstream!r}"
-            )
-        self.upstream = url
-        self._prefix = url.raw_path.rstrip(b"/")
-        self._host = url.netloc  # the upstream's own Host: host, and port unless the scheme's default
-        self._port = url.port or (443 if url.scheme == "https" else 80)
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        self.upstream = url = parse_upstream(upstream)
+        self._prefix = url.prefix
+        self._host = url.authority  # the upstream's own Host: host, and port unless the scheme's default
+        self._port = url.port
+        self.timeout = Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
         self.body_timeout = timeout if body_timeout is None else body_timeout
         self.metrics = metrics
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
@@ -117,8 +104,7 @@ class ReverseProxy:
                 self.upstream.host,
                 self._port,
                 timeout=self.timeout,
-                # Verified as httpx verified it (certifi's roots), SSL_CERT_FILE and _DIR aside.
-                tls=httpx.create_ssl_context(trust_env=False) if self.upstream.scheme == "https" else None,
+                tls=_tls_context() if self.upstream.scheme == "https" else None,
                 max_connections=self.max_connections,
                 max_idle=64,
             )
@@ -182,24 +168,24 @@ class ReverseProxy:
         try:
             body = await self._request_body(scope, receive, headers)
             response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
-        except _ClientGone:
+        except ClientGone:
             return  # nobody to answer
-        except _ClientTooSlow:
+        except ClientTooSlow:
             await self._too_slow(send)
             return
-        except httpx.TimeoutException as exc:
+        except UpstreamTimeout as exc:
             await self._fail(send, "timeout", exc)
             return
-        except httpx.ConnectError as exc:
+        except ConnectError as exc:
             await self._fail(send, "connect", exc)
             return
-        except httpx.TransportError as exc:  # the upstream broke the connection or spoke bad HTTP
+        except UpstreamError as exc:  # the upstream broke the connection or spoke bad HTTP
             await self._fail(send, "protocol", exc)
             return
         try:
             returned = _response_headers(response.headers)
             await send({"type": "http.response.start", "status": response.status, "headers": returned})
-            await self._relay(response, send, receive if _is_long(returned) else None)
+            await self._relay(response, send, receive if is_long(returned) else None)
         finally:
             await response.aclose()  # closes the connection, rather than reuse it, if the answer was not all read
 
@@ -215,7 +201,7 @@ class ReverseProxy:
                 # read, or no longer wanted, by now: nothing else is waiting on `receive`.)
                 if receive is None:
                     await self._relay_rest(response, send)
-                elif await _unless_client_leaves(self._relay_rest(response, send), receive):
+                elif await unless_client_leaves(self._relay_rest(response, send), receive):
                     return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -226,18 +212,18 @@ class ReverseProxy:
     async def _read(self, response: Response) -> bytes:
         try:
             return await response.read()
-        except httpx.TransportError as exc:
+        except UpstreamError as exc:
             self._count("interrupted")
             logger.warning(
                 "the upstream response broke off: %s", _describe(exc), extra={"upstream": str(self.upstream)}
             )
             raise UpstreamInterrupted("the upstream response broke off") from None
 
-    async def _request_body(self, scope: Scope, receive: Receive, headers: Headers) -> _RequestBody | None:
+    async def _request_body(self, scope: Scope, receive: Receive, headers: Headers) -> RequestBody | None:
         """The client's body, read ahead up to `BUFFERED_BODY`; a whole one goes with its length."""
         if not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
             return None
-        body = _RequestBody(receive, self.body_timeout)
+        body = RequestBody(receive, self.body_timeout)
         size = await body.read_ahead(BUFFERED_BODY)
         if size is not None and not any(name == b"content-length" for name, _ in headers):
             headers.append((b"content-length", b"%d" % size))  # (it came chunked)
@@ -350,79 +336,15 @@ def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     return out
 
 
-class _RequestBody:
-    """The client's request body as an async iterator of chunks: what was read ahead, then the rest
-    from `receive` as the pool sends it. All of it must come within `seconds` of the start."""
-
-    def __init__(self, receive: Receive, seconds: float) -> None:
-        self.receive = receive
-        self.deadline = asyncio.get_running_loop().time() + seconds
-        self.done = False
-        self.ahead: list[bytes] = []
-
-    async def read_ahead(self, limit: int) -> int | None:
-        """Read until the end of the body or past `limit` bytes: the body's size if it was all read."""
-        size = 0
-        while not self.done and size <= limit:
-            chunk = await self._next()
-            if chunk:
-                self.ahead.append(chunk)
-                size += len(chunk)
-        return size if self.done else None
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self.ahead:
-            ahead, self.ahead = b"".join(self.ahead), []
-            yield ahead
-        while not self.done:
-            chunk = await self._next()
-            if chunk:
-                yield chunk
-
-    async def _next(self) -> bytes:
-        try:
-            async with asyncio.timeout_at(self.deadline):
-                message = await self.receive()
-        except TimeoutError:
-            raise _ClientTooSlow from None
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        self.done = not message.get("more_body", False)
-        chunk: bytes = message.get("body", b"")
-        return chunk
-
-
-async def _unless_client_leaves(relaying: Coroutine[Any, Any, None], receive: Receive) -> bool:
-    """Run `relaying` to its end, or until the client goes away: whether it went."""
-    relay = asyncio.ensure_future(relaying)
-    gone = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        relay.cancel()
-    if relay.done() and not relay.cancelled():
-        relay.result()  # (an UpstreamInterrupted goes on up)
-        return False
-    return True
-
-
-async def _disconnected(receive: Receive) -> None:
-    message: Message = await receive()
-    while message["type"] != "http.disconnect":
-        message = await receive()
-
-
-def _is_long(headers: Headers) -> bool:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) > LONG_BODY  # (the parser took only digits)
-    return True
-
-
 def _seconds(seconds: float) -> str:
     return f"{seconds:g} second" if seconds == 1 else f"{seconds:g} seconds"
 
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The upstream's certificate verified against certifi's roots (Mozilla's), whatever the system
+    trusts or SSL_CERT_FILE says: the same roots on every machine the sidecar runs on."""
+    return ssl.create_default_context(cafile=certifi.where())

@@ -1,0 +1,186 @@
+"""The ASGI app `guardrail serve` runs in each process (docs/architecture.md §9): `/metrics`, and
+everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstream. With a metrics
+port, requests that came in on it get `/metrics` alone, and the public port answers `/metrics` with 404.
+
+- `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the environment
+  (`GUARDRAIL_CONFIG`, `GUARDRAIL_UPSTREAM`, `GUARDRAIL_STORE`, `GUARDRAIL_UPSTREAM_TIMEOUT`,
+  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`, `GUARDRAIL_METRICS_PORT`), as each worker does.
+- SIGHUP re-reads the policy (`guardrail.reload`); with `--watch` each worker watches the file.
+- With workers, prometheus_client's multiprocess mode: every worker writes its values to files in
+  `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` in any worker sums them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from starlette.types import Receive, Scope, Send
+
+from guardrail.errors import StoreError
+from guardrail.metrics import metrics_app, metrics_for, multiprocess_mode, multiprocess_registry
+from guardrail.middleware import GuardrailMiddleware
+from guardrail.reload import PolicyReloader, load_or_snapshot
+from guardrail.sidecar.proxy import ReverseProxy
+from guardrail.store import Store
+from guardrail.web.problem import problem
+
+logger = logging.getLogger("guardrail")
+
+METRICS_PATH = "/metrics"
+# Where `serve` keeps a copy of the live policy for its workers (see `guardrail.reload.load_or_snapshot`).
+SNAPSHOT_ENV = "GUARDRAIL_POLICY_SNAPSHOT"
+_NOT_FOUND = problem(404, "Not Found", "Nothing is served at this address.")
+
+
+class Sidecar:
+    """The ASGI app `guardrail serve` runs in each process."""
+
+    def __init__(
+        self,
+        middleware: GuardrailMiddleware,
+        proxy: ReverseProxy,
+        reloader: PolicyReloader,
+        metrics: Any,
+        *,
+        watch: bool,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.middleware = middleware
+        self.proxy = proxy
+        self.reloader = reloader
+        self.metrics = metrics
+        self.watch = watch
+        # With a port of their own, the metrics are served there alone, and not on the public port.
+        self.metrics_port = metrics_port
+        self.public_metrics = metrics if metrics_port is None else _NOT_FOUND
+        self.hangups_before_start = 0  # SIGHUPs that came before the event loop could handle them
+        # Whether startup moves everything made so far out of the cycle collector's walk (create_app
+        # sets it: a worker process is ours; an app built by a caller lives in their process).
+        self.freeze_heap = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif self.metrics_port is not None and (scope.get("server") or ("", 0))[1] == self.metrics_port:
+            await self._metrics_port(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await self.public_metrics(scope, receive, send)
+        else:
+            await self.middleware(scope, receive, send)
+
+    async def _metrics_port(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+        elif scope["path"] == METRICS_PATH:
+            await self.metrics(scope, receive, send)
+        else:
+            await _NOT_FOUND(scope, receive, send)
+
+    async def startup(self, *, sighup: bool = True) -> None:
+        await self.proxy.start()
+        # Connect to the store before the first request: a worker that starts (or restarts) would
+        # otherwise spend its first requests' 20 ms budget opening a connection, and answer degraded.
+        with contextlib.suppress(StoreError):
+            await self.middleware.store.check()
+        if sighup:
+            self.reloader.install_sighup()
+        if self.watch:
+            self.reloader.start_watching()
+        if self.hangups_before_start:
+            self.hangups_before_start = 0
+            self.reloader.reload()
+        if self.freeze_heap:
+            # Modules, the policy and the app live as long as the process. Frozen, a full collection
+            # no longer walks them, which shortens the pause every request waiting behind it would add to
+            # p99 (docs/integrate.md gives the figures). Frozen objects are still freed
+            # when their last reference goes; only cyclic garbage among them (an old policy's, after a
+            # reload) stays, once per reload.
+            gc.collect()
+            gc.freeze()
+
+    async def shutdown(self) -> None:
+        self.reloader.close()
+        await self.proxy.aclose()
+        await self.middleware.store.aclose()
+        # The batched counts, into the metric files before this worker goes.
+        self.middleware.metrics.tally.flush()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except Exception as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_sidecar(
+    policy_path: str | os.PathLike[str],
+    upstream: str,
+    *,
+    store: Store | str | None = None,
+    upstream_timeout: float = 30.0,
+    watch: bool = False,
+    registry: CollectorRegistry | None = None,
+    snapshot: str | os.PathLike[str] | None = None,
+    metrics_port: int | None = None,
+) -> Sidecar:
+    """The sidecar app for one process. `registry`: where the metrics live (the global registry by
+    default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
+    `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it)."""
+    multiprocess = multiprocess_mode()
+    if multiprocess:
+        registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
+    elif registry is None:
+        registry = REGISTRY
+    metrics = metrics_for(registry)
+    middleware: GuardrailMiddleware | None = None
+
+    def trusts_forwarded(scope: Scope) -> bool:
+        # The policy's trusted proxies, whichever policy is live now.
+        return middleware is not None and middleware.guard.identity.is_trusted(scope)
+
+    proxy = ReverseProxy(upstream, timeout=upstream_timeout, metrics=metrics, trusts_forwarded=trusts_forwarded)
+    middleware = GuardrailMiddleware(
+        proxy, policy=load_or_snapshot(policy_path, snapshot), store=store, registry=registry
+    )
+    middleware.add_readiness_check("upstream", proxy.check)
+    reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
+    exposition = multiprocess_registry(metrics) if multiprocess else registry
+    return Sidecar(middleware, proxy, reloader, metrics_app(exposition), watch=watch, metrics_port=metrics_port)
+
+
+def create_app() -> Sidecar:
+    """The sidecar from the environment: the app factory uvicorn calls in each worker process."""
+    from guardrail.logs import configure_logging
+    from guardrail.settings import Settings
+
+    # Until the event loop handles SIGHUP, count it rather than die of it (its default action).
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    configure_logging()
+    settings = Settings()
+    if settings.upstream is None:
+        raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")
+    app = build_sidecar(
+        settings.config,
+        settings.upstream,
+        store=settings.store,
+        upstream_timeout=settings.upstream_timeout,
+        watch=settings.watch,
+        snapshot=os.environ.get(SNAPSHOT_ENV),
+        metrics_port=settings.metrics_port,
+    )
+    app.hangups_before_start = len(hangups)
+    app.freeze_heap = True
+    return app

@@ -1,0 +1,150 @@
+"""`serve(...)`: what `guardrail serve` runs. It checks the policy and the upstream, hands the
+workers their settings in the environment (with one CSRF key for all, `share_csrf_key`), and runs
+one process or uvicorn's `Supervisor` of `--workers N`, each serving `create_app()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from guardrail.sidecar.app import SNAPSHOT_ENV
+from guardrail.sidecar.proxy import ReverseProxy
+from guardrail.sidecar.supervisor import (
+    MULTIPROC_ENV,
+    Supervisor,
+    empty_metrics_dir,
+    listening_socket,
+    metrics_socket,
+)
+
+logger = logging.getLogger("guardrail")
+
+CSRF_KEY_ENV = "GUARDRAIL_CSRF_KEY"
+# The app factory each worker process calls.
+APP_FACTORY = "guardrail.sidecar.app:create_app"
+
+
+def serve(
+    *,
+    config: str,
+    upstream: str,
+    host: str,
+    port: int,
+    workers: int,
+    watch: bool,
+    upstream_timeout: float,
+    log_level: str,
+    metrics_port: int | None = None,
+) -> int:
+    """Run the sidecar until SIGINT or SIGTERM. The policy and upstream are checked first: exit 1 or 2.
+    `metrics_port`: `/metrics` there (same host) rather than on `port`."""
+    import uvicorn
+
+    from guardrail.errors import PolicyError
+    from guardrail.logs import configure_logging
+    from guardrail.policy.loading import parse_policy, read_policy_text
+
+    try:
+        text = read_policy_text(config)
+        parse_policy(text, source=config)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    try:
+        ReverseProxy(upstream)
+    except ValueError as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(log_level)
+    share_csrf_key(workers)
+    # Workers are new processes: they read their settings from the environment (create_app).
+    os.environ.update(
+        GUARDRAIL_CONFIG=config,
+        GUARDRAIL_UPSTREAM=upstream,
+        GUARDRAIL_UPSTREAM_TIMEOUT=str(upstream_timeout),
+        GUARDRAIL_WATCH="true" if watch else "false",
+        GUARDRAIL_LOG_LEVEL=log_level,
+    )
+    if metrics_port is None:
+        os.environ.pop("GUARDRAIL_METRICS_PORT", None)
+    else:
+        os.environ["GUARDRAIL_METRICS_PORT"] = str(metrics_port)
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_config": uvicorn_log_config(log_level),
+        "access_log": False,  # its lines carry raw paths; guarded requests get their own JSON line
+        "proxy_headers": False,  # the client address is the TCP peer: identity.trusted_proxies decides
+        "server_header": False,
+        "lifespan": "on",
+    }
+    try:
+        extra = [] if metrics_port is None else [metrics_socket(host, metrics_port)]
+    except OSError as exc:
+        print(f"guardrail serve: cannot listen on {host}:{metrics_port} for the metrics: {exc}", file=sys.stderr)
+        return 1
+    if workers == 1:
+        if MULTIPROC_ENV in os.environ:
+            empty_metrics_dir(os.environ[MULTIPROC_ENV])
+        single = uvicorn.Config(APP_FACTORY, **options)
+        server = uvicorn.Server(single)
+        server.run(sockets=[listening_socket(single), *extra] if extra else None)
+        return 0 if server.started else 1
+    run_dir = tempfile.mkdtemp(prefix="guardrail-serve-")
+    try:
+        metrics_dir = os.environ.setdefault(MULTIPROC_ENV, os.path.join(run_dir, "metrics"))
+        empty_metrics_dir(metrics_dir)
+        snapshot = Path(run_dir, "policy.yaml")
+        snapshot.write_text(text, encoding="utf-8")
+        os.environ[SNAPSHOT_ENV] = str(snapshot)
+        if os.environ.get("GUARDRAIL_STORE", "memory://").startswith("memory://"):
+            logger.warning(
+                "with %d workers and the memory:// store each worker keeps its own users' controls; "
+                "set GUARDRAIL_STORE=redis://... to share them",
+                workers,
+            )
+        settings = uvicorn.Config(APP_FACTORY, **options)
+        Supervisor(settings, sockets=[listening_socket(settings), *extra], metrics_dir=metrics_dir).run()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+def share_csrf_key(workers: int) -> None:
+    """One key for the controls page's CSRF tokens in every worker, so that a form one worker issued is
+    accepted by the next (a browser's next connection may reach any): `GUARDRAIL_CSRF_KEY`, else one
+    made here and handed to the workers in their environment. Other replicas cannot be handed it."""
+    if os.environ.get(CSRF_KEY_ENV):
+        return
+    store = os.environ.get("GUARDRAIL_STORE", "memory://")
+    if not store.startswith("memory://"):
+        logger.warning(
+            "GUARDRAIL_CSRF_KEY is not set: the controls page signs its forms with a key made at start, which "
+            "other replicas sharing the %s store do not have, so a form may be refused by the next replica; "
+            "set the same GUARDRAIL_CSRF_KEY on every replica",
+            store.partition("://")[0],  # (the URL itself may hold a password)
+        )
+    if workers > 1:
+        os.environ[CSRF_KEY_ENV] = secrets.token_hex(32)
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own log lines as JSON too, at the same level as the guardrail's."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    quiet = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "guardrail.logs.JsonFormatter"}},
+        "handlers": {"stderr": handler},
+        "loggers": {"uvicorn": quiet, "uvicorn.error": quiet, "uvicorn.access": quiet},
+    }
