@@ -6,6 +6,8 @@ seconds), `benchmarks/instructions.py clients` counts their instructions.
 - `httpx.AsyncClient over ConnectionPool`: the same client with the sidecar's pool as its transport,
   which shows what httpx's own layer costs (the reason the sidecar uses the pool directly);
 - `ConnectionPool`: `guardrail.sidecar.http1`, as the sidecar uses it;
+- `httpcore.AsyncConnectionPool`: the transport under httpx, alone (its streaming API, no httpx layer);
+- `aiohttp.ClientSession`: aiohttp's client with its keep-alive connector, streaming the body;
 - `asyncio streams`: a yardstick, the least an asyncio client can do (no parsing beyond the length).
 """
 
@@ -15,11 +17,20 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import aiohttp
+import httpcore
 import httpx
 
 from guardrail.sidecar.http1 import ConnectionPool, Response, Timeout
 
-CLIENTS = ("httpx.AsyncClient", "httpx.AsyncClient over ConnectionPool", "ConnectionPool", "asyncio streams")
+CLIENTS = (
+    "httpx.AsyncClient",
+    "httpx.AsyncClient over ConnectionPool",
+    "ConnectionPool",
+    "httpcore.AsyncConnectionPool",
+    "aiohttp.ClientSession",
+    "asyncio streams",
+)
 PATH = b"/recommendations"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 POOL_TIMEOUT = Timeout(30.0, connect=5.0)  # the same, as the sidecar's pool takes it
@@ -53,6 +64,26 @@ async def fetcher(client: str, port: int) -> AsyncIterator[Fetch]:
                 await response.aclose()
 
             yield with_httpx
+    elif client == "httpcore.AsyncConnectionPool":
+        async with httpcore.AsyncConnectionPool(max_connections=1) as core:
+            target = str(url).encode()
+
+            async def with_httpcore() -> None:
+                async with core.stream(b"GET", target) as response:
+                    async for _ in response.aiter_stream():
+                        pass
+
+            yield with_httpcore
+    elif client == "aiohttp.ClientSession":
+        connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False) as session:
+
+            async def with_aiohttp() -> None:
+                async with session.get(str(url), allow_redirects=False) as response:
+                    async for _ in response.content.iter_any():
+                        pass
+
+            yield with_aiohttp
     elif client == "asyncio streams":
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         raw_request = b"GET %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (PATH, url.netloc)
