@@ -82,15 +82,18 @@ class Guard:
                 store_unavailable=store_unavailable,
                 degraded=degraded,
             )
-            ctx.context_header = context_header(ctx)
             _put(self._shared, shared_key, ctx)
         _put(self._contexts, key, (state, ctx))
         return ctx
 
     @staticmethod
     def context_header(ctx: UserContext) -> bytes:
-        """The `Guardrail-Context` of a context this guard made (computed once per context)."""
-        return ctx.context_header or context_header(ctx)
+        """The `Guardrail-Context` of a context, computed on its first request and kept with it: contexts
+        are shared by the users whose controls mean the same, so most requests find it made."""
+        header = ctx.context_header
+        if header is None:
+            header = ctx.context_header = context_header(ctx)
+        return header
 
 
 def _meaning(state: UserState | None) -> Hashable:
