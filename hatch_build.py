@@ -2,7 +2,7 @@
 
 A wheel gets the compiled module; an editable install (`pip install -e .`) gets it next to the
 sources. Without a working C compiler the build warns and goes on: guardrail then runs the same
-loop in Python (guardrail/items.py), with the same answers, about twice as slowly per item.
+loop in Python (guardrail/engine/loop.py), with the same answers, about twice as slowly per item.
 GUARDRAIL_NO_EXTENSIONS=1 skips the compiler on purpose.
 """
 

@@ -33,8 +33,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail import GuardrailMiddleware, load_policy
-from guardrail.controls import UserState, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.errors import StoreError
+from guardrail.state import UserState
 from guardrail.store import Store
 
 if TYPE_CHECKING:

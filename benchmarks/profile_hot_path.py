@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Scope
 import guardrail.responder
 from guardrail import GuardrailMiddleware
 from guardrail.engine import RequestSignals
-from guardrail.items import check_items
+from guardrail.engine.loop import check_items
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -132,10 +132,10 @@ async def variants(middleware: GuardrailMiddleware, body: bytes, guarded_body: b
     route = guard.routes.match("/recommendations", "GET")
     assert route is not None
     state = await middleware.store.load(BENCH_USER)
-    ctx = guard.context(BENCH_USER, state, RequestSignals(False, False, None), None)
+    ctx, _ = guard.context(BENCH_USER, state, RequestSignals(False, False, None), None)
     document = orjson.loads(body)
     items = document["items"]
-    checked = check_items(ctx, route, items, route.default_signals, annotate=True)
+    checked = check_items(ctx, route.fields, items, route.default_signals, annotate=True)
     notice = orjson.loads(guarded_body)["guardrail"]["notice"]
     # A fresh top-level document over the same item dicts: the responder replaces the list and adds
     # the summary, and (re)setting an item's explanation is idempotent.

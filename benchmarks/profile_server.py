@@ -72,7 +72,7 @@ TOP = 25
 @dataclass(frozen=True, slots=True)
 class Frame:
     function: str
-    file: str  # as py-spy writes it: the package part of the path (guardrail/items.py), or a library
+    file: str  # as py-spy writes it: the package part of the path (guardrail/engine/loop.py), or a library
     line: int | None
 
     @property
@@ -120,7 +120,7 @@ def read_collapsed(text: str) -> list[tuple[Stack, int]]:
 ORJSON_LOADS = "orjson loads"
 ORJSON_DUMPS = "orjson dumps"
 ORJSON_BOTH = "orjson loads and dumps on one line"
-ITEMS = "guardrail per-item loop (guardrail/items.py: check_items)"
+ITEMS = "guardrail per-item loop (guardrail/engine/loop.py: check_items)"
 ENGINE = "decision engine (guardrail/engine)"
 EXPLAIN = "explanation and notice (guardrail/explain)"
 METRICS = "metrics (prometheus_client, guardrail/metrics.py)"
@@ -146,7 +146,7 @@ BUCKETS = (
 
 # (bucket, path fragments): the first bucket with a fragment in "/" + the frame's file decides.
 _BY_FILE: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (ITEMS, ("/guardrail/items.py",)),
+    (ITEMS, ("/guardrail/engine/loop.py",)),
     (ENGINE, ("/guardrail/engine/",)),
     (EXPLAIN, ("/guardrail/explain/",)),
     (METRICS, ("/guardrail/metrics.py", "/prometheus_client/")),
@@ -199,7 +199,7 @@ def bucket_of(stack: Stack, source: Callable[[Frame], str]) -> str:
 
 def source_line(frame: Frame) -> str:
     """The code at the frame's line, found the way the server imported it: py-spy names files by their
-    package part (guardrail/items.py), so look under the repository, benchmarks/ and sys.path."""
+    package part (guardrail/engine/loop.py), so look under the repository, benchmarks/ and sys.path."""
     if frame.line is None:
         return ""
     for base in (ROOT, BENCH_DIR, *map(Path, filter(None, sys.path))):

@@ -1,7 +1,6 @@
 """guardrail: a personalization guardrail for recommendation services."""
 
 from guardrail._version import __version__ as __version__
-from guardrail.controls import UserState
 from guardrail.engine import Action, Reason
 from guardrail.errors import (
     ControlsError,
@@ -16,6 +15,7 @@ from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.loading import load_policy, parse_policy
 from guardrail.policy.models import Policy
 from guardrail.reload import PolicyReloader
+from guardrail.state import UserState
 from guardrail.store import MemoryStore, Store, create_store
 
 __all__ = [

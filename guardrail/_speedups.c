@@ -1,6 +1,6 @@
-/* The per-item loop of guardrail.items.check_items, in C.
+/* The per-item loop of guardrail.engine.loop.check_items, in C.
  *
- * guardrail/items.py holds the reference implementation in Python, and the tests check that both
+ * guardrail/engine/loop.py holds the reference implementation in Python, and the tests check that both
  * agree on every body they generate. This file does the same steps, with the same results, without
  * the interpreter's per-statement cost: a warm 50-item page takes 15 µs instead of 32 (2,800
  * instructions per item instead of 6,200; what is left is mostly dictionary lookups). It never decides
@@ -78,7 +78,7 @@ PyDoc_STRVAR(check_doc,
 "check(items, id_field, categories_field, signals_field, age_field, inferred_field, defaults, memo,\n"
 "      fresh_seconds, annotate, miss, empty)\n"
 "--\n\n"
-"Decide every item of `items` (see guardrail.items.check_items). Returns\n"
+"Decide every item of `items` (see guardrail.engine.loop.check_items). Returns\n"
 "(decisions, item_ids, kept, hidden, discreet, unknown), or None when the Python loop must run instead.");
 
 static PyObject *
@@ -273,7 +273,7 @@ done:
 PyDoc_STRVAR(has_digit_run_doc,
 "has_digit_run(body, length)\n"
 "--\n\n"
-"Whether the bytes `body` hold `length` (>= 1) ASCII digits in a row (see guardrail.items.read_json).");
+"Whether the bytes `body` hold `length` (>= 1) ASCII digits in a row (see guardrail.bodies.read_json).");
 
 static inline int
 is_digit(unsigned char byte)
@@ -348,7 +348,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "guardrail._speedups",
-    .m_doc = "The hot loop of guardrail.items.check_items in C; guardrail/items.py is the reference.",
+    .m_doc = "The hot loop of guardrail.engine.loop.check_items in C; guardrail/engine/loop.py is the reference.",
     .m_size = 0,
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,

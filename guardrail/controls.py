@@ -1,9 +1,7 @@
-"""A user's controls (docs/architecture.md §6) and how a JSON merge patch (RFC 7386) changes them.
+"""Checking a change to a user's controls (a JSON merge patch, RFC 7386) against the policy.
 
-`UserState` is immutable: a change makes a new one, so a state handed to a request never
-changes under it, and caches can compare states by identity.
-Patches are validated against the policy *before* any store sees them: a store only ever
-applies a `ControlsPatch` that is known to be good, so nothing is half-applied.
+Patches are validated *before* any store sees them: a store only ever applies a `ControlsPatch`
+(guardrail/state.py) that is known to be good, so nothing is half-applied.
 """
 
 from __future__ import annotations
@@ -11,131 +9,23 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from types import MappingProxyType
+from datetime import datetime
 from typing import Any
 
 from guardrail.echo import echo
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.errors import InvalidControls
 from guardrail.policy.models import Policy
+from guardrail.state import REMOVE, UNSET, ControlsPatch, TimeOutOfRange, parse_time
 
 MAX_MUTED_TOPICS = 200
 # A refused change lists this many problems at most: the answer to a change naming thousands of
 # unknown keys stays small.
 MAX_PROBLEMS_LISTED = 10
 CONSENT_VALUES = ("granted", "denied")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 MAPS = ("consent", "signals", "muted", "sensitive")
 _KINDS = {"consent": "purpose", "signals": "signal", "muted": "category", "sensitive": "sensitive category"}
 _PLURALS = {"consent": "purposes", "signals": "signals", "muted": "categories", "sensitive": "sensitive categories"}
-
-
-@dataclass(frozen=True, slots=True)
-class UserState:
-    """What the store keeps for one user. `muted` maps a category to when the snooze ends (None: muted)."""
-
-    personalization: bool = True
-    consent: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    signals: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
-    muted: Mapping[str, datetime | None] = field(default_factory=lambda: _EMPTY)
-    sensitive: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
-    locale: str | None = None
-    revision: int = 0
-    updated_at: datetime | None = None
-
-    def active_mutes(self, now: datetime) -> dict[str, datetime | None]:
-        return {topic: until for topic, until in self.muted.items() if until is None or until > now}
-
-    def to_json(self, user: str, now: datetime) -> dict[str, Any]:
-        return {
-            "user": user,
-            "personalization": self.personalization,
-            "consent": dict(self.consent),
-            "signals": dict(self.signals),
-            "muted": {topic: {"until": format_time(until)} for topic, until in sorted(self.active_mutes(now).items())},
-            "sensitive": dict(self.sensitive),
-            "locale": self.locale,
-            "revision": self.revision,
-            "updated_at": format_time(self.updated_at),
-        }
-
-
-# A known user who never changed anything: purpose defaults apply. One shared object, so the
-# context cache (which compares states by identity) hits for every such user.
-DEFAULT_STATE = UserState()
-
-UNSET = object()  # a field the patch does not mention
-
-
-class _Remove:
-    def __repr__(self) -> str:
-        return "REMOVE"
-
-
-# A key set to null in a merge patch is removed (RFC 7386). Inside a validated patch that is
-# REMOVE, not None: None is a real value there (a mute with no end).
-REMOVE = _Remove()
-
-
-@dataclass(frozen=True, slots=True)
-class ControlsPatch:
-    personalization: bool | object | None = UNSET
-    locale: str | object | None = UNSET
-    maps: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
-
-    def changed_fields(self) -> list[str]:
-        fields = [name for name in ("personalization", "locale") if getattr(self, name) is not UNSET]
-        return fields + list(self.maps)
-
-    def apply(self, state: UserState, now: datetime) -> UserState:
-        """The state after this patch: every map merges key by key, expired snoozes are dropped."""
-        values: dict[str, Any] = {}
-        if self.personalization is not UNSET:
-            values["personalization"] = True if self.personalization is None else self.personalization
-        if self.locale is not UNSET:
-            values["locale"] = self.locale
-        for name, changes in self.maps.items():
-            current = dict(getattr(state, name))
-            if changes is None:
-                current = {}
-            else:
-                for key, value in changes.items():
-                    if value is REMOVE:
-                        current.pop(key, None)
-                    else:
-                        current[key] = value
-            if name == "muted":
-                current = {t: u for t, u in current.items() if u is None or u > now}
-            values[name] = MappingProxyType(current)
-        return _replace(state, values, revision=state.revision + 1, updated_at=now)
-
-
-def _replace(state: UserState, values: Mapping[str, Any], **extra: Any) -> UserState:
-    fields = {name: getattr(state, name) for name in UserState.__slots__}
-    fields.update(values, **extra)
-    return UserState(**fields)
-
-
-def format_time(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class TimeOutOfRange(ValueError):
-    """A time with a zone that has no UTC equivalent: year 1 east of UTC, year 9999 west of it."""
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 time with a zone, in UTC; `ValueError` if it is none, `TimeOutOfRange` if UTC has none."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    if moment.tzinfo is None:
-        raise ValueError("naive time")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise TimeOutOfRange(value) from None
 
 
 def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
@@ -278,14 +168,3 @@ def _closest(name: str, valid: Mapping[str, Any]) -> str | None:
         return plain
     found = difflib.get_close_matches(plain, list(valid), n=1, cutoff=0.8)
     return found[0] if found else None
-
-
-def is_sensitive_category(policy: Policy, category: str) -> bool:
-    """What the closest category that says so says: `health.pregnancy` is sensitive because
-    `health` is, unless it is itself marked `sensitive: false`."""
-    parts = category.split(".")
-    for depth in range(len(parts), 0, -1):
-        entry = policy.categories.get(".".join(parts[:depth]))
-        if entry is not None and entry.sensitive is not None:
-            return entry.sensitive
-    return False

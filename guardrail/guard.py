@@ -9,25 +9,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.types import ASGIApp
 
+from guardrail.caching import BoundedCache
 from guardrail.consent.tcf_policy import TcfReader
 from guardrail.context_header import context_header
-from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.explain.render import Notices, explanation
 from guardrail.identity import IdentityResolver
 from guardrail.locale import LocaleNegotiator
 from guardrail.mediation import HeaderScreen
 from guardrail.policy.models import Policy
 from guardrail.representation import REQUEST_HEADERS as REPRESENTATION_HEADERS
 from guardrail.routes import RouteTable
+from guardrail.state import UserState
 
 CONTEXT_CACHE_SIZE = 10_000
 _REQUEST_HEADERS = frozenset({b"accept-language", b"sec-gpc"}) | REPRESENTATION_HEADERS
 
 _ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
+_SharedKey = tuple[Hashable, RequestSignals, str, bool, bool]
+# A context and its `Guardrail-Context` header, made together: contexts are shared by the users whose
+# controls mean the same, so most requests find both made.
+Served = tuple[UserContext, bytes]
 
 
 class Guard:
@@ -46,8 +51,9 @@ class Guard:
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.screen = HeaderScreen(self.identity, self.wanted)
         self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
-        self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
-        self._shared: dict[tuple[Hashable, RequestSignals, str, bool, bool], UserContext] = {}
+        self.notice = Notices(self.compiled)
+        self._contexts: BoundedCache[_ContextKey, tuple[UserState | None, Served]] = BoundedCache(CONTEXT_CACHE_SIZE)
+        self._shared: BoundedCache[_SharedKey, Served] = BoundedCache(CONTEXT_CACHE_SIZE)
 
     def context(
         self,
@@ -58,8 +64,9 @@ class Guard:
         *,
         store_unavailable: bool = False,
         degraded: bool = False,
-    ) -> UserContext:
-        """The user's context, reused while their state object and the request's signals are the same.
+    ) -> Served:
+        """The user's context and its `Guardrail-Context`, reused while their state object and the
+        request's signals are the same.
 
         Users whose controls say the same thing share one context (and its memo of decisions): a
         context costs kilobytes, and most users are in one of a few states. The per-user entry only
@@ -68,11 +75,11 @@ class Guard:
         locale = self.locales.choose(state.locale if state is not None else None, accept_language)
         key = (user, request, locale, store_unavailable, degraded)
         entry = self._contexts.get(key)
-        if entry is not None and entry[0] is state and time.time() < entry[1].valid_until:
+        if entry is not None and entry[0] is state and time.time() < entry[1][0].valid_until:
             return entry[1]
         shared_key = (_meaning(state), request, locale, store_unavailable, degraded)
-        ctx = self._shared.get(shared_key)
-        if ctx is None or time.time() >= ctx.valid_until:
+        served = self._shared.get(shared_key)
+        if served is None or time.time() >= served[0].valid_until:
             ctx = UserContext(
                 self.compiled,
                 state,
@@ -81,19 +88,11 @@ class Guard:
                 now=datetime.now(UTC),
                 store_unavailable=store_unavailable,
                 degraded=degraded,
+                explain=explanation,
             )
-            _put(self._shared, shared_key, ctx)
-        _put(self._contexts, key, (state, ctx))
-        return ctx
-
-    @staticmethod
-    def context_header(ctx: UserContext) -> bytes:
-        """The `Guardrail-Context` of a context, computed on its first request and kept with it: contexts
-        are shared by the users whose controls mean the same, so most requests find it made."""
-        header = ctx.context_header
-        if header is None:
-            header = ctx.context_header = context_header(ctx)
-        return header
+            served = self._shared.put(shared_key, (ctx, context_header(ctx)))
+        self._contexts.put(key, (state, served))
+        return served
 
 
 def _meaning(state: UserState | None) -> Hashable:
@@ -107,10 +106,3 @@ def _meaning(state: UserState | None) -> Hashable:
         frozenset(state.muted.items()),
         frozenset(state.sensitive.items()),
     )
-
-
-def _put(cache: dict[Any, Any], key: Any, value: Any) -> None:
-    if len(cache) >= CONTEXT_CACHE_SIZE:
-        # Drop the oldest entry: dicts keep insertion order, so this is FIFO eviction.
-        del cache[next(iter(cache))]
-    cache[key] = value

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from guardrail.caching import BoundedCache
 from guardrail.errors import GuardrailError
 from guardrail.optional import load
 from guardrail.policy.models import Identity as IdentitySettings
@@ -37,6 +38,10 @@ _AUTHORIZATION = b"authorization"
 _COMMA = ord(",")  # `44 in value` is several times faster than `b"," in value`
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Peer addresses whose trust is kept, and verified tokens (until they expire): both come from clients.
+PEERS_REMEMBERED = 10_000
+TOKENS_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class IdentityResolver:
         self.header = settings.header.encode("latin-1")
         self.age_header = settings.age_header.encode("latin-1") if settings.age_header else None
         self._networks = _trusted_networks(settings.trusted_proxies)
-        self._trusted_hosts: dict[str, bool] = {}
+        self._trusted_hosts: BoundedCache[str, bool] = BoundedCache(PEERS_REMEMBERED)
         self.tokens = TokenVerifier(settings.jwt or JwtSettings()) if settings.source == "jwt" else None
         # Where a client says who it is: only a trusted proxy may send these (the JWT source verifies
         # its token instead, but an upstream may still read the header).
@@ -83,8 +88,7 @@ class IdentityResolver:
                 mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
                 forms = (address,) if mapped is None else (address, mapped)
                 trusted = any(form in network for network in self._networks for form in forms)
-            if len(self._trusted_hosts) < 10_000:
-                self._trusted_hosts[host] = trusted
+            self._trusted_hosts.put(host, trusted)
         return trusted
 
     def caller(self, scope: Any) -> Caller:
@@ -186,7 +190,7 @@ class TokenVerifier:
         self.audience = settings.audience
         self.issuer = settings.issuer
         self.age_claim = settings.age_claim
-        self._verified: dict[bytes, tuple[float, Caller]] = {}
+        self._verified: BoundedCache[bytes, tuple[float, Caller]] = BoundedCache(TOKENS_REMEMBERED)
 
     def _algorithms_for(self, key: str, settings: JwtSettings) -> list[str]:
         """The policy's algorithms that this key can verify. A key that fits none is refused at start
@@ -233,7 +237,7 @@ class TokenVerifier:
         if found is not None:
             if time.time() < found[0]:
                 return found[1]
-            del self._verified[authorization]
+            del self._verified.data[authorization]
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return ANONYMOUS
@@ -257,7 +261,5 @@ class TokenVerifier:
             expires = float(claims["exp"])
         except OverflowError:  # an integer past any float: the token never expires in practice
             return caller  # verified, but not remembered
-        if len(self._verified) >= 10_000:
-            self._verified.clear()
-        self._verified[authorization] = (expires, caller)
+        self._verified.put(authorization, (expires, caller))
         return caller

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from guardrail.caching import BoundedCache
+
+# Distinct Accept-Language values whose choice is kept: the header is the client's to write.
+ACCEPT_LANGUAGES = 1024
+
 
 class LocaleNegotiator:
     def __init__(self, enabled: Sequence[str], default: str) -> None:
         self.enabled = tuple(enabled)
         self.default = default
-        self._cache: dict[bytes, str] = {}
+        self._cache: BoundedCache[bytes, str] = BoundedCache(ACCEPT_LANGUAGES)
 
     def choose(self, user_locale: str | None, accept_language: bytes | None) -> str:
         if user_locale is not None and user_locale in self.enabled:
@@ -18,9 +23,7 @@ class LocaleNegotiator:
             return self.default
         found = self._cache.get(accept_language)
         if found is None:
-            found = self._negotiate(accept_language.decode("latin-1"))
-            if len(self._cache) < 1024:  # headers are caller-controlled: bound the cache
-                self._cache[accept_language] = found
+            found = self._cache.put(accept_language, self._negotiate(accept_language.decode("latin-1")))
         return found
 
     def _negotiate(self, header: str) -> str:

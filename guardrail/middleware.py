@@ -17,11 +17,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail._version import __version__
-from guardrail.controls import DEFAULT_STATE, UserState
-from guardrail.engine import RequestSignals
+from guardrail.engine import CheckedItems, RequestSignals
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
-from guardrail.items import ACCELERATED, CheckedItems
 from guardrail.logs import user_hash
 from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
@@ -31,6 +29,8 @@ from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
 from guardrail.routes import API, GuardedRoute, PathError
 from guardrail.settings import Settings
+from guardrail.speedups import ACCELERATED
+from guardrail.state import DEFAULT_STATE, UserState
 from guardrail.store import Store, create_store
 from guardrail.web.problem import problem
 
@@ -184,7 +184,7 @@ class GuardrailMiddleware:
         unavailable = degraded = False
         if caller.user is not None:
             state, unavailable, degraded = await self._state_of(caller.user, guard.policy)
-        ctx = guard.context(
+        ctx, header = guard.context(
             caller.user,
             state,
             request,
@@ -196,7 +196,7 @@ class GuardrailMiddleware:
         scope = upstream_scope(scope, headers)
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
         # What was decided, told to the app before it runs (docs/architecture.md §7).
-        context = (GUARDRAIL_CONTEXT, guard.context_header(ctx))
+        context = (GUARDRAIL_CONTEXT, header)
         if rewritten:
             scope = self._non_personalized(scope, route, guard, context)
         else:

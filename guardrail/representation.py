@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 from starlette.types import Scope
 
+from guardrail.caching import BoundedCache
+
 DECODABLE_CODINGS = frozenset({b"gzip", b"x-gzip", b"deflate", b"identity"})
 JSON_ONLY = b"application/json"
 IDENTITY = b"identity"
@@ -38,10 +40,8 @@ _NOT_IN_AN_ENFORCED_BODY = _CACHING | _OF_THE_BYTES
 PRIVATE = (b"cache-control", b"private, no-store")
 # What the upstream is asked for when the client named none of those headers.
 _WHEN_NOT_SAID = ((b"accept", JSON_ONLY), (b"accept-encoding", IDENTITY))
-_MEMO_LIMIT = 256  # clients send a handful of distinct Accept and Accept-Encoding values
-
-_accepts: dict[bytes | None, bytes] = {}
-_encodings: dict[bytes | None, bytes] = {}
+# Distinct Accept and Accept-Encoding values whose answer is kept: clients send a handful.
+HEADER_VALUES_KEPT = 256
 
 
 def upstream_scope(scope: Scope, first: Mapping[bytes, bytes]) -> Scope:
@@ -57,33 +57,31 @@ def upstream_scope(scope: Scope, first: Mapping[bytes, bytes]) -> Scope:
     return {**scope, "headers": headers}
 
 
-def json_accept(value: bytes | None) -> bytes:
+def _json_accept(value: bytes | None) -> bytes:
     """The client's Accept if it names only JSON types (a JSON:API server insists on its own), else
     `application/json`: the guardrail can check nothing else, so asking for anything else only fails."""
-    found = _accepts.get(value)
-    if found is None:
-        found = value if value is not None and _names_only_json(value) else JSON_ONLY
-        if len(_accepts) < _MEMO_LIMIT:
-            _accepts[value] = found
-    return found
+    return value if value is not None and _names_only_json(value) else JSON_ONLY
 
 
-def decodable_accept_encoding(value: bytes | None) -> bytes:
+def _decodable_accept_encoding(value: bytes | None) -> bytes:
     """The codings of the client's Accept-Encoding that the guardrail decodes, else `identity`.
     Without the header any coding would do (RFC 9110 §12.5.3), so it is never left out."""
-    found = _encodings.get(value)
-    if found is None:
-        kept = [token for token in _tokens(value) if _coding(token) in DECODABLE_CODINGS and not _refused(token)]
-        found = b", ".join(kept) if kept else IDENTITY
-        if len(_encodings) < _MEMO_LIMIT:
-            _encodings[value] = found
-    return found
+    kept = [token for token in _tokens(value) if _coding(token) in DECODABLE_CODINGS and not _refused(token)]
+    return b", ".join(kept) if kept else IDENTITY
 
 
-def is_json(media_type: bytes) -> bool:
+json_accept = BoundedCache.memoize(HEADER_VALUES_KEPT, _json_accept)
+decodable_accept_encoding = BoundedCache.memoize(HEADER_VALUES_KEPT, _decodable_accept_encoding)
+
+
+def _is_json(media_type: bytes) -> bool:
     """`application/json`, `text/json` or any `+json` type, parameters and case aside."""
     media = media_type.split(b";", 1)[0].strip().lower()
     return media in (b"application/json", b"text/json") or media.endswith(b"+json")
+
+
+# Content-Type values: an upstream sends a handful; Accept's media ranges come from clients.
+is_json = BoundedCache.memoize(HEADER_VALUES_KEPT, _is_json)
 
 
 def enforced_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -13,20 +13,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Message, Send
 
+from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
 from guardrail.echo import inert
-from guardrail.engine import UserContext
-from guardrail.explain.render import notice
+from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
 from guardrail.identity import Caller
-from guardrail.items import (
-    BadBody,
-    CheckedItems,
-    check_items,
-    decode_body,
-    encode_body,
-    read_json,
-    storable_ids,
-    write_json,
-)
 from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute, PointerError, resolve
 from guardrail.store import DecisionRecord
@@ -43,16 +33,6 @@ UPSTREAM_ERROR = "guardrail.upstream_error"
 _NO_CONTENT = frozenset({204, 205})
 # Successes with part of the page, or a delta of it (RFC 3229): no list of items to check.
 _PARTIAL = frozenset({206, 226})
-_json_by_content_type: dict[bytes, bool] = {}
-
-
-def _is_json(content_type: bytes) -> bool:
-    found = _json_by_content_type.get(content_type)
-    if found is None:
-        found = is_json(content_type)
-        if len(_json_by_content_type) < 256:  # an upstream sends a handful of distinct values
-            _json_by_content_type[content_type] = found
-    return found
 
 
 class GuardedResponder:
@@ -144,7 +124,7 @@ class GuardedResponder:
         self.start = message
         if status in _PARTIAL:
             await self._unchecked("partial", f"the upstream answered {status}, not the whole page", more=True)
-        elif not _is_json(content_type):
+        elif not is_json(content_type):
             shown = f"Content-Type {content_type.decode('latin-1')!r}" if content_type else "no Content-Type"
             await self._unchecked("non_json", f"the body has {shown}, not JSON", more=True)
         else:
@@ -185,11 +165,14 @@ class GuardedResponder:
             if type(items) is not list:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
-            checked = check_items(self.ctx, self.route, items, self.default_signals, annotate=enforce)
+            try:
+                checked = check_items(self.ctx, self.route.fields, items, self.default_signals, annotate=enforce)
+            except BadItem as exc:
+                raise BadBody("bad_item", str(exc)) from None
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
             hidden = checked.hidden
-            summary_notice = notice(self.ctx, hidden) if hidden else None
+            summary_notice = self.guard.notice(self.ctx.locale, hidden) if hidden else None
             # Shadow mode sends the body as it came, byte for byte.
             out = (
                 encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)

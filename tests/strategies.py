@@ -14,10 +14,11 @@ from typing import Any
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from guardrail.controls import UserState, is_sensitive_category
 from guardrail.engine import RequestSignals
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.policy.loading import load_policy, policy_from_mapping
 from guardrail.policy.models import Policy
+from guardrail.state import UserState
 from tests.conftest import ROOT, label, make_policy
 from tests.engine.support import NOW
 

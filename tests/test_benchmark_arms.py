@@ -27,11 +27,13 @@ from peers.naive import decide as naive_decide  # noqa: E402
 from peers.policy_data import policy_data, user_data  # noqa: E402
 from peers.rego import RegoPolicy  # noqa: E402
 
-from guardrail.controls import UserState, validate_patch  # noqa: E402
+from guardrail.controls import validate_patch  # noqa: E402
 from guardrail.engine import UserContext, decide  # noqa: E402
 from guardrail.engine.context import NO_SIGNALS  # noqa: E402
+from guardrail.explain.render import explanation  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.policy.loading import load_policy  # noqa: E402
+from guardrail.state import UserState  # noqa: E402
 from tests.conftest import script_env  # noqa: E402
 from tests.store.redis_servers import RedisServer  # noqa: E402
 
@@ -74,7 +76,7 @@ def test_the_peers_give_each_item_the_guardrails_action_and_reasons(size: int, w
     policy = load_policy(POLICY_PATH)
     now = datetime.now(UTC)
     state = validate_patch(policy, CONTROLS[who], now).apply(UserState(), now)
-    ctx = UserContext(Guard(policy).compiled, state, NO_SIGNALS, locale="en", now=now)
+    ctx = UserContext(Guard(policy).compiled, state, NO_SIGNALS, locale="en", now=now, explain=explanation)
     items: list[dict[str, Any]] = recommendation_document(size)["items"]
     user = user_data(CONTROLS[who])
     rules = policy_data(policy)

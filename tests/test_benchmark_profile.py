@@ -55,9 +55,9 @@ COLLAPSED = "\n".join(
         f"{GUARD};GuardedResponder._rewritten (guardrail/responder.py:219) 10",  # orjson.dumps
         # With --native: orjson's C frames, then the interpreter's, below the line that called it.
         f"{FINISH}:152);0x7f0e58eb8929 (orjson/orjson.cpython-311-x86_64-linux-gnu.so);Py_DECREF (object.h:537) 5",
-        f"{FINISH}:160);check_items (guardrail/items.py:118) 20",
+        f"{FINISH}:160);check_items (guardrail/engine/loop.py:118) 20",
         # The engine called from the item loop, in a dataclass __init__ (no part of its own).
-        f"{FINISH}:160);check_items (guardrail/items.py:101);decide (guardrail/engine/evaluate.py:40);"
+        f"{FINISH}:160);check_items (guardrail/engine/loop.py:101);decide (guardrail/engine/evaluate.py:40);"
         "__create_fn__.<locals>.__init__ (<string>:3) 4",
         # A line calling loads( that is not the innermost Python frame: not orjson's time.
         f"{FINISH}:170);GuardedResponder.decoded (<string>:2) 3",
@@ -72,7 +72,9 @@ COLLAPSED = "\n".join(
 
 
 def test_frames_of_every_kind_are_read() -> None:
-    assert parse_frame("check_items (guardrail/items.py:118)") == Frame("check_items", "guardrail/items.py", 118)
+    assert parse_frame("check_items (guardrail/engine/loop.py:118)") == Frame(
+        "check_items", "guardrail/engine/loop.py", 118
+    )
     assert parse_frame("Runner.run (asyncio/runners.py)") == Frame("Runner.run", "asyncio/runners.py", None)
     assert parse_frame("<module> (<frozen runpy>:88)") == Frame("<module>", "<frozen runpy>", 88)
     native = parse_frame("write (libc.so.6)")
@@ -103,7 +105,7 @@ def test_each_sample_counts_once_for_its_innermost_part() -> None:
     assert profile.samples == sum(profile.buckets.values()) == 96
     assert profile.buckets[ORJSON_LOADS] == 35
     assert profile.functions["GuardedResponder._finish (guardrail/responder.py)"] == 30
-    assert profile.functions["check_items (guardrail/items.py)"] == 20
+    assert profile.functions["check_items (guardrail/engine/loop.py)"] == 20
 
 
 def test_the_report_lists_every_part_and_the_hottest_line() -> None:

@@ -131,17 +131,23 @@ def test_the_build_context_leaves_out_what_was_built_or_installed_here() -> None
     for path in [
         "guardrail/_speedups.cpython-311-x86_64-linux-gnu.so",
         "guardrail/_speedups.cp311-win_amd64.pyd",
-        "build/lib/guardrail/items.py",
+        "build/lib/guardrail/engine/loop.py",
         "dist/personalization_guardrail-0.2.0.tar.gz",
         ".venv/bin/python",
         "venv/lib/python3.11/site-packages/x.py",
         "tools/.venv/bin/python",
-        "guardrail/__pycache__/items.cpython-311.pyc",
+        "guardrail/__pycache__/bodies.cpython-311.pyc",
         "benchmarks/suite.py",
         "tests/conftest.py",
     ]:
         assert dockerignored(path), f"{path} would be sent to the image build"
-    needed = ["guardrail/items.py", "guardrail/_speedups.c", "requirements/runtime.txt", "pyproject.toml", "LICENSE"]
+    needed = [
+        "guardrail/engine/loop.py",
+        "guardrail/_speedups.c",
+        "requirements/runtime.txt",
+        "pyproject.toml",
+        "LICENSE",
+    ]
     for path in needed:
         assert not dockerignored(path), f"{path} is left out of the build context, but the image needs it"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Histogram
 
 from guardrail import __version__
-from guardrail.items import ACCELERATED
 from guardrail.metrics import OVERHEAD_BUCKETS, Tally, metrics_for
+from guardrail.speedups import ACCELERATED
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from apps import BENCH_CONTROLS, POLICY_PATH, recommendation_document
 
-from guardrail.controls import UserState, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.engine import CompiledPolicy, UserContext
 from guardrail.engine.context import NO_SIGNALS
+from guardrail.explain.render import explanation
 from guardrail.guard import Guard
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
 from guardrail.routes import GuardedRoute
+from guardrail.state import UserState
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -53,7 +55,7 @@ def state(policy: Policy) -> UserState:
 
 def new_context(compiled: CompiledPolicy, state: UserState) -> UserContext:
     """A user context as the guard builds it on a cache miss: its memo empty."""
-    return UserContext(compiled, state, NO_SIGNALS, locale="en", now=datetime.now(UTC))
+    return UserContext(compiled, state, NO_SIGNALS, locale="en", now=datetime.now(UTC), explain=explanation)
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, UserContext, decide
 from guardrail.engine.evaluate import memo_key
-from guardrail.items import check_items
+from guardrail.engine.loop import check_items
 from guardrail.routes import GuardedRoute
+from guardrail.state import UserState
 from micro.conftest import items, new_context
 
 TYPICAL = (["movies", "movies.action"], ["watch_history"])  # the most common shape of the bodies
@@ -23,7 +23,7 @@ SENSITIVE = (["health"], ["watch_history"])  # hidden: needs an opt-in
 def test_decide_warm(benchmark: BenchmarkFixture, ctx: UserContext, shape: tuple[list[str], list[str]]) -> None:
     decide(ctx, *shape)  # into the memo
     decision = benchmark(decide, ctx, *shape)
-    assert decision is ctx.memo[memo_key(shape[0], shape[1], False, False)]
+    assert decision is ctx.memo.data[memo_key(shape[0], shape[1], False, False)]
 
 
 @pytest.mark.benchmark(group="engine: one item")
@@ -43,7 +43,7 @@ def test_decide_cold(benchmark: BenchmarkFixture, ctx: UserContext, shape: tuple
 @pytest.mark.parametrize("count", [50, 200])
 def test_check_items_warm(benchmark: BenchmarkFixture, ctx: UserContext, route: GuardedRoute, count: int) -> None:
     body = items(count)
-    check_items(ctx, route, body, route.default_signals, annotate=True)  # every shape into the memo
+    check_items(ctx, route.fields, body, route.default_signals, annotate=True)  # every shape into the memo
     benchmark.extra_info["items"] = count
     checked = benchmark(check_items, ctx, route, body, route.default_signals, annotate=True)
     assert len(checked.kept) + len(checked.hidden) == count
@@ -58,7 +58,7 @@ def test_check_items_cold(
     body = items(count)
 
     def cold() -> Any:
-        return check_items(new_context(compiled, state), route, body, route.default_signals, annotate=True)
+        return check_items(new_context(compiled, state), route.fields, body, route.default_signals, annotate=True)
 
     benchmark.extra_info["items"] = count
     checked = benchmark(cold)

@@ -6,7 +6,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, UserContext, decide
-from guardrail.explain.render import _notice, explanation, notice, receipt_text
+from guardrail.explain.render import Notices, _notice, explanation, receipt_text
 
 
 @pytest.mark.benchmark(group="explain")
@@ -39,15 +39,16 @@ def hidden(ctx: UserContext) -> list[ItemDecision]:
 @pytest.mark.benchmark(group="explain")
 def test_notice_rendered(benchmark: BenchmarkFixture, ctx: UserContext, hidden: list[ItemDecision]) -> None:
     """The summary sentence written afresh (the first response of a mix of hidden reasons)."""
-    text = benchmark(_notice, ctx, hidden)
+    text = benchmark(_notice, ctx.compiled, ctx.locale, hidden)
     assert text is not None
 
 
 @pytest.mark.benchmark(group="explain")
 def test_notice_memoized(benchmark: BenchmarkFixture, ctx: UserContext, hidden: list[ItemDecision]) -> None:
     """The summary sentence as most responses get it: from the context's memo."""
-    notice(ctx, hidden)
-    text = benchmark(notice, ctx, hidden)
+    notice = Notices(ctx.compiled)
+    notice(ctx.locale, hidden)
+    text = benchmark(notice, ctx.locale, hidden)
     assert text is not None
 
 

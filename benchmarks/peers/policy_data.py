@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from guardrail.controls import is_sensitive_category
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.explain.catalog import CATALOGS
 from guardrail.policy.models import Policy
 

@@ -13,11 +13,12 @@ Layout: "TCF v2 Consent string and vendor list formats", IAB Europe, core segmen
 from __future__ import annotations
 
 import binascii
-import functools
 from base64 import b64decode
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, chain
+
+from guardrail.caching import BoundedCache
 
 __all__ = ["MAX_LENGTH", "TCString", "TcfError", "decode", "decode_cached", "to_json"]
 
@@ -223,7 +224,6 @@ def decode(tc_string: str) -> TCString:
     )
 
 
-@functools.lru_cache(maxsize=4096)
 def _decode_or_none(tc_string: str) -> TCString | None:
     try:
         return decode(tc_string)
@@ -232,12 +232,16 @@ def _decode_or_none(tc_string: str) -> TCString | None:
 
 
 def decode_cached(tc_string: str) -> TCString | None:
-    """`decode` through an LRU cache (one user's string repeats on every request); None if
+    """`decode` through a bounded cache (guardrail/caching.py); None if
     malformed, which is cached too. Overlong strings are refused before reaching the cache so that
     they can neither cost decode time nor fill the cache's memory."""
     if not isinstance(tc_string, str) or len(tc_string) > MAX_LENGTH:
         return None
-    return _decode_or_none(tc_string)
+    return _decoded(tc_string)
+
+
+# One user's string repeats on every request; a malformed one is kept too (as None).
+_decoded = BoundedCache.memoize(4096, _decode_or_none)
 
 
 def _utc(moment: datetime) -> str:

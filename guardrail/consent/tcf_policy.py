@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
+from guardrail.caching import BoundedCache
 from guardrail.consent.tcf import TCString, decode_cached
 from guardrail.policy.models import Policy
 
@@ -25,6 +26,9 @@ POLICY_V4_SINCE = datetime(2023, 10, 1, tzinfo=UTC)
 CONSENT_ONLY_PURPOSES = frozenset({3, 4, 5, 6})
 
 TcfVerdict = frozenset[tuple[str, bool]]
+
+# TC strings whose verdict is kept: one per user, repeated on every request.
+VERDICTS_KEPT = 10_000
 
 
 class TcfReader:
@@ -37,7 +41,7 @@ class TcfReader:
         self.mapping = {name: tuple(p.tcf_purposes) for name, p in policy.purposes.items() if p.tcf_purposes}
         self.wanted = frozenset(h for h in (b"cookie" if self.cookie else None, self.header) if h)
         self._count = count or (lambda result: None)
-        self._verdicts: dict[str, TcfVerdict] = {}
+        self._verdicts: BoundedCache[str, TcfVerdict] = BoundedCache(VERDICTS_KEPT)
 
     def find(self, headers: dict[bytes, bytes], query_string: bytes) -> str | None:
         """The TC string the request carries, from the header, the cookie or the query (in that order)."""
@@ -64,10 +68,7 @@ class TcfReader:
             return None
         found = self._verdicts.get(tc_string)
         if found is None:
-            found = self._judge(decode_cached(tc_string))
-            if len(self._verdicts) >= 10_000:
-                self._verdicts.clear()
-            self._verdicts[tc_string] = found
+            found = self._verdicts.put(tc_string, self._judge(decode_cached(tc_string)))
         return found
 
     def _judge(self, tc: TCString | None) -> TcfVerdict:

@@ -14,11 +14,12 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from guardrail.controls import format_time, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.demo.service import service
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.state import format_time
 
 
 def demo_policy_path() -> Path:

@@ -1,14 +1,35 @@
-"""Everything about a policy that the hot path would otherwise recompute per item."""
+"""Everything about a policy that the hot path would otherwise recompute per item.
+
+The engine reads a loaded policy's attributes; it never loads, validates or imports the policy's
+models (`Policy` is named here for type checkers only), so importing the engine stays cheap and free
+of pydantic, as docs/architecture.md's import tree says.
+"""
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from guardrail.controls import is_sensitive_category as category_is_sensitive
-from guardrail.policy.models import Policy
+from guardrail.caching import BoundedCache
+
+if TYPE_CHECKING:
+    from guardrail.policy.models import Policy
+
+# Category facts are kept for this many distinct spellings: upstreams may send categories the policy never names.
+CATEGORY_FACTS = 100_000
+
+
+def is_sensitive_category(policy: Policy, category: str) -> bool:
+    """What the closest category that says so says: `health.pregnancy` is sensitive because
+    `health` is, unless it is itself marked `sensitive: false`."""
+    parts = category.split(".")
+    for depth in range(len(parts), 0, -1):
+        entry = policy.categories.get(".".join(parts[:depth]))
+        if entry is not None and entry.sensitive is not None:
+            return bool(entry.sensitive)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,49 +55,18 @@ class CompiledPolicy:
         self.hide_at = policy.invasiveness.hide_at
         self.controls_url = f"{policy.prefix}/controls" if policy.prefix is not None else None
         self.unknown_categories = policy.unknown_categories
-        # Category facts are memoized lazily (and bounded): upstreams may send categories the policy never names.
-        self._ids: dict[str, str] = {}
-        self._prefixes: dict[str, tuple[str, ...]] = {}
-        self._sensitive: dict[str, bool] = {}
-        self._unknown: dict[str, bool] = {}
+        self.category_id = BoundedCache.memoize(CATEGORY_FACTS, _category_id)
+        self.prefixes = BoundedCache.memoize(CATEGORY_FACTS, _prefixes)
+        self.is_sensitive = BoundedCache.memoize(CATEGORY_FACTS, self._is_sensitive)
+        self.is_unknown = BoundedCache.memoize(CATEGORY_FACTS, self._is_unknown)
 
-    def category_id(self, sent: str) -> str:
-        """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (docs/architecture.md §2),
-        so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
-        found = self._ids.get(sent)
-        if found is None:
-            found = unicodedata.normalize("NFKC", sent).strip().lower()
-            if len(self._ids) < 100_000:
-                self._ids[sent] = found
-        return found
+    def _is_sensitive(self, category: str) -> bool:
+        return is_sensitive_category(self.policy, category)
 
-    def is_unknown(self, category: str) -> bool:
+    def _is_unknown(self, category: str) -> bool:
         """Whether neither the category (a `category_id`) nor any category above it is in the policy."""
-        found = self._unknown.get(category)
-        if found is None:
-            defined = self.policy.categories
-            found = not any(prefix in defined for prefix in self.prefixes(category))
-            if len(self._unknown) < 100_000:
-                self._unknown[category] = found
-        return found
-
-    def prefixes(self, category: str) -> tuple[str, ...]:
-        """`health.pregnancy` → (`health`, `health.pregnancy`): a rule on any of them applies."""
-        found = self._prefixes.get(category)
-        if found is None:
-            parts = category.split(".")
-            found = tuple(".".join(parts[: depth + 1]) for depth in range(len(parts)))
-            if len(self._prefixes) < 100_000:  # bounded: category names come from the upstream
-                self._prefixes[category] = found
-        return found
-
-    def is_sensitive(self, category: str) -> bool:
-        found = self._sensitive.get(category)
-        if found is None:
-            found = category_is_sensitive(self.policy, category)
-            if len(self._sensitive) < 100_000:
-                self._sensitive[category] = found
-        return found
+        defined = self.policy.categories
+        return not any(prefix in defined for prefix in self.prefixes(category))
 
     def label(self, kind: str, name: str, locale: str) -> str:
         """The plain label of a signal, category or purpose in a locale; its id, readably, if it has none."""
@@ -96,3 +86,15 @@ class CompiledPolicy:
     @cached_property
     def sensitive_categories(self) -> tuple[str, ...]:
         return tuple(name for name in self.policy.categories if self.is_sensitive(name))
+
+
+def _category_id(sent: str) -> str:
+    """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (docs/architecture.md §2),
+    so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
+    return unicodedata.normalize("NFKC", sent).strip().lower()
+
+
+def _prefixes(category: str) -> tuple[str, ...]:
+    """`health.pregnancy` → (`health`, `health.pregnancy`): a rule on any of them applies."""
+    parts = category.split(".")
+    return tuple(".".join(parts[: depth + 1]) for depth in range(len(parts)))

@@ -7,12 +7,21 @@ if not, why", and memoizes the decision for each distinct item shape it sees.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from guardrail.controls import UserState
+from guardrail.caching import BoundedCache
 from guardrail.engine.compiled import CompiledPolicy
-from guardrail.engine.decisions import PRECEDENCE, ItemDecision, Reason
+from guardrail.engine.decisions import PRECEDENCE, Action, ItemDecision, Reason
+from guardrail.state import UserState
+
+# Distinct item shapes a context remembers the decision of.
+MEMO_SIZE = 4096
+# What turns a kept item's facts into the explanation attached to it: (context, action, signals relied on,
+# inferred) → a JSON object. The engine calls it once per distinct decision and never renders text itself
+# (guardrail.explain.render.explanation is the one the guardrail gives it).
+Explainer = Callable[["UserContext", Action, Sequence[str], bool], dict[str, Any]]
 
 
 class RequestSignals(NamedTuple):
@@ -34,14 +43,13 @@ NO_SIGNALS = RequestSignals()
 class UserContext:
     __slots__ = (
         "compiled",
-        "context_header",
         "degraded",
+        "explain",
         "gpc",
         "locale",
         "memo",
         "minor",
         "muted",
-        "notices",
         "personalized_allowed",
         "sensitive_opt_ins",
         "signal_reasons",
@@ -58,16 +66,17 @@ class UserContext:
         now: datetime,
         store_unavailable: bool = False,
         degraded: bool = False,
+        explain: Explainer | None = None,
     ) -> None:
         policy = compiled.policy
         self.compiled = compiled
-        self.context_header: bytes | None = None  # Guardrail-Context, set by the guard that serves it
+        self.explain = explain  # None: decisions carry facts only
         self.locale = locale
         self.gpc = request.gpc
         self.minor = request.minor
         self.degraded = degraded or store_unavailable
-        self.memo: dict[object, ItemDecision] = {}
-        self.notices: dict[object, str | None] = {}
+        # Keyed by an item's shape (guardrail.engine.loop.memo_key); the C loop reads its dict directly.
+        self.memo: BoundedCache[tuple[object, ...], ItemDecision] = BoundedCache(MEMO_SIZE)
         known = state if state is not None else UserState()
         self.muted = frozenset(known.active_mutes(now))
         upcoming = [until for until in known.muted.values() if until is not None and until > now]

@@ -1,4 +1,4 @@
-"""What the engine decides about one item: an action, the reasons, and the explanation to attach."""
+"""What the engine decides about one item: an action, the reasons, and what was relied on."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class ItemDecision:
     reasons: tuple[Reason, ...]  # sorted by precedence; empty unless hidden
     score: int
     because: tuple[str, ...]  # the signals the recommendation relied on
-    explanation: dict[str, Any] | None  # attached to kept items; shared between equal decisions
+    # Attached to kept items, made by the context's explainer (None without one); shared between equal decisions.
+    explanation: dict[str, Any] | None
     muted_topic: str | None = None  # the muted category that hid it, for the notice
     unknown: bool = False  # one of its categories is not in the policy (counted, whatever the action)
     # Derived once here so the per-item loops of a response test plain attributes: in

@@ -1,4 +1,7 @@
-"""The per-item rules of docs/architecture.md §3. Pure and synchronous: no I/O, no clock, no ASGI."""
+"""The per-item rules of docs/architecture.md §3. Pure and synchronous: no I/O, no clock, no ASGI.
+
+A decision is facts: an action, the reasons, the score, the signals relied on. The words a kept item
+carries come from the context's explainer, given by whoever builds the context."""
 
 from __future__ import annotations
 
@@ -6,14 +9,12 @@ from collections.abc import Sequence
 
 from guardrail.engine.context import UserContext
 from guardrail.engine.decisions import PRECEDENCE, Action, ItemDecision, Reason
-from guardrail.explain.render import explanation
-
-_MEMO_LIMIT = 4096
 
 
 def memo_key(categories: Sequence[str], signals: Sequence[str], fresh: bool, inferred: bool) -> tuple[object, ...]:
-    """An item's shape, as the memo keys it: one flat tuple (the C loop builds the same one), which
-    hashes and compares in one pass where a tuple of tuples takes a call per level."""
+    """An item's shape, as the memo keys it: one flat tuple (the loops of guardrail/engine/loop.py and
+    guardrail/_speedups.c build the same one inline), which hashes and compares in one pass where a
+    tuple of tuples takes a call per level."""
     return (fresh, inferred, len(categories), *categories, *signals)
 
 
@@ -35,10 +36,7 @@ def decide(
     # policy's way here, where the decision is made, so that both loops decide alike.
     category_id = compiled.category_id
     decision = _decide(ctx, tuple([category_id(c) for c in categories]), tuple(signals), fresh, inferred)
-    if len(ctx.memo) >= _MEMO_LIMIT:
-        ctx.memo.clear()
-    ctx.memo[key] = decision
-    return decision
+    return ctx.memo.put(key, decision)
 
 
 def _decide(
@@ -102,4 +100,5 @@ def _decide(
     # non-personalized ones too: a shared screen should not announce a health topic.
     discreet = sensitive or score >= compiled.discreet_at or unknown_rule == "discreet"
     action = Action.DISCREET if discreet else Action.KEEP
-    return ItemDecision(action, (), score, signals, explanation(ctx, action, signals, inferred), None, unknown)
+    explained = ctx.explain(ctx, action, signals, inferred) if ctx.explain is not None else None
+    return ItemDecision(action, (), score, signals, explained, None, unknown)

@@ -1,17 +1,21 @@
-"""Turning decisions into plain-language sentences in the user's locale."""
+"""Turning the engine's decisions into plain-language sentences in the user's locale.
+
+The engine decides facts and imports nothing of this module: the guard gives each context `explanation`
+as its explainer, and the responder asks a `Notices` for the sentence about what a page hid.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.caching import BoundedCache
+from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, UserContext
 from guardrail.explain.catalog import message
 
-if TYPE_CHECKING:
-    from guardrail.engine.compiled import CompiledPolicy
-    from guardrail.engine.context import UserContext
+# Distinct (locale, count, reasons) mixes whose notice is kept.
+NOTICES = 1024
 
 
 def explanation(ctx: UserContext, action: Action, signals: Sequence[str], inferred: bool) -> dict[str, Any]:
@@ -45,20 +49,23 @@ def receipt_text(compiled: CompiledPolicy, locale: str, reasons: Sequence[str], 
 _DISCREET_REASONS = frozenset({Reason.SENSITIVE_NEEDS_OPT_IN})
 
 
-def notice(ctx: UserContext, hidden: Sequence[ItemDecision]) -> str | None:
-    """One sentence about what was hidden, naming the rule that decided; discreet if it is sensitive.
-    Memoized per context: the sentence depends only on the count and the (reason, topic) pairs."""
-    key = (len(hidden), frozenset([(d.reasons[0], d.muted_topic) for d in hidden]))
-    notices = ctx.notices
-    if key in notices:
-        return notices[key]
-    found = notices[key] = _notice(ctx, hidden)
-    if len(notices) > 256:  # bounded: one entry per distinct mix of hidden reasons
-        notices.clear()
-    return found
+class Notices:
+    """One sentence about what a page hid, naming the rule that decided; discreet if it is sensitive.
+    Memoized: the sentence depends only on the locale, the count and the (reason, topic) pairs."""
+
+    def __init__(self, compiled: CompiledPolicy) -> None:
+        self.compiled = compiled
+        self._cache: BoundedCache[tuple[object, ...], str | None] = BoundedCache(NOTICES)
+
+    def __call__(self, locale: str, hidden: Sequence[ItemDecision]) -> str | None:
+        key = (locale, len(hidden), frozenset([(d.reasons[0], d.muted_topic) for d in hidden]))
+        found = self._cache.get(key, key)
+        if found is key:
+            found = self._cache.put(key, _notice(self.compiled, locale, hidden))
+        return found  # type: ignore[return-value]
 
 
-def _notice(ctx: UserContext, hidden: Iterable[ItemDecision]) -> str | None:
+def _notice(compiled: CompiledPolicy, locale: str, hidden: Iterable[ItemDecision]) -> str | None:
     deciding: Counter[Reason] = Counter()
     topics: set[str] = set()
     for decision in hidden:
@@ -68,7 +75,6 @@ def _notice(ctx: UserContext, hidden: Iterable[ItemDecision]) -> str | None:
     count = sum(deciding.values())
     if not count:
         return None
-    locale, compiled = ctx.locale, ctx.compiled
     if len(deciding) > 1:
         text = message(locale, "notice.mixed", n=count)
         if Reason.GPC_OPT_OUT in deciding:

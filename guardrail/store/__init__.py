@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import GuardrailError
 from guardrail.metrics import Metrics
 from guardrail.optional import require
+from guardrail.state import ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
 

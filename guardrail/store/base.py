@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from guardrail.controls import ControlsPatch, UserState
 from guardrail.engine.decisions import ItemDecision
+from guardrail.state import ControlsPatch, UserState
 
 if TYPE_CHECKING:
     # Imported when first asked for (guardrail.store.__getattr__): `limits` takes longer to import

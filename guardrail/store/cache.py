@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from guardrail.controls import UserState
+from guardrail.state import UserState
 
 Fetch = Callable[[str], Awaitable[UserState | None]]
 # What one replica keeps: at a few hundred bytes per entry, 100,000 users take tens of MB

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from guardrail.controls import REMOVE, UNSET, ControlsPatch, UserState
+from guardrail.caching import BoundedCache
 from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.state import REMOVE, UNSET, ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord
 
 _PREFIXES = {"consent": "c:", "signals": "s:", "muted": "m:", "sensitive": "o:"}
@@ -105,16 +106,16 @@ def encode_record(record: DecisionRecord) -> bytes:
 
 # Decoded decisions by (action, reasons, because): a page has a handful of shapes, and a list of
 # records repeats them, so each is built once (an ItemDecision serializes its parts when made).
-_decoded: dict[tuple[str, tuple[str, ...], tuple[str, ...]], ItemDecision] = {}
+_decoded: BoundedCache[tuple[str, tuple[str, ...], tuple[str, ...]], ItemDecision] = BoundedCache(4096)
 
 
 def _decision(action: str, reasons: list[str], because: list[str]) -> ItemDecision:
     key = (action, tuple(reasons), tuple(because))
     found = _decoded.get(key)
     if found is None:
-        found = ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
-        if len(_decoded) < 4096:  # bounded: the shapes come from stored data
-            _decoded[key] = found
+        found = _decoded.put(
+            key, ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
+        )
     return found
 
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import StaleRevision
 from guardrail.metrics import Metrics
+from guardrail.state import ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.codec import decode_record, encode_record
 

@@ -34,9 +34,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from guardrail.controls import ControlsPatch, UserState
 from guardrail.errors import GuardrailError, StaleRevision, StoreError
 from guardrail.metrics import Metrics
+from guardrail.state import ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.breaker import CircuitBreaker
 from guardrail.store.cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, StateCache

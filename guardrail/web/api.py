@@ -12,9 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 
-from guardrail.controls import DEFAULT_STATE, format_time, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.errors import InvalidControls, StaleRevision, StoreError
 from guardrail.explain.render import receipt_text
+from guardrail.state import DEFAULT_STATE, format_time
 from guardrail.store import DecisionRecord
 from guardrail.web.openapi import openapi_endpoint
 from guardrail.web.page import page_routes

@@ -15,9 +15,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from guardrail.controls import CONSENT_VALUES, DEFAULT_STATE, MAX_MUTED_TOPICS, is_sensitive_category
+from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.engine.decisions import Action, Reason
 from guardrail.policy.models import Policy
+from guardrail.state import DEFAULT_STATE
 from guardrail.web.problem import PROBLEM_JSON
 
 OPENAPI_VERSION = "3.1.0"

@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from guardrail.controls import format_time, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
 from guardrail.explain.render import receipt_text
+from guardrail.state import format_time
 
 if TYPE_CHECKING:
     from guardrail.web.api import ControlsApi

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from guardrail import GuardrailMiddleware
 from guardrail.context_header import context_header
-from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.state import UserState
 from tests.conftest import BASE_POLICY, ClientFactory, make_policy
 from tests.sidecar.conftest import StartSidecar
 from tests.sidecar.servers import RecordingUpstream

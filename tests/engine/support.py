@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.explain.render import explanation
+from guardrail.state import UserState
 from tests.conftest import make_policy
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -33,4 +34,5 @@ def context(
         now=now,
         store_unavailable=store_unavailable,
         degraded=degraded,
+        explain=explanation,
     )

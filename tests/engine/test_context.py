@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from guardrail.controls import UserState
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.explain.render import explanation
+from guardrail.state import UserState
 from tests.conftest import BASE_POLICY, make_policy
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -44,6 +45,7 @@ def context(
         now=now,
         store_unavailable=store_unavailable,
         degraded=degraded,
+        explain=explanation,
     )
 
 

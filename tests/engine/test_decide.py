@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from guardrail.controls import UserState, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, RequestSignals, UserContext, decide
 from guardrail.explain.catalog import message
 from guardrail.policy.models import Policy
+from guardrail.state import UserState
 from tests.conftest import BASE_POLICY, make_policy
 from tests.engine.support import COMPILED, CONSENTED, NOW, context
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from guardrail.controls import UserState
+from guardrail.bodies import BadBody, read_json, write_json
 from guardrail.engine import decide
-from guardrail.items import BadBody, check_items, read_json, write_json
+from guardrail.engine.loop import BadItem, check_items
 from guardrail.routes import GuardedRoute, RouteTable
+from guardrail.state import UserState
 from tests.conftest import make_policy
 from tests.engine.support import context
 
@@ -73,7 +74,7 @@ def test_each_item_is_decided_as_if_alone(seed: int, state: UserState | None) ->
     rng = random.Random(seed)
     items = [random_item(rng, index) for index in range(rng.randint(0, 60))]
     expected = [alone(item, state) for item in items]
-    checked = check_items(context(state), ROUTE, copy.deepcopy(items), ROUTE.default_signals, annotate=True)
+    checked = check_items(context(state), ROUTE.fields, copy.deepcopy(items), ROUTE.default_signals, annotate=True)
     assert checked.decisions == expected
     assert checked.item_ids == [item["id"] for item in items]
     shown = [item["id"] for item, decision in zip(items, expected, strict=True) if not decision.hidden]
@@ -99,10 +100,9 @@ def test_each_item_is_decided_as_if_alone(seed: int, state: UserState | None) ->
 )
 def test_a_bad_item_is_named(item: Any, message: str) -> None:
     items = [{"id": "fine", "categories": ["movies"]}, item]
-    with pytest.raises(BadBody) as caught:
-        check_items(context(), ROUTE, items, ("watch_history",), annotate=True)
-    assert caught.value.kind == "bad_item"
-    assert message in caught.value.detail
+    with pytest.raises(BadItem) as caught:
+        check_items(context(), ROUTE.fields, items, ("watch_history",), annotate=True)
+    assert message in str(caught.value)
 
 
 # -- reading and writing a body exactly ---------------------------------------------------------
@@ -141,7 +141,7 @@ def test_a_body_too_deep_to_read_exactly_is_a_bad_body_not_a_crash() -> None:
 
 def test_the_exact_writer_writes_the_explanations_as_orjson_serialized_them() -> None:
     page = [{"id": 2**70, "categories": ["movies"], "signals": ["watch_history"]}]
-    checked = check_items(context(), ROUTE, page, ROUTE.default_signals, annotate=True)
+    checked = check_items(context(), ROUTE.fields, page, ROUTE.default_signals, annotate=True)
     written = write_json({"items": checked.kept}, exact=True)
     assert written.startswith(b'{"items":[{"id":1180591620717411303424,')
     assert b'"explanation":{"text":"You see this because of what you watched."' in written

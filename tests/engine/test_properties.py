@@ -13,11 +13,12 @@ from typing import Any
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from guardrail.controls import UserState, is_sensitive_category
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, RequestSignals, UserContext, decide
-from guardrail.items import check_items
+from guardrail.engine.compiled import is_sensitive_category
+from guardrail.engine.loop import check_items
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
+from guardrail.state import UserState
 from tests.engine.support import NOW
 from tests.strategies import (
     examples,
@@ -58,7 +59,7 @@ def decisions(ctx: UserContext, batch: list[dict[str, Any]]) -> list[ItemDecisio
     route = RouteTable(ctx.compiled.policy.routes).match("/recommendations", "GET")
     assert route is not None
     copies = [dict(item) for item in batch]
-    return check_items(ctx, route, copies, route.default_signals, annotate=False).decisions
+    return check_items(ctx, route.fields, copies, route.default_signals, annotate=False).decisions
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""The C loop (guardrail/_speedups.c) against its reference, the Python loop of guardrail/items.py.
+"""The C loop (guardrail/_speedups.c) against its reference, the Python loop of guardrail/engine/loop.py.
 
 Both must give the same decisions, the same annotated items and the same hidden list for every
 policy, user and page, and name the same problem in the same words for a malformed item.
@@ -15,18 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from guardrail.bodies import has_digit_run, has_digit_run_python
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
-from guardrail.items import (
-    ACCELERATED,
-    BadBody,
-    CheckedItems,
-    check_items,
-    check_items_python,
-    has_digit_run,
-    has_digit_run_python,
-)
+from guardrail.engine.loop import BadItem, CheckedItems, check_items, check_items_python
+from guardrail.explain.render import explanation
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
+from guardrail.speedups import ACCELERATED
 from tests.engine.support import NOW
 from tests.strategies import examples, items, policies, request_signals, states
 
@@ -71,9 +66,9 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tu
     route = RouteTable(ctx.compiled.policy.routes).match("/recommendations", "GET")
     assert route is not None
     try:
-        checked: CheckedItems = check(ctx, route, page, route.default_signals, annotate=annotate)
-    except BadBody as exc:
-        return ("bad body", exc.kind, exc.detail)
+        checked: CheckedItems = check(ctx, route.fields, page, route.default_signals, annotate=annotate)
+    except BadItem as exc:
+        return ("bad item", str(exc))
     return (
         checked.decisions,
         checked.item_ids,
@@ -95,7 +90,7 @@ def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate:
     compiled = CompiledPolicy(policy)
 
     def context() -> UserContext:
-        return UserContext(compiled, state, request or RequestSignals(), locale="en", now=NOW)
+        return UserContext(compiled, state, request or RequestSignals(), locale="en", now=NOW, explain=explanation)
 
     c_ctx, python_ctx = context(), context()
     # Twice each: the first pass fills the memo through the engine, the second reads it.

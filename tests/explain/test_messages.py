@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from guardrail.controls import UserState
 from guardrail.engine import Action, ItemDecision, Reason, UserContext, decide
 from guardrail.explain.catalog import CATALOGS, SOURCE_LOCALE, Message, message, missing_messages
-from guardrail.explain.render import notice, receipt_text
+from guardrail.explain.render import Notices, receipt_text
+from guardrail.state import UserState
 from tests.engine.support import COMPILED, context
 from tests.explain.readability import flesch_reading_ease
 
@@ -106,6 +106,11 @@ def test_plural_forms() -> None:
     assert message("en", "notice.topic_muted", n=1, topic="sports") == "We hid 1 suggestion because you muted sports."
     assert message("en", "notice.topic_muted", n=2, topic="sports") == "We hid 2 suggestions because you muted sports."
     assert message("en", "notice.topic_muted", n=0, topic="sports") == "We hid 0 suggestions because you muted sports."
+
+
+def notice(ctx: UserContext, hidden: list[ItemDecision]) -> str | None:
+    """The notice a page with these hidden decisions gets, as the guard writes it for the context's locale."""
+    return Notices(ctx.compiled)(ctx.locale, hidden)
 
 
 # --- notices ----------------------------------------------------------------------------------------

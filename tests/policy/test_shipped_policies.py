@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guardrail.controls import is_sensitive_category
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.policy.loading import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

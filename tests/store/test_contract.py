@@ -16,9 +16,11 @@ from uuid import uuid4
 
 import pytest
 
-from guardrail.controls import UserState, is_sensitive_category, validate_patch
+from guardrail.controls import validate_patch
+from guardrail.engine.compiled import is_sensitive_category
 from guardrail.engine.decisions import Action, ItemDecision, Reason
 from guardrail.errors import StaleRevision
+from guardrail.state import UserState
 from guardrail.store import DecisionRecord, Store
 from tests.conftest import make_policy
 from tests.store.conftest import DECISIONS_PER_USER, RETENTION

@@ -17,10 +17,11 @@ from uuid import uuid4
 import pytest
 from prometheus_client import CollectorRegistry
 
-from guardrail.controls import UserState, validate_patch
+from guardrail.controls import validate_patch
 from guardrail.engine.decisions import Action, ItemDecision
 from guardrail.errors import StoreError
 from guardrail.metrics import Metrics
+from guardrail.state import UserState
 from guardrail.store import DecisionRecord, create_store
 from guardrail.store.cache import StateCache
 from guardrail.store.redis import RedisStore

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from guardrail.controls import format_time
+from guardrail.state import format_time
 
 MERGE = {"content-type": "application/merge-patch+json"}
 
