@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from guardrail.engine.compiled import is_sensitive_category
-from guardrail.explain.catalog import CATALOGS
+from guardrail.messages import CATALOGS
 from guardrail.policy.models import Policy
 
 TEXT_KEYS = ("item.popular", "item.because", "item.inferred", "item.discreet", "list.and")

@@ -12,7 +12,7 @@ from typing import Any
 
 from guardrail.caching import BoundedCache
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, UserContext
-from guardrail.explain.catalog import message
+from guardrail.messages import message
 
 # Distinct (locale, count, reasons) mixes whose notice is kept.
 NOTICES = 1024

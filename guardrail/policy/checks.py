@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrail.explain.catalog import AVAILABLE_LOCALES
+from guardrail.messages import AVAILABLE_LOCALES
 
 Issue = tuple[str, str]  # (key path, message)
 _ANY_SPELLING = {True: "in any case, with or without a trailing slash", False: "with or without a trailing slash"}

@@ -16,7 +16,7 @@ import pytest
 
 from guardrail.controls import validate_patch
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, RequestSignals, UserContext, decide
-from guardrail.explain.catalog import message
+from guardrail.messages import message
 from guardrail.policy.models import Policy
 from guardrail.state import UserState
 from tests.conftest import BASE_POLICY, make_policy

@@ -1,4 +1,7 @@
-"""Message catalogs: one JSON file per locale under `locales/`.
+"""The one message catalog: every sentence a user reads, one JSON file per locale beside this module.
+
+Explanations, notices and receipts (guardrail/explain/render.py) and the controls page (keys starting
+`page.`, guardrail/web/page.py) read it, so a locale is complete for both or refused for both.
 
 A message is a string with `{placeholders}`, or, where the count changes the words, a mapping of
 CLDR plural categories (`one`, `other`) to strings. Every locale must define every key that `en`
@@ -18,7 +21,7 @@ Message = str | Mapping[str, str]
 
 def _load_catalogs() -> dict[str, dict[str, Message]]:
     catalogs: dict[str, dict[str, Message]] = {}
-    for entry in resources.files("guardrail.explain").joinpath("locales").iterdir():
+    for entry in resources.files("guardrail.messages").iterdir():
         if entry.name.endswith(".json"):
             catalogs[entry.name.removesuffix(".json")] = json.loads(entry.read_text(encoding="utf-8"))
     return catalogs
