@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from guardrail.engine import Action, ItemDecision, Reason, UserContext, decide
-from guardrail.messages import CATALOGS, SOURCE_LOCALE, Message, message, missing_messages
 from guardrail.explain.render import Notices, receipt_text
+from guardrail.messages import CATALOGS, SOURCE_LOCALE, Message, message, missing_messages
 from guardrail.state import UserState
 from tests.engine.support import COMPILED, context
 from tests.explain.readability import flesch_reading_ease
