@@ -17,7 +17,7 @@ import asyncio
 import select
 from collections import deque
 from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -30,17 +30,49 @@ from guardrail.sidecar.errors import (
     WriteTimeout,
 )
 
-if TYPE_CHECKING:
-    from guardrail.sidecar.http1 import ConnectionPool, Headers
-
 BUFFER_LIMIT = 256 * 1024
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Timeout:
+    """Seconds each phase of a request may take (None: no limit): `connect`, `pool` (waiting for a free
+    connection), `write` (the request going out) and `read` (the answer, and each next piece of it).
+    Each is `seconds` unless given."""
+
+    __slots__ = ("connect", "pool", "read", "write")
+
+    def __init__(
+        self,
+        seconds: float | None,
+        *,
+        connect: float | None = None,
+        pool: float | None = None,
+        write: float | None = None,
+        read: float | None = None,
+    ) -> None:
+        self.connect = seconds if connect is None else connect
+        self.pool = seconds if pool is None else pool
+        self.write = seconds if write is None else write
+        self.read = seconds if read is None else read
+
+    def __repr__(self) -> str:
+        return f"Timeout(connect={self.connect}, pool={self.pool}, write={self.write}, read={self.read})"
+
+
+class Pool(Protocol):
+    """What a connection needs of the pool that made it (guardrail.sidecar.http1.ConnectionPool)."""
+
+    timeout: Timeout
+
+    def _close(self, connection: Connection) -> None: ...
 
 
 class Connection(asyncio.Protocol):
     """One connection. Parsing happens as bytes arrive (`data_received`); the request's task waits
     on `waiter` for the head, the next piece of body, or room to write."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.unread = select.poll()  # the socket, once connected: see `has_unread_bytes`

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 
 from guardrail.sidecar.connection import Connection, NothingSent, expire
+from guardrail.sidecar.connection import Headers as Headers  # the client's types, where its users look
+from guardrail.sidecar.connection import Timeout as Timeout
 from guardrail.sidecar.errors import (
     ConnectError,
     ConnectTimeout,
@@ -40,33 +42,6 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # Seconds a connection may sit idle before it is closed rather than reused: less than the 5 s after
 # which uvicorn, Node and others close theirs, so that a request rarely meets a connection just closing.
 IDLE_EXPIRY = 4.0
-
-Headers = list[tuple[bytes, bytes]]
-
-
-class Timeout:
-    """Seconds each phase of a request may take (None: no limit): `connect`, `pool` (waiting for a free
-    connection), `write` (the request going out) and `read` (the answer, and each next piece of it).
-    Each is `seconds` unless given."""
-
-    __slots__ = ("connect", "pool", "read", "write")
-
-    def __init__(
-        self,
-        seconds: float | None,
-        *,
-        connect: float | None = None,
-        pool: float | None = None,
-        write: float | None = None,
-        read: float | None = None,
-    ) -> None:
-        self.connect = seconds if connect is None else connect
-        self.pool = seconds if pool is None else pool
-        self.write = seconds if write is None else write
-        self.read = seconds if read is None else read
-
-    def __repr__(self) -> str:
-        return f"Timeout(connect={self.connect}, pool={self.pool}, write={self.write}, read={self.read})"
 
 
 class ConnectionPool:
