@@ -18,7 +18,13 @@ ENGLISH = CATALOGS["en"]
 OTHER_LOCALES = sorted(set(CATALOGS) - {"en"})
 PLURAL_CATEGORIES = {"zero", "one", "two", "few", "many", "other"}
 # Realistic values for every placeholder the catalogs use.
-EXAMPLE_PARAMS = {"signals": "what you watched", "topic": "gambling"}
+EXAMPLE_PARAMS = {
+    "signals": "what you watched",
+    "topic": "gambling",
+    "until": "2026-12-13 09:00 UTC",
+    "item": "m42",
+    "seconds": 30,
+}
 
 
 def placeholders(entry: Message) -> set[str]:
@@ -99,6 +105,11 @@ def test_english_is_short(text: str) -> None:
 
 @pytest.mark.parametrize("text", english_texts())
 def test_english_is_easy_to_read(text: str) -> None:
+    # Flesch's formula measures sentences; on a heading of one to four words (the page's "Topics",
+    # "Language") it only counts syllables, so headings and labels are held to the length rule above.
+    if len(text.split()) < 5:
+        assert len(text) <= 40, text
+        return
     assert flesch_reading_ease(text) >= 60, text
 
 
