@@ -27,8 +27,9 @@ from guardrail.items import (
     storable_ids,
     write_json,
 )
+from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
-from guardrail.routes import GuardedRoute, PointerError, resolve
+from guardrail.routes import GuardedRoute
 from guardrail.store import DecisionRecord
 from guardrail.web.problem import PROBLEM_JSON
 

@@ -36,8 +36,8 @@ import certifi
 from starlette.types import Receive, Scope, Send
 
 from guardrail.metrics import Metrics
+from guardrail.paths import PathError, forwardable
 from guardrail.responder import UPSTREAM_ERROR
-from guardrail.routes import PathError, forwardable
 from guardrail.sidecar.bodies import ClientGone, ClientTooSlow, RequestBody, is_long, unless_client_leaves
 from guardrail.sidecar.errors import ConnectError, UpstreamError, UpstreamTimeout
 from guardrail.sidecar.http1 import ConnectionPool, Headers, Response, Timeout
