@@ -35,6 +35,7 @@ from typing import Any
 import certifi
 from starlette.types import Receive, Scope, Send
 
+from guardrail.identity import ipv4_mapped
 from guardrail.metrics import Metrics
 from guardrail.paths import PathError, forwardable
 from guardrail.responder import UPSTREAM_ERROR
@@ -312,9 +313,7 @@ class ReverseProxy:
 
 def _peer_address(host: str) -> bytes:
     """The peer as X-Forwarded-For names it: an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) as a.b.c.d."""
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host.encode("latin-1")
+    return (ipv4_mapped(host) or host).encode("latin-1")
 
 
 def _connection_names(headers: Any) -> frozenset[bytes]:
