@@ -44,7 +44,8 @@ from redis import asyncio as aioredis  # noqa: E402
 from guardrail import GuardrailMiddleware, load_policy  # noqa: E402
 from guardrail.controls import validate_patch  # noqa: E402
 from guardrail.errors import StoreError  # noqa: E402
-from guardrail.store.redis import RedisStore, records_key  # noqa: E402
+from guardrail.store.redis import RedisStore  # noqa: E402
+from guardrail.store.redis_keys import records_key  # noqa: E402
 from tests.store.redis_servers import RedisServer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

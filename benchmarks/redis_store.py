@@ -52,7 +52,8 @@ from guardrail.errors import StoreError  # noqa: E402
 from guardrail.metrics import Metrics  # noqa: E402
 from guardrail.store.cache import StateCache  # noqa: E402
 from guardrail.store.codec import encode_record  # noqa: E402
-from guardrail.store.redis import RedisStore, controls_key, records_key  # noqa: E402
+from guardrail.store.redis import RedisStore  # noqa: E402
+from guardrail.store.redis_keys import controls_key, records_key  # noqa: E402
 from tests.store.redis_servers import RedisServer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

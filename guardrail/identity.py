@@ -84,9 +84,8 @@ class IdentityResolver:
             except ValueError:
                 trusted = False  # a unix socket or a test client's made-up name is not an address
             else:
-                # A dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d: it is still a.b.c.d.
-                mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-                forms = (address,) if mapped is None else (address, mapped)
+                mapped = ipv4_mapped(host)
+                forms = (address,) if mapped is None else (address, ipaddress.IPv4Address(mapped))
                 trusted = any(form in network for network in self._networks for form in forms)
             self._trusted_hosts.put(host, trusted)
         return trusted
@@ -130,10 +129,28 @@ def _trusted_networks(entries: list[str]) -> tuple[Network, ...]:
         network = ipaddress.ip_network(entry, strict=False)
         networks.append(network)
         # An IPv4-mapped entry (::ffff:10.0.0.0/104) also names the IPv4 peers it maps.
-        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        mapped = ipv4_mapped(str(network.network_address)) if network.version == 6 else None
         if mapped is not None and network.prefixlen >= 96:
             networks.append(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
     return tuple(networks)
+
+
+def ipv4_mapped(address: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 address stands for (`::ffff:a.b.c.d` is a.b.c.d), else None.
+
+    A dual-stack socket shows an IPv4 peer so: it is still a.b.c.d, to `trusted_proxies` and in
+    X-Forwarded-For. Sockets write it dotted, which needs no parsing; other spellings are parsed."""
+    if address.startswith("::ffff:"):
+        dotted = address[7:]
+        if dotted.count(".") == 3 and ":" not in dotted and "%" not in dotted:
+            return dotted
+    if ":" not in address or "ffff" not in address.lower():
+        return None
+    try:
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+    except ValueError:
+        return None
+    return None if mapped is None else str(mapped)
 
 
 def _exact_user_id(raw: bytes | None) -> str | None:

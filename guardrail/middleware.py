@@ -23,11 +23,12 @@ from guardrail.guard import Guard
 from guardrail.logs import user_hash
 from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import metrics_for
+from guardrail.paths import PathError
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
 from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
-from guardrail.routes import API, GuardedRoute, PathError
+from guardrail.routes import API, GuardedRoute
 from guardrail.settings import Settings
 from guardrail.speedups import ACCELERATED
 from guardrail.state import DEFAULT_STATE, UserState

@@ -17,8 +17,9 @@ from guardrail.bodies import BadBody, decode_body, encode_body, read_json, stora
 from guardrail.echo import inert
 from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
 from guardrail.identity import Caller
+from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
-from guardrail.routes import GuardedRoute, PointerError, resolve
+from guardrail.routes import GuardedRoute
 from guardrail.store import DecisionRecord
 from guardrail.web.problem import PROBLEM_JSON
 

@@ -6,11 +6,8 @@ to the upstream service over one pool of keep-alive connections (`guardrail.side
   `BUFFERED_BODY` is read whole before an upstream connection is taken, so that clients sending
   theirs slowly hold none of the pool; a client has `body_timeout` seconds for its whole body, else
   `408`. Reading an answer stops when its client goes away, and that upstream connection is closed.
-- Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and those it names, `Keep-Alive`, `TE`, `Trailer`,
-  `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are dropped both ways. The upstream is asked for its
-  own host; it learns the client's in `X-Forwarded-Host`, `-Proto` and `-For` (appended to a trusted
-  proxy's; the middleware in front has dropped anyone else's, `guardrail.mediation`).
-  `Date` and `Server` come from this server, as with nginx.
+- Hop-by-hop headers are dropped both ways, and the upstream learns the client's host, scheme and
+  address in `X-Forwarded-*` (proxy_headers.py).
 - An upstream that cannot be reached answers `502`, one that does not answer in time `504`, both
   problem+json saying nothing internal, counted in `guardrail_upstream_errors_total{kind}`.
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
@@ -30,31 +27,22 @@ import logging
 import ssl
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
 import certifi
 from starlette.types import Receive, Scope, Send
 
 from guardrail.metrics import Metrics
+from guardrail.paths import PathError, forwardable
 from guardrail.responder import UPSTREAM_ERROR
-from guardrail.routes import PathError, forwardable
 from guardrail.sidecar.bodies import ClientGone, ClientTooSlow, RequestBody, is_long, unless_client_leaves
 from guardrail.sidecar.errors import ConnectError, UpstreamError, UpstreamTimeout
 from guardrail.sidecar.http1 import ConnectionPool, Headers, Response, Timeout
+from guardrail.sidecar.proxy_headers import request_headers, response_headers
 from guardrail.sidecar.upstream import parse_upstream
 from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
 
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)  # and every `proxy-*` header
-# Not passed on to the upstream: it gets its own Host (the client's goes in X-Forwarded-Host), and
-# uvicorn has answered `Expect: 100-continue` already.
-_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"expect"}
-# Not passed back: this server writes its own Date, and Server would name the upstream's software.
-_NOT_RETURNED = HOP_BY_HOP | {b"date", b"server"}
-_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 CONNECT_TIMEOUT = 5.0
 # A request body up to this size is read whole before it goes upstream: what a slow client holds
 # meanwhile is its own connection to this server, not one of the pool's.
@@ -164,7 +152,7 @@ class ReverseProxy:
         except PathError as exc:
             await problem(400, "Bad Request", str(exc))(scope, receive, send)
             return
-        headers = self._request_headers(scope)
+        headers = request_headers(scope, self._host, self._trusts_forwarded)
         try:
             body = await self._request_body(scope, receive, headers)
             response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
@@ -183,7 +171,7 @@ class ReverseProxy:
             await self._fail(send, "protocol", exc)
             return
         try:
-            returned = _response_headers(response.headers)
+            returned = response_headers(response.headers)
             await send({"type": "http.response.start", "status": response.status, "headers": returned})
             await self._relay(response, send, receive if is_long(returned) else None)
         finally:
@@ -278,62 +266,6 @@ class ReverseProxy:
         query: bytes = scope["query_string"]
         # Dot segments resolved here, so that `..` cannot climb out of the upstream's prefix.
         return self._prefix + forwardable(raw_path) + (b"?" + query if query else b"")
-
-    def _request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        named = _connection_names(scope["headers"])
-        headers: list[tuple[bytes, bytes]] = [(b"host", self._host)]
-        forwarded_for: list[bytes] = []
-        incoming: dict[bytes, bytes] = {}
-        host = b""
-        for name, value in scope["headers"]:
-            if name in _NOT_FORWARDED or name in named or name.startswith(b"proxy-"):
-                if name == b"host":
-                    host = value
-            elif name == b"x-forwarded-for":
-                forwarded_for.append(value)
-            elif name in _FORWARDED:
-                incoming[name] = value
-            else:
-                headers.append((name, value))
-        client = scope.get("client")
-        if client:
-            forwarded_for.append(_peer_address(client[0]))
-        if forwarded_for:
-            headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
-        # A trusted proxy in front (a TLS terminator, say) knows better how the client came in.
-        trusted = bool(incoming) and self._trusts_forwarded(scope)
-        proto = incoming.get(b"x-forwarded-proto") if trusted else None
-        headers.append((b"x-forwarded-proto", proto or scope.get("scheme", "http").encode("latin-1")))
-        forwarded_host = (incoming.get(b"x-forwarded-host") if trusted else None) or host
-        if forwarded_host:
-            headers.append((b"x-forwarded-host", forwarded_host))
-        return headers
-
-
-def _peer_address(host: str) -> bytes:
-    """The peer as X-Forwarded-For names it: an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) as a.b.c.d."""
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host.encode("latin-1")
-
-
-def _connection_names(headers: Any) -> frozenset[bytes]:
-    """The headers a `Connection` header names: hop-by-hop too (RFC 9110 §7.6.1)."""
-    names: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(names)
-
-
-def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    named = _connection_names(raw)
-    out = []
-    for name, value in raw:
-        lowered = name.lower()
-        if lowered not in _NOT_RETURNED and lowered not in named and not lowered.startswith(b"proxy-"):
-            out.append((lowered, value))
-    return out
 
 
 def _seconds(seconds: float) -> str:

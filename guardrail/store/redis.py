@@ -1,12 +1,7 @@
 """The Redis backend: shared, durable user state for many replicas (docs/architecture.md §6).
 
-Keys (one user's keys share the hash tag `{u:<user>}`, so every user operation is single-slot
-and works the same on Redis Cluster):
-
-    gr:{u:<user>}     hash: the user's controls (see codec.py for the fields)
-    gr:{u:<user>}:d   list: the user's decision records, newest first, capped and expiring
-    gr:{u:<user>}:e   string: when the user last erased their data (epoch seconds), kept as long as
-                      a record: a record made before then, written later, is refused
+Its keys are in redis_keys.py, the client a URL makes in redis_client.py, and the time budget and
+circuit breaker around every call in redis_calls.py.
 
 Reads go through a local cache (0 round trips on a hit, 1 on a miss, concurrent misses coalesced);
 every change publishes the user on `gr:invalidate`, and every replica drops that user from its
@@ -25,122 +20,31 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis import __version__ as redis_version
-from redis import asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
-from guardrail.errors import GuardrailError, StaleRevision, StoreError
+from guardrail.errors import StaleRevision, StoreError
 from guardrail.metrics import Metrics
 from guardrail.state import ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.breaker import CircuitBreaker
-from guardrail.store.cache import DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_SECONDS, StateCache
+from guardrail.store.cache import StateCache
 from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
+from guardrail.store.redis_calls import BudgetedCalls
+from guardrail.store.redis_client import CHANGE_BUDGET, cache_from_url, client_from_url
+from guardrail.store.redis_keys import CHANNEL, controls_key, erased_key, records_key
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
 logger = logging.getLogger("guardrail.store")
 
-CHANNEL = "gr:invalidate"
 MAX_QUEUED_RECORDS = 10_000
 FLUSH_EVERY = 0.05  # seconds between decision-record batches
-MAX_CONNECTIONS = 256  # per replica (per node on a cluster)
-CHANGE_BUDGET = 1.0  # seconds: a user's change may wait longer than a read on the hot path
 _LUA = resources.files("guardrail.store").joinpath("lua")
 
 
-def controls_key(user: str) -> str:
-    # Braces inside a user id would move the hash tag: escape them (and the escape character).
-    tag = user.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return f"gr:{{u:{tag}}}"
-
-
-def records_key(user: str) -> str:
-    return controls_key(user) + ":d"
-
-
-def erased_key(user: str) -> str:
-    """When the user last erased their data: records made before then are not written (erase.lua)."""
-    return controls_key(user) + ":e"
-
-
-_CACHE_OPTIONS = {"cache_entries": int, "cache_seconds": float}
-
-
-def cache_from_url(url: str) -> tuple[str, StateCache]:
-    """(the URL without the cache options, the cache they describe)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    bounds: dict[str, float] = {}
-    for name, value in query:
-        kind = _CACHE_OPTIONS.get(name)
-        if kind is None:
-            continue
-        try:
-            bounds[name] = kind(value)
-        except ValueError:
-            bounds[name] = -1
-        if bounds[name] < 0 or (kind is int and bounds[name] < 1):
-            raise GuardrailError(
-                f"store URL option {name}={value!r} is not valid; use a positive "
-                f"{'whole number' if kind is int else 'number of seconds'}, e.g. {name}="
-                f"{100_000 if kind is int else 60}"
-            )
-    rest = urlencode([(name, value) for name, value in query if name not in _CACHE_OPTIONS])
-    cache = StateCache(
-        max_entries=int(bounds.get("cache_entries", DEFAULT_CACHE_ENTRIES)),
-        max_age=bounds.get("cache_seconds", DEFAULT_CACHE_SECONDS),
-    )
-    return urlunsplit(parts._replace(query=rest)), cache
-
-
-def client_from_url(url: str, timeout: float) -> Any:
-    """redis://, rediss://, and redis+cluster://host:port,host:port (rediss+cluster:// with TLS)."""
-    # redis-py's defaults block for seconds and retry: here a call gets one try, and the budget of
-    # each call is enforced around it (RedisStore._call). The socket timeouts only bound what
-    # runs outside a call (the invalidation listener, connecting under a burst), so they are the
-    # longest budget any call has, not the 20 ms of a read on the request path.
-    socket_timeout = max(timeout, CHANGE_BUDGET)
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 5,
-    }
-    parts = urlsplit(url)
-    if parts.scheme.endswith("+cluster"):
-        if not hasattr(RedisCluster, "pubsub"):  # every replica follows gr:invalidate through it
-            raise GuardrailError(
-                f"the store {parts.scheme}:// needs redis-py 8.0 or newer (its asyncio cluster client has "
-                f"publish/subscribe from 8.0); this is redis-py {redis_version}: pip install 'redis[hiredis]>=8'"
-            )
-        nodes = []
-        for address in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = address.rpartition(":")
-            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-        return RedisCluster(
-            startup_nodes=nodes,
-            ssl=parts.scheme.startswith("rediss"),
-            username=parts.username,
-            password=parts.password,
-            max_connections=MAX_CONNECTIONS,
-            **options,
-        )
-    # A burst of misses waits for a pooled connection (within each call's budget) instead of
-    # failing at once when the pool is full, as redis-py's default pool does.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=socket_timeout, **options
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it too
-
-
-class RedisStore:
+class RedisStore(BudgetedCalls):
     def __init__(
         self,
         client: Any,
@@ -153,13 +57,15 @@ class RedisStore:
         metrics: Metrics | None = None,
         url: str | None = None,
     ) -> None:
-        self.client = client
-        self.timeout = timeout
+        super().__init__(
+            client,
+            timeout=timeout,
+            breaker=breaker if breaker is not None else CircuitBreaker(),
+            metrics=metrics,
+        )
         self.decisions_per_user = decisions_per_user
         self.retention = retention
         self.cache = cache if cache is not None else StateCache()
-        self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self.metrics = metrics
         # The server's URL (without the cache options): a client given without it is asked for no
         # more than the store's own calls, and the change rate limiter then counts in process.
         self.url = url
@@ -171,8 +77,6 @@ class RedisStore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
         self._closed = False
-        self._connected = False
-        self._connect_after = 0.0
         self.subscribed = asyncio.Event()  # set while the invalidation channel is followed
 
     @classmethod
@@ -219,57 +123,6 @@ class RedisStore:
     async def _fetch(self, user: str) -> UserState | None:
         fields = await self._call("load", self.client.hgetall(controls_key(user)))
         return decode_state(fields)
-
-    async def _call(self, op: str, awaitable: Any, *, budget: float | None = None) -> Any:
-        """One store call within the time budget; any failure becomes StoreError."""
-        if not self._connected and time.monotonic() >= self._connect_after:
-            await self._connect()
-        if not self.breaker.allow():
-            _close(awaitable)
-            self._count_error(op)
-            raise StoreError(f"the store is not answering ({op} not attempted: circuit open)")
-        started = time.perf_counter()
-        # The call runs in a task of its own and is abandoned when the budget is spent: a
-        # cancellation sent into redis-py can be swallowed there, and then the call would wait
-        # for the socket timeout instead of the budget.
-        task = asyncio.ensure_future(awaitable)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=budget or self.timeout)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if not done:
-            task.cancel()
-            task.add_done_callback(_retrieve)
-            self.breaker.failure()
-            self._count_error(op)
-            raise StoreError(f"the store did not answer {op} in time")
-        try:
-            result = task.result()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.breaker.failure()
-            self._count_error(op)
-            raise StoreError(f"the store failed on {op}: {type(exc).__name__}") from None
-        self.breaker.success()
-        if self.metrics is not None:
-            self.metrics.store_seconds.labels(op).observe(time.perf_counter() - started)
-        return result
-
-    async def _connect(self) -> None:
-        # A cluster client learns the slot layout on first use: more than a hot-path budget.
-        initialize = getattr(self.client, "initialize", None)
-        if initialize is None:
-            self._connected = True
-            return
-        try:
-            async with asyncio.timeout(max(self.timeout, CHANGE_BUDGET)):
-                await initialize()
-        except (RedisError, OSError, TimeoutError):
-            # The call that follows fails and is counted. Requests do not each wait for the
-            # next attempt: it comes after a pause.
-            self._connect_after = time.monotonic() + 2.0
-            return
-        self._connected = True
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -433,23 +286,6 @@ class RedisStore:
         if self.metrics is not None:
             self.metrics.tally.add(self.metrics.cache_lookups.labels(result))
 
-    def _count_error(self, op: str) -> None:
-        if self.metrics is not None:
-            self.metrics.store_errors.labels(op).inc()
-
     def _count_dropped(self, count: int) -> None:
         if self.metrics is not None:
             self.metrics.decision_records_dropped.inc(count)
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    # An abandoned call's outcome is of no interest, but it must be retrieved or asyncio logs it.
-    if not task.cancelled():
-        task.exception()
-
-
-def _close(awaitable: Any) -> None:
-    # A coroutine that will not be awaited must be closed, or Python warns about it.
-    close = getattr(awaitable, "close", None)
-    if close is not None:
-        close()

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from guardrail.store import create_store
-from guardrail.store.redis import RedisStore, records_key
+from guardrail.store.redis import RedisStore
+from guardrail.store.redis_keys import records_key
 from tests.store.conftest import DECISIONS_PER_USER, RETENTION, store_url
 from tests.store.test_contract import make_record, wait_for_decisions
 

@@ -1,0 +1,31 @@
+"""Where the Redis store keeps a user's state (docs/architecture.md §6).
+
+One user's keys share the hash tag `{u:<user>}`, so every user operation is single-slot and works the
+same on Redis Cluster:
+
+    gr:{u:<user>}     hash: the user's controls (see codec.py for the fields)
+    gr:{u:<user>}:d   list: the user's decision records, newest first, capped and expiring
+    gr:{u:<user>}:e   string: when the user last erased their data (epoch seconds), kept as long as
+                      a record: a record made before then, written later, is refused
+
+Every change publishes the user on `CHANNEL`, and every replica drops that user from its cache.
+"""
+
+from __future__ import annotations
+
+CHANNEL = "gr:invalidate"
+
+
+def controls_key(user: str) -> str:
+    # Braces inside a user id would move the hash tag: escape them (and the escape character).
+    tag = user.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"gr:{{u:{tag}}}"
+
+
+def records_key(user: str) -> str:
+    return controls_key(user) + ":d"
+
+
+def erased_key(user: str) -> str:
+    """When the user last erased their data: records made before then are not written (erase.lua)."""
+    return controls_key(user) + ":e"
