@@ -11,8 +11,6 @@ from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.types import ASGIApp
-
 from guardrail.consent.tcf_policy import TcfReader
 from guardrail.context_header import context_header
 from guardrail.controls import UserState
@@ -45,7 +43,6 @@ class Guard:
         # the guard, not the middleware: a reloaded policy may read other headers, and both swap together.
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.screen = HeaderScreen(self.identity, self.wanted)
-        self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self._contexts: dict[_ContextKey, tuple[UserState | None, UserContext]] = {}
         self._shared: dict[tuple[Hashable, RequestSignals, str, bool, bool], UserContext] = {}
 
