@@ -33,15 +33,7 @@ from guardrail.errors import InvalidControls, StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
 from guardrail.runtime import Runtime
-from guardrail.web.common import (
-    ERASE,
-    STORE_DOWN_HEADERS,
-    STORE_DOWN_STATUS,
-    caller,
-    count_changes,
-    read_body,
-    route,
-)
+from guardrail.web.common import ERASE, STORE_DOWN_HEADERS, STORE_DOWN_STATUS, caller, count_changes, read_body, route
 from guardrail.web.ratelimit import ChangeLimiter
 
 CSRF_WINDOW_SECONDS = 3600
