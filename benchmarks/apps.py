@@ -168,7 +168,7 @@ async def grant_consent(
 ) -> None:
     now = datetime.now(UTC)
     patch = validate_patch(middleware.policy, BENCH_CONTROLS if controls is None else controls, now)
-    await middleware.store.patch(user, patch, if_match=None, now=now)
+    await middleware.runtime.store.patch(user, patch, if_match=None, now=now)
 
 
 def make_guarded(
@@ -186,9 +186,9 @@ def make_guarded(
         # server's cached copy of the user (the invalidation channel), and a warm arm would turn cold.
         # Then "warm": every user's state is in the store's local cache already.
         for user in granted:
-            if await warm(middleware.store, user) is None:
+            if await warm(middleware.runtime.store, user) is None:
                 await grant_consent(middleware, user)
-                await warm(middleware.store, user)
+                await warm(middleware.runtime.store, user)
         yield
 
     async def warm_all(request: Request) -> Response:
@@ -196,7 +196,7 @@ def make_guarded(
         # 60 s, and between runs of this arm minutes pass; loaded one at a time, no load goes over budget.
         assert middleware is not None
         for user in granted:
-            await warm(middleware.store, user)
+            await warm(middleware.runtime.store, user)
         return PlainTextResponse(f"{len(granted)} users warm")
 
     registry = CollectorRegistry()
@@ -234,7 +234,7 @@ class ForcedMisses:
 
     def __init__(self, middleware: GuardrailMiddleware, every: int) -> None:
         self.app = middleware
-        self.cache = getattr(middleware.store, "cache")  # noqa: B009 (RedisStore only, not in the Store protocol)
+        self.cache = getattr(middleware.runtime.store, "cache")  # noqa: B009 (RedisStore only, not in the Store protocol)
         self.every = every
         self.requests = 0
 

@@ -78,7 +78,7 @@ async def run(users: int, cache_entries: int, consented: float, items: int) -> d
         upstream = make_bare(items)  # serves /recommendations/popular too, where the policy steps aside
         registry = CollectorRegistry()
         middleware = GuardrailMiddleware(upstream, policy=policy, store=store_url, registry=registry)
-        store = middleware.store
+        store = middleware.runtime.store
         assert isinstance(store, RedisStore)
         grant = validate_patch(policy, {"consent": {"personalization": "granted"}}, datetime.now(UTC))
         sink = Sink()

@@ -39,6 +39,7 @@ import guardrail.responder
 from guardrail import GuardrailMiddleware
 from guardrail.engine import RequestSignals
 from guardrail.engine.loop import check_items
+from guardrail.runtime import Runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -128,10 +129,10 @@ Variant = Callable[[], AbstractContextManager[Any]]
 
 async def variants(middleware: GuardrailMiddleware, body: bytes, guarded_body: bytes) -> dict[str, Variant]:
     """The guarded app with one step replaced by its precomputed answer, by the step's name."""
-    guard = middleware.guard
+    guard, runtime = middleware.guard, middleware.runtime
     route = guard.routes.match("/recommendations", "GET")
     assert route is not None
-    state = await middleware.store.load(BENCH_USER)
+    state = await runtime.store.load(BENCH_USER)
     ctx, _ = guard.context(BENCH_USER, state, RequestSignals(False, False, None), None)
     document = orjson.loads(body)
     items = document["items"]
@@ -149,22 +150,22 @@ async def variants(middleware: GuardrailMiddleware, body: bytes, guarded_body: b
         "notice (the summary sentence)": lambda: replaced(guardrail.responder, "notice", lambda *args: notice),
         "orjson.dumps of the guarded body": lambda: replaced(guardrail.responder, "orjson", no_dumps),
         "after_decision (item counters, decision record, store)": lambda: replaced(
-            middleware, "after_decision", lambda *args, **kwargs: None
+            runtime, "after_decision", lambda *args, **kwargs: None
         ),
-        "overhead histogram + request counter": lambda: _without_request_metrics(middleware),
+        "overhead histogram + request counter": lambda: _without_request_metrics(runtime),
     }
 
 
 @contextmanager
-def _without_request_metrics(middleware: GuardrailMiddleware) -> Iterator[None]:
-    count = middleware._count  # after_decision's counters go through it too: replaced only for "requests"
+def _without_request_metrics(runtime: Runtime) -> Iterator[None]:
+    count = runtime._count  # after_decision's counters go through it too: replaced only for "requests"
 
     def requests_free(route: str, metric: str, label: str) -> Any:
         return _NullMetric() if metric == "requests" else count(route, metric, label)
 
     with ExitStack() as stack:
-        stack.enter_context(replaced(middleware, "_overhead", _NullMetric()))
-        stack.enter_context(replaced(middleware, "_count", requests_free))
+        stack.enter_context(replaced(runtime, "_overhead", _NullMetric()))
+        stack.enter_context(replaced(runtime, "_count", requests_free))
         yield
 
 

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 
-from starlette.types import ASGIApp
-
 from guardrail.caching import BoundedCache
 from guardrail.consent.tcf_policy import TcfReader
 from guardrail.context_header import context_header
@@ -50,7 +48,6 @@ class Guard:
         # the guard, not the middleware: a reloaded policy may read other headers, and both swap together.
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.screen = HeaderScreen(self.identity, self.wanted)
-        self.api: ASGIApp  # the HTTP API under `prefix`, set by the middleware that serves this guard
         self.notice = Notices(self.compiled)
         self._contexts: BoundedCache[_ContextKey, tuple[UserState | None, Served]] = BoundedCache(CONTEXT_CACHE_SIZE)
         self._shared: BoundedCache[_SharedKey, Served] = BoundedCache(CONTEXT_CACHE_SIZE)

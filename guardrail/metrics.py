@@ -14,7 +14,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from guardrail._version import __version__
-from guardrail.speedups import ACCELERATED
 
 # From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
 OVERHEAD_BUCKETS = (
@@ -132,7 +131,6 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
-        self.build_info.labels(__version__, "true" if ACCELERATED else "false").set(1)
         self._live_policy: str | None = None
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears
@@ -143,6 +141,10 @@ class Metrics:
             self.fail_mode.labels(mode)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+
+    def set_build_info(self, accelerated: bool) -> None:
+        """Say which per-item loop runs: whoever runs the engine knows, the metrics do not import it."""
+        self.build_info.labels(__version__, "true" if accelerated else "false").set(1)
 
     def set_policy(self, policy_id: str) -> None:
         previous, self._live_policy = self._live_policy, policy_id
@@ -257,20 +259,3 @@ def multiprocess_registry(metrics: Metrics) -> CollectorRegistry:
     metrics.tally.flush_before_collecting(registry)
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
-
-
-def metrics_app(registry: CollectorRegistry | None = None) -> Any:
-    """A pure-ASGI app serving the Prometheus exposition, to mount at `/metrics` in your service."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    chosen = registry if registry is not None else REGISTRY
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = generate_latest(chosen)
-        headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return app

@@ -126,7 +126,7 @@ class PolicyReloader:
             return self._refuse(exc)
         previous = self.middleware.policy
         self.middleware.use_policy(policy)
-        self.middleware.metrics.policy_reloads.labels("success").inc()
+        self.middleware.runtime.metrics.policy_reloads.labels("success").inc()
         logger.info(
             "policy reloaded: %s is live (was %s)",
             policy.policy_id,
@@ -146,7 +146,7 @@ class PolicyReloader:
 
     def _refuse(self, error: PolicyError) -> bool:
         live = self.middleware.policy.policy_id
-        self.middleware.metrics.policy_reloads.labels("error").inc()
+        self.middleware.runtime.metrics.policy_reloads.labels("error").inc()
         logger.error(
             "policy reload refused, %s is still live: %s",
             live,

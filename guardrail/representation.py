@@ -44,16 +44,18 @@ _WHEN_NOT_SAID = ((b"accept", JSON_ONLY), (b"accept-encoding", IDENTITY))
 HEADER_VALUES_KEPT = 256
 
 
-def upstream_scope(scope: Scope, first: Mapping[bytes, bytes]) -> Scope:
-    """The scope of a guarded request as the upstream gets it. `first` holds the first value of each
-    of `REQUEST_HEADERS` the client sent: repeated lines are dropped with the rest, so they smuggle nothing."""
+def upstream_scope(scope: Scope, first: Mapping[bytes, bytes], *, extra: tuple[bytes, bytes]) -> Scope:
+    """The scope of a guarded request as the upstream gets it, `extra` the last header (the headers are
+    copied once). `first` holds the first value of each of `REQUEST_HEADERS` the client sent: repeated
+    lines are dropped with the rest, so they smuggle nothing."""
     if REQUEST_HEADERS.isdisjoint(first):
-        headers = [*scope["headers"], *_WHEN_NOT_SAID]
+        headers = [*scope["headers"], *_WHEN_NOT_SAID, extra]
     else:
         dropped = _NOT_FORWARDED_ON_READS if scope["method"] in _READS else _NOT_FORWARDED
         headers = [header for header in scope["headers"] if header[0] not in dropped]
         headers.append((b"accept", json_accept(first.get(b"accept"))))
         headers.append((b"accept-encoding", decodable_accept_encoding(first.get(b"accept-encoding"))))
+        headers.append(extra)
     return {**scope, "headers": headers}
 
 

@@ -1,14 +1,15 @@
 """One guarded response: buffer the upstream's JSON, decide each item, annotate, send.
 
-A throwaway object per request (like Starlette's `GZipResponder`): the middleware instance keeps
-configuration only. Errors, redirects and answers without content (204, 205, 304, HEAD) pass through
-unbuffered; a success that is not whole JSON (another type, a 206) is unchecked and follows the fail mode.
+A throwaway object per request (like Starlette's `GZipResponder`): it reports what it decided to the
+runtime (`guardrail.runtime`) and knows nothing of the middleware that made it. Errors, redirects and
+answers without content (204, 205, 304, HEAD) pass through unbuffered; a success that is not whole JSON
+(another type, a 206) is unchecked and follows the fail mode.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.types import Message, Send
@@ -16,16 +17,14 @@ from starlette.types import Message, Send
 from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
 from guardrail.echo import inert
 from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
+from guardrail.guard import Guard
 from guardrail.identity import Caller
 from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute
+from guardrail.runtime import Runtime
 from guardrail.store import DecisionRecord
 from guardrail.web.problem import PROBLEM_JSON
-
-if TYPE_CHECKING:
-    from guardrail.guard import Guard
-    from guardrail.middleware import GuardrailMiddleware
 
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
 # could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
@@ -46,11 +45,11 @@ class GuardedResponder:
         "encoding",
         "guard",
         "hidden_count",
-        "middleware",
         "mode",
         "outcome",
         "overhead",
         "route",
+        "runtime",
         "send",
         "size",
         "start",
@@ -59,7 +58,7 @@ class GuardedResponder:
 
     def __init__(
         self,
-        middleware: GuardrailMiddleware,
+        runtime: Runtime,
         guard: Guard,
         route: GuardedRoute,
         ctx: UserContext,
@@ -69,7 +68,7 @@ class GuardedResponder:
         rewritten: bool,
         head: bool,
     ) -> None:
-        self.middleware = middleware
+        self.runtime = runtime
         self.guard = guard
         self.route = route
         self.ctx = ctx
@@ -79,7 +78,7 @@ class GuardedResponder:
         # A rewritten request went to the non-personalized route without identity:
         # items that do not say otherwise relied on no personal data.
         self.default_signals = () if rewritten else route.default_signals
-        self.decision_id = middleware.next_decision_id()
+        self.decision_id = runtime.next_decision_id()
         self.start: Message | None = None
         self.chunks: list[bytes] = []
         self.size = 0
@@ -119,7 +118,7 @@ class GuardedResponder:
                 self.outcome = "upstream_error"  # no upstream answer at all: the proxy's 502 or 504
             else:
                 kind = "no_content" if status in _NO_CONTENT else "error_status" if status >= 400 else "other_status"
-                self.middleware.metrics.upstream_bodies.labels(kind).inc()
+                self.runtime.count_upstream_body(kind)
             await self.send(message)
             return
         self.start = message
@@ -191,7 +190,7 @@ class GuardedResponder:
         else:
             self.outcome = "degraded" if self.ctx.degraded else "enforced"
         if self.ctx.degraded:
-            self.middleware.count_fail_mode(self.guard.policy.fail_mode)
+            self.runtime.count_fail_mode(self.guard.policy.fail_mode)
         assert self.start is not None  # _on_start stored it before any body
         upstream_headers = self.start.get("headers", ())
         # Shadow mode sends the upstream's own bytes: all it says about them stays true.
@@ -205,7 +204,7 @@ class GuardedResponder:
         await self.send(start)
         await self.send({"type": "http.response.body", "body": out})
         started = time.perf_counter()
-        self.middleware.after_decision(self, checked)
+        self.runtime.after_decision(self.route.template, checked, self.record(checked))
         self.overhead += time.perf_counter() - started
 
     def _rewritten(
@@ -248,13 +247,13 @@ class GuardedResponder:
     async def _unchecked(self, kind: str, detail: str, *, more: bool) -> None:
         """A body we cannot check. Closed: 502 with nothing of it. Open (or shadow): as it came, marked.
         `more`: the rest of the upstream's body is still to come (it then streams through, or is dropped)."""
-        middleware = self.middleware
-        middleware.metrics.upstream_bodies.labels(kind).inc()
+        runtime = self.runtime
+        runtime.count_upstream_body(kind)
         assert self.start is not None
         if self.mode == "shadow" or self.guard.policy.fail_mode == "open":
             self.outcome = "degraded"
-            middleware.count_fail_mode("open")
-            middleware.log_unchecked(self, kind, detail, "passed through unchecked")
+            runtime.count_fail_mode("open")
+            runtime.log_unchecked(self.route.template, self.decision_id, kind, detail, "passed through unchecked")
             upstream_headers = self.start.get("headers", ())
             if self.mode == "enforce":
                 # Unchecked, it must not be kept and shown again once it could have been checked.
@@ -266,8 +265,8 @@ class GuardedResponder:
             self.state = "streaming" if more else "done"
             return
         self.outcome = "upstream_error"
-        middleware.count_fail_mode("closed")
-        middleware.log_unchecked(self, kind, detail, "replaced by a 502")
+        runtime.count_fail_mode("closed")
+        runtime.log_unchecked(self.route.template, self.decision_id, kind, detail, "replaced by a 502")
         self.state = "discarding"
         self.chunks = []
         body = orjson.dumps(

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from guardrail import GuardrailMiddleware
 from guardrail.logs import configure_logging, user_hash
-from guardrail.metrics import metrics_app
+from guardrail.web import metrics_app
 from tests.conftest import ClientFactory, make_policy
 from tests.upstream import Upstream
 

@@ -23,11 +23,12 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from guardrail.errors import StoreError
-from guardrail.metrics import metrics_app, metrics_for, multiprocess_mode, multiprocess_registry
+from guardrail.metrics import metrics_for, multiprocess_mode, multiprocess_registry
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.reload import PolicyReloader, load_or_snapshot
 from guardrail.sidecar.proxy import ReverseProxy
 from guardrail.store import Store
+from guardrail.web.exposition import metrics_app
 from guardrail.web.problem import problem
 
 logger = logging.getLogger("guardrail")
@@ -87,7 +88,7 @@ class Sidecar:
         # Connect to the store before the first request: a worker that starts (or restarts) would
         # otherwise spend its first requests' 20 ms budget opening a connection, and answer degraded.
         with contextlib.suppress(StoreError):
-            await self.middleware.store.check()
+            await self.middleware.runtime.store.check()
         if sighup:
             self.reloader.install_sighup()
         if self.watch:
@@ -107,9 +108,10 @@ class Sidecar:
     async def shutdown(self) -> None:
         self.reloader.close()
         await self.proxy.aclose()
-        await self.middleware.store.aclose()
+        runtime = self.middleware.runtime
+        await runtime.store.aclose()
         # The batched counts, into the metric files before this worker goes.
-        self.middleware.metrics.tally.flush()
+        runtime.tally.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -154,7 +156,7 @@ def build_sidecar(
     middleware = GuardrailMiddleware(
         proxy, policy=load_or_snapshot(policy_path, snapshot), store=store, registry=registry
     )
-    middleware.add_readiness_check("upstream", proxy.check)
+    middleware.runtime.add_readiness_check("upstream", proxy.check)
     reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
     exposition = multiprocess_registry(metrics) if multiprocess else registry
     return Sidecar(middleware, proxy, reloader, metrics_app(exposition), watch=watch, metrics_port=metrics_port)

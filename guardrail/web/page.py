@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -31,13 +29,12 @@ from guardrail.controls import validate_patch
 from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
 from guardrail.explain.render import receipt_text
+from guardrail.guard import Guard
+from guardrail.messages import CATALOGS, SOURCE_LOCALE, message
+from guardrail.runtime import Runtime
 from guardrail.state import format_time
-
-if TYPE_CHECKING:
-    from guardrail.web.api import ControlsApi
-
-RouteFactory = Callable[..., Route]
-Endpoint = Callable[[Request], Awaitable[Response]]
+from guardrail.web.common import ERASE, STORE_DOWN_HEADERS, STORE_DOWN_STATUS, caller, count_changes, read_body, route
+from guardrail.web.ratelimit import ChangeLimiter
 
 CSRF_WINDOW_SECONDS = 3600
 MAX_FORM_BYTES = 64 * 1024
@@ -56,9 +53,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-STRINGS: dict[str, dict[str, str]] = json.loads(
-    resources.files("guardrail.web").joinpath("templates", "strings.json").read_text(encoding="utf-8")
-)
 _ENV = Environment(
     loader=PackageLoader("guardrail.web", "templates"),
     autoescape=True,
@@ -69,9 +63,9 @@ _ENV = Environment(
 _PROCESS_KEY = secrets.token_bytes(32)
 
 
-def page_routes(api: ControlsApi, prefix: str, route: RouteFactory) -> list[Route]:
-    """The page's routes, made with the API's `_route` helper (so a wrong method is a 405 there too)."""
-    page = ControlsPage(api, prefix)
+def page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> list[Route]:
+    """The page's routes (a wrong method is a problem+json 405, as on the API)."""
+    page = ControlsPage(runtime, guard, limiter, prefix)
     return [
         route(f"{prefix}/controls", page.controls, "GET", "POST"),
         route(f"{prefix}/controls/erase", page.erase, "POST"),
@@ -105,8 +99,11 @@ class CsrfTokens:
 
 
 class ControlsPage:
-    def __init__(self, api: ControlsApi, prefix: str) -> None:
-        self.api = api
+    def __init__(self, runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> None:
+        self.runtime = runtime
+        self.guard = guard
+        self.policy = guard.policy
+        self.limiter = limiter
         self.prefix = prefix
         self.csrf = CsrfTokens(csrf_key())
 
@@ -118,33 +115,29 @@ class ControlsPage:
 
     def _locale(self, request: Request, user_locale: str | None = None) -> str:
         accept = request.headers.get("accept-language")
-        locale = self.api.guard.locales.choose(user_locale, accept.encode("latin-1") if accept else None)
-        if locale in STRINGS:
+        locale = self.guard.locales.choose(user_locale, accept.encode("latin-1") if accept else None)
+        if locale in CATALOGS:
             return locale
-        default = self.api.policy.default_locale
-        return default if default in STRINGS else "en"
+        default = self.policy.default_locale
+        return default if default in CATALOGS else SOURCE_LOCALE
 
     def _render(self, template: str, locale: str, status: int = 200, headers: Mapping[str, str] | None = None,
                 **context: Any) -> Response:  # fmt: skip
-        strings = STRINGS[locale]
-
         def t(key: str, **params: Any) -> str:
-            text = strings[key]
-            return text.format(**params) if params else text
+            return message(locale, f"page.{key}", **params)
 
         html = _ENV.get_template(template).render(locale=locale, t=t, **context)
         return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
 
     def _error(self, locale: str, status: int, text: str | None = None, *, fields: list[tuple[str, str]] | None = None,
                headers: Mapping[str, str] | None = None, back: bool = True, **params: Any) -> Response:  # fmt: skip
-        strings = STRINGS[locale]
         return self._render(
             "error.html",
             locale,
             status,
             headers,
-            heading=strings[f"error.{status}.title"],
-            text=text if text is not None else strings[f"error.{status}.text"].format(**params),
+            heading=message(locale, f"page.error.{status}.title"),
+            text=text if text is not None else message(locale, f"page.error.{status}.text", **params),
             fields=fields or [],
             back=self.action if back else None,
         )
@@ -152,11 +145,9 @@ class ControlsPage:
     async def _form(self, request: Request) -> dict[str, str] | None:
         """The urlencoded form (first value of each name), or None when it is too large."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_FORM_BYTES:
-                return None
+        raw = await read_body(request, MAX_FORM_BYTES)
+        if raw is None:
+            return None
         if media != FORM_TYPE:
             return {}
         form: dict[str, str] = {}
@@ -166,7 +157,7 @@ class ControlsPage:
 
     async def _guard_change(self, request: Request) -> tuple[str, str, dict[str, str]] | Response:
         """Who is asking, in which language, with which form; or the error page that stops the change."""
-        user = self.api._user(request)
+        user = caller(self.guard, request)
         locale = self._locale(request)
         if user is None:
             return self._error(locale, 401, back=False)
@@ -178,30 +169,31 @@ class ControlsPage:
         return user, locale, form
 
     async def _rate_limited(self, user: str, locale: str) -> Response | None:
-        wait = await self.api.limiter.retry_after(user)
+        wait = await self.limiter.retry_after(user)
         if wait is None:
             return None
         return self._error(locale, 429, headers={"Retry-After": str(wait)}, seconds=wait)
 
     def _store_down(self, locale: str) -> Response:
-        return self._error(locale, 503, headers={"Retry-After": "1"})
+        return self._error(locale, STORE_DOWN_STATUS, headers=STORE_DOWN_HEADERS)
 
     # -- endpoints ----------------------------------------------------------------------------
 
     async def controls(self, request: Request) -> Response:
         if request.method == "POST":
             return await self._save(request)
-        user = self.api._user(request)
+        user = caller(self.guard, request)
         if user is None:
             return self._error(self._locale(request), 401, back=False)
+        store = self.runtime.store
         try:
-            state = await self.api.middleware.store.load(user)
-            records = await self.api.middleware.store.decisions(user, limit=50)
+            state = await store.load(user)
+            records = await store.decisions(user, limit=50)
         except StoreError:
             return self._store_down(self._locale(request))
         locale = self._locale(request, state.locale if state is not None else None)
         now = datetime.now(UTC)
-        policy, compiled = self.api.policy, self.api.guard.compiled
+        policy, compiled = self.policy, self.guard.compiled
         mutes = state.active_mutes(now) if state is not None else {}
         signals = state.signals if state is not None else {}
         opted_in = state.sensitive if state is not None else {}
@@ -276,27 +268,26 @@ class ControlsPage:
         now = datetime.now(UTC)
         body, problems = self._patch_body(form, now)
         try:
-            patch = validate_patch(self.api.policy, body, now)
+            patch = validate_patch(self.policy, body, now)
         except InvalidControls as exc:
             problems.extend(exc.problems)
         if problems:
             return self._error(locale, 422, fields=problems)
         try:
-            await self.api.middleware.store.patch(user, patch, if_match=None, now=now)
+            await self.runtime.store.patch(user, patch, if_match=None, now=now)
         except StoreError:
             return self._store_down(locale)
-        for field in patch.changed_fields():
-            self.api.middleware.metrics.control_changes.labels(field).inc()
+        count_changes(self.runtime, patch.changed_fields())
         return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
 
     def _patch_body(self, form: Mapping[str, str], now: datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The merge patch the whole form stands for, and the problems only the form can have.
         Names the policy does not know are passed on, so `validate_patch` names them like the API does."""
-        policy = self.api.policy
+        policy = self.policy
         problems: list[tuple[str, str]] = []
         signals: dict[str, Any] = {name: f"signal.{name}" in form for name in policy.signals}
         sensitive: dict[str, Any] = {
-            name: f"sensitive.{name}" in form for name in self.api.guard.compiled.sensitive_categories
+            name: f"sensitive.{name}" in form for name in self.guard.compiled.sensitive_categories
         }
         muted: dict[str, Any] = {}
         # Every purpose gets the answer the user gave on the page: ticked is a yes, unticked a no.
@@ -338,13 +329,13 @@ class ControlsPage:
             return checked
         user, locale, form = checked
         if form.get("confirm") != "yes":
-            return self._error(locale, 422, STRINGS[locale]["error.422.confirm"])
+            return self._error(locale, 422, message(locale, "page.error.422.confirm"))
         limited = await self._rate_limited(user, locale)
         if limited is not None:
             return limited
         try:
-            await self.api.middleware.store.erase(user)
+            await self.runtime.store.erase(user)
         except StoreError:
             return self._store_down(locale)
-        self.api.middleware.metrics.control_changes.labels("erase").inc()
+        count_changes(self.runtime, ERASE)
         return RedirectResponse(f"{self.action}?erased=1", status_code=303, headers={"Cache-Control": "no-store"})

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from guardrail import GuardrailMiddleware
 from guardrail.controls import MAX_PROBLEMS_LISTED
 from guardrail.logs import JsonFormatter
-from guardrail.web.api import MAX_PATCH_BYTES
+from guardrail.web.controls_api import MAX_PATCH_BYTES
 from tests.conftest import BASE_POLICY, ClientFactory, make_policy
 from tests.upstream import Upstream, item
 

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail import GuardrailMiddleware
 from guardrail.engine import Reason
+from guardrail.routes import GPC_PATH
 from guardrail.web.openapi import openapi_document
 from tests.conftest import BASE_POLICY, make_policy
 from tests.upstream import Upstream
@@ -54,9 +55,11 @@ async def test_served_publicly_as_json(client: httpx.AsyncClient, app: Guardrail
 async def test_lists_exactly_the_operations_the_api_serves(client: httpx.AsyncClient, app: GuardrailMiddleware) -> None:
     # Ask each route the API serves which methods it allows: a method none of them allow answers 405 with `Allow`.
     served: set[tuple[str, str]] = set()
-    for route in app.guard.api.routes:  # type: ignore[attr-defined]
-        if route.path.startswith("/guardrail/controls"):
-            continue  # the HTML page is not part of the JSON API the document describes (docs/architecture.md §7)
+    for route in app._served.management.routes:  # type: ignore[attr-defined]
+        if route.path.startswith("/guardrail/controls") or route.path == GPC_PATH:
+            # Neither the HTML page nor the GPC statement is part of the JSON API the document describes
+            # (docs/architecture.md §7).
+            continue
         probe = route.path.replace("{decision_id}", "d1")
         response = await client.request("OPTIONS", probe, headers=USER)
         assert response.status_code == 405, route.path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import re
 from importlib import resources
 from typing import Any
@@ -14,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from guardrail import GuardrailMiddleware
 from guardrail.errors import StoreError
-from guardrail.web.page import STRINGS, CsrfTokens
+from guardrail.messages import CATALOGS, message
+from guardrail.web.page import CsrfTokens
 from tests.conftest import ClientFactory, make_policy
 from tests.upstream import Upstream
 
@@ -82,7 +82,7 @@ async def test_page_renders_the_policy_in_plain_labels(client: httpx.AsyncClient
     assert "<main" in page and 'method="post"' in page and f'action="{PAGE}"' in page
     for text in ("what you watched", "your exact location", "data from our partners", "horror films", "gambling"):
         assert text in page
-    assert STRINGS["en"]["personalization.help"] in page
+    assert message("en", "page.personalization.help") in page
     assert 'role="status"' not in page
     # Every control has a label, and no resource is loaded from anywhere.
     ids = re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', page)
@@ -95,7 +95,7 @@ async def test_page_renders_the_policy_in_plain_labels(client: httpx.AsyncClient
 async def test_korean_with_accept_language(client: httpx.AsyncClient) -> None:
     response = await client.get(PAGE, headers=as_user(**{"accept-language": "ko-KR,ko;q=0.9,en;q=0.5"}))
     assert '<html lang="ko">' in response.text
-    assert STRINGS["ko"]["title"] in response.text and "시청 기록" not in response.text  # test labels: "... (ko)"
+    assert message("ko", "page.title") in response.text and "시청 기록" not in response.text  # test labels: "... (ko)"
     assert "what you watched (ko)" in response.text
 
 
@@ -132,7 +132,7 @@ async def test_post_turns_off_a_signal_and_mutes_a_topic(client: httpx.AsyncClie
     assert "m1" in kept
 
     saved = await client.get(f"{PAGE}?saved=1", headers=as_user())
-    assert f'<p class="status" role="status">{STRINGS["en"]["saved"]}</p>' in saved.text
+    assert f'<p class="status" role="status">{message("en", "page.saved")}</p>' in saved.text
     assert re.search(r'<option value="mute" selected>', saved.text)
     assert 'name="signal.search_history" value="on">' in saved.text  # shown unticked
     # What was hidden, and why, newest first.
@@ -163,7 +163,7 @@ async def test_post_without_a_valid_token_is_refused(client: httpx.AsyncClient) 
         response = await post(client, sent, **as_user())
         assert response.status_code == 403
         assert response.headers["content-type"].startswith("text/html")
-        assert STRINGS["en"]["error.403.title"] in response.text and "Traceback" not in response.text
+        assert message("en", "page.error.403.title") in response.text and "Traceback" not in response.text
     assert (await controls(client))["revision"] == 0
 
 
@@ -229,7 +229,7 @@ async def test_erase_needs_the_confirmation(client: httpx.AsyncClient) -> None:
 
     response = await post(client, {"csrf": token}, f"{PAGE}/erase", **as_user())
     assert response.status_code == 422
-    assert STRINGS["en"]["error.422.confirm"] in response.text
+    assert message("en", "page.error.422.confirm") in response.text
     assert (await controls(client))["revision"] == 1
     assert (await post(client, {"confirm": "yes"}, f"{PAGE}/erase", **as_user())).status_code == 403
 
@@ -237,7 +237,7 @@ async def test_erase_needs_the_confirmation(client: httpx.AsyncClient) -> None:
     assert response.status_code == 303 and response.headers["location"] == f"{PAGE}?erased=1"
     assert (await controls(client))["revision"] == 0
     page = await client.get(response.headers["location"], headers=as_user())
-    assert STRINGS["en"]["erased"] in page.text
+    assert message("en", "page.erased") in page.text
 
 
 async def test_explanations_link_to_this_page(client: httpx.AsyncClient) -> None:
@@ -253,18 +253,20 @@ async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"{PAGE}/erase", headers=as_user())).status_code == 405
 
 
-def test_page_strings_exist_in_both_locales() -> None:
-    raw = json.loads(resources.files("guardrail.web").joinpath("templates", "strings.json").read_text("utf-8"))
-    assert set(raw) >= {"en", "ko"}
-    assert set(raw["en"]) == set(raw["ko"])
-    for key, text in raw["en"].items():
-        assert re.findall(r"{(\w+)}", text) == re.findall(r"{(\w+)}", raw["ko"][key]), key
-        assert raw["ko"][key].strip(), key
-    # Every key the templates use is in the catalog.
+def test_every_text_the_page_shows_is_in_the_message_catalog() -> None:
+    """The page's texts live in the one catalog (guardrail/messages), whose completeness in every locale
+    tests/explain/test_messages.py checks; here, that every key the templates and the page use is in it."""
     for name in ("base.html", "controls.html", "error.html"):
         source = resources.files("guardrail.web").joinpath("templates", name).read_text("utf-8")
-        for key in re.findall(r't\("([\w.]+)"', source):
-            assert key in raw["en"], (name, key)
+        keys = re.findall(r't\("([\w.]+)"', source)
+        assert keys, name
+        for key in keys:
+            assert f"page.{key}" in CATALOGS["en"], (name, key)
+    page = resources.files("guardrail.web").joinpath("page.py").read_text("utf-8")
+    for key in re.findall(r'"page\.([\w.]+)"', page):
+        assert f"page.{key}" in CATALOGS["en"], key
+    for status in (401, 403, 422, 429, 503):
+        assert f"page.error.{status}.title" in CATALOGS["en"] and f"page.error.{status}.text" in CATALOGS["en"]
 
 
 async def test_a_user_never_asked_can_say_yes_on_the_page(client: httpx.AsyncClient) -> None:

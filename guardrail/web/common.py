@@ -1,0 +1,80 @@
+"""What the management surface's modules share: who is asking, reading a bounded body, the answer
+when the store is down, counting changes, routes whose wrong-method answer is problem+json, JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from guardrail.guard import Guard
+from guardrail.runtime import Runtime
+from guardrail.web.problem import problem
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# When the store cannot be reached, a change is not saved: 503, and a retry soon may find it back.
+STORE_DOWN_STATUS = 503
+STORE_DOWN_HEADERS: Mapping[str, str] = {"Retry-After": "1"}
+# What `count_changes` counts an erasure as.
+ERASE = ("erase",)
+
+
+def caller(guard: Guard, request: Request) -> str | None:
+    """The user asking, from the policy's identity source; None when the request does not say."""
+    return guard.identity.caller(request.scope).user
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is over `limit` bytes (the rest is not read)."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return raw
+
+
+def unauthorized() -> Response:
+    """The API's answer to a request that does not say who is asking."""
+    return problem(401, "Unauthorized", "Sign in first: this request did not say who you are.")
+
+
+def store_down() -> Response:
+    """The API's answer when the store is down (the page renders its own, with the same status)."""
+    return problem(
+        STORE_DOWN_STATUS,
+        "Service Unavailable",
+        "Your settings cannot be reached just now, so nothing was saved. Try again in a moment.",
+        headers=STORE_DOWN_HEADERS,
+    )
+
+
+def count_changes(runtime: Runtime, fields: Sequence[str]) -> None:
+    """Count a user's change to their controls by field; `ERASE` for an erasure."""
+    changes = runtime.metrics.control_changes
+    for field in fields:
+        changes.labels(field).inc()
+
+
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def route(path: str, endpoint: Endpoint, *methods: str) -> Route:
+    """A route whose wrong-method answer is problem+json too (Starlette's own is plain text)."""
+    allowed = ", ".join(methods)
+
+    async def checked(request: Request) -> Response:
+        if request.method not in methods:
+            return problem(
+                405, "Method Not Allowed", f"{request.method} is not allowed here; use {allowed}.",
+                headers={"Allow": allowed},
+            )  # fmt: skip
+        return await endpoint(request)
+
+    return Route(path, checked, methods=EVERY_METHOD)
