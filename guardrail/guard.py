@@ -30,7 +30,7 @@ _ContextKey = tuple[str | None, RequestSignals, str, bool, bool]
 _SharedKey = tuple[Hashable, RequestSignals, str, bool, bool]
 # A context and its `Guardrail-Context` header, made together: contexts are shared by the users whose
 # controls mean the same, so most requests find both made.
-Served = tuple[UserContext, bytes]
+ContextWithHeader = tuple[UserContext, bytes]
 
 
 class Guard:
@@ -49,8 +49,10 @@ class Guard:
         self.wanted = self.identity.wanted | _REQUEST_HEADERS | self.tcf.wanted
         self.screen = HeaderScreen(self.identity, self.wanted)
         self.notice = Notices(self.compiled)
-        self._contexts: BoundedCache[_ContextKey, tuple[UserState | None, Served]] = BoundedCache(CONTEXT_CACHE_SIZE)
-        self._shared: BoundedCache[_SharedKey, Served] = BoundedCache(CONTEXT_CACHE_SIZE)
+        self._contexts: BoundedCache[_ContextKey, tuple[UserState | None, ContextWithHeader]] = BoundedCache(
+            CONTEXT_CACHE_SIZE
+        )
+        self._shared: BoundedCache[_SharedKey, ContextWithHeader] = BoundedCache(CONTEXT_CACHE_SIZE)
 
     def context(
         self,
@@ -61,7 +63,7 @@ class Guard:
         *,
         store_unavailable: bool = False,
         degraded: bool = False,
-    ) -> Served:
+    ) -> ContextWithHeader:
         """The user's context and its `Guardrail-Context`, reused while their state object and the
         request's signals are the same.
 
