@@ -38,7 +38,7 @@ class _Hidden(Protocol):
 
 
 class Checked(Protocol):
-    """What the runtime counts of a checked body (`guardrail.items.CheckedItems` is one)."""
+    """What the runtime counts of a checked body (`guardrail.engine.CheckedItems` is one)."""
 
     @property
     def kept(self) -> Sized: ...
