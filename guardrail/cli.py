@@ -1,4 +1,4 @@
-"""The `guardrail` command: demo, serve, check, tcf decode."""
+"""The `guardrail` command: demo, serve, check, test, explain, schema, tcf decode."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from guardrail._version import __version__
+from guardrail.authoring.commands import add_parsers as add_authoring_parsers
 from guardrail.errors import MissingExtra, PolicyError
 
 
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
 
+    add_authoring_parsers(commands)
+
     tcf = commands.add_parser("tcf", help="IAB TCF consent strings")
     tcf_commands = tcf.add_subparsers(dest="tcf_command", required=True, metavar="COMMAND")
     decode = tcf_commands.add_parser("decode", help="decode TC strings: one JSON object per input, in order")
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_files(args.files)
     if args.command == "tcf":
         return decode_tc_strings(args.strings)
+    if args.command in ("test", "explain", "schema"):
+        from guardrail.authoring.commands import run as run_authoring
+
+        return run_authoring(args)
     try:
         if args.command == "serve":
             return run_serve(args)

@@ -6,6 +6,7 @@ carries come from the context's explainer, given by whoever builds the context."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from guardrail.engine.context import UserContext
 from guardrail.engine.decisions import PRECEDENCE, Action, ItemDecision, Reason
@@ -39,18 +40,38 @@ def decide(
     return ctx.memo.put(key, decision)
 
 
-def _decide(
+class Facts(NamedTuple):
+    """What the rules found about one item shape: the decision is made from these, and `guardrail explain`
+    prints them (guardrail/engine/trace.py), so the trace is what the engine computed."""
+
+    categories: tuple[str, ...]  # the policy's spelling
+    signals: tuple[str, ...]
+    fresh: bool
+    inferred: bool
+    sensitive: tuple[str, ...]  # the sensitive ones among `categories`
+    unknown: tuple[str, ...]  # those the policy does not define
+    unknown_rule: str  # the policy's `unknown_categories` if any is unknown, else "keep"
+    muted_topic: str | None
+    # Per signal relied on, the reasons it may not be used (empty: it may); personalized items only.
+    signal_reasons: dict[str, tuple[Reason, ...]]
+    not_opted_in: tuple[str, ...]  # sensitive categories the user has not opted into
+    score_parts: dict[str, int]  # weight name -> points (before the cap at 100)
+    score: int
+    reasons: frozenset[Reason]
+
+
+def facts(
     ctx: UserContext,
     categories: tuple[str, ...],
     signals: tuple[str, ...],
     fresh: bool,
     inferred: bool,
-) -> ItemDecision:
+) -> Facts:
     compiled = ctx.compiled
     weights = compiled.weights
     personalized = bool(signals)
-    sensitive = [c for c in categories if compiled.is_sensitive(c)]
-    unknown = any(compiled.is_unknown(c) for c in categories)
+    sensitive = tuple(c for c in categories if compiled.is_sensitive(c))
+    unknown = tuple(c for c in categories if compiled.is_unknown(c))
     # A label nobody has reviewed may be anything: unless the policy says to keep it, it is treated
     # with care (shown discreetly, or hidden), and for a minor like a sensitive one.
     unknown_rule = compiled.unknown_categories if unknown else "keep"
@@ -69,36 +90,72 @@ def _decide(
                 reasons.add(Reason.TOPIC_MUTED)
                 break
 
+    signal_reasons: dict[str, tuple[Reason, ...]] = {}
+    not_opted_in: tuple[str, ...] = ()
+    parts: dict[str, int] = {}
     score = 0
     if personalized:
         for signal in signals:
             # A signal the policy does not know has no purpose we could have consent for.
-            reasons.update(ctx.signal_reasons.get(signal, (Reason.NO_CONSENT,)))
+            found = signal_reasons[signal] = ctx.signal_reasons.get(signal, (Reason.NO_CONSENT,))
+            reasons.update(found)
+        not_opted_in = tuple(
+            c for c in sensitive if not any(prefix in ctx.sensitive_opt_ins for prefix in compiled.prefixes(c))
+        )
         if ctx.degraded and sensitive:
             # Sensitive rules fail closed: an opt-in read from a cache we could not check is not enough.
             reasons.add(Reason.STORE_UNAVAILABLE)
-        elif sensitive and not all(
-            any(prefix in ctx.sensitive_opt_ins for prefix in compiled.prefixes(c)) for c in sensitive
-        ):
+        elif not_opted_in:
             reasons.add(Reason.SENSITIVE_NEEDS_OPT_IN)
         infos = [compiled.signals[s] for s in signals if s in compiled.signals]
-        score = (
-            (weights.sensitive_category if sensitive else 0)
-            + weights.signal_sensitivity * max((i.sensitivity for i in infos), default=3)
-            + (weights.fresh_activity if fresh else 0)
-            + (weights.inferred if inferred else 0)
-            + (weights.third_party if any(i.third_party for i in infos) else 0)
-        )
-        score = min(score, 100)
+        parts = {
+            "sensitive_category": weights.sensitive_category if sensitive else 0,
+            "signal_sensitivity": weights.signal_sensitivity * max((i.sensitivity for i in infos), default=3),
+            "fresh_activity": weights.fresh_activity if fresh else 0,
+            "inferred": weights.inferred if inferred else 0,
+            "third_party": weights.third_party if any(i.third_party for i in infos) else 0,
+        }
+        score = min(sum(parts.values()), 100)
         if score >= compiled.hide_at:
             reasons.add(Reason.TOO_INVASIVE)
+    return Facts(
+        categories,
+        signals,
+        fresh,
+        inferred,
+        sensitive,
+        unknown,
+        unknown_rule,
+        muted_topic,
+        signal_reasons,
+        not_opted_in,
+        parts,
+        score,
+        frozenset(reasons),
+    )
 
-    if reasons:
-        ordered = tuple(sorted(reasons, key=PRECEDENCE.__getitem__))
-        return ItemDecision(Action.HIDE, ordered, score, signals, None, muted_topic, unknown)
+
+def action_of(ctx: UserContext, found: Facts) -> Action:
+    if found.reasons:
+        return Action.HIDE
     # Sensitive items are shown discreetly even when opted into (docs/architecture.md §3), and
     # non-personalized ones too: a shared screen should not announce a health topic.
-    discreet = sensitive or score >= compiled.discreet_at or unknown_rule == "discreet"
-    action = Action.DISCREET if discreet else Action.KEEP
+    discreet = found.sensitive or found.score >= ctx.compiled.discreet_at or found.unknown_rule == "discreet"
+    return Action.DISCREET if discreet else Action.KEEP
+
+
+def _decide(
+    ctx: UserContext,
+    categories: tuple[str, ...],
+    signals: tuple[str, ...],
+    fresh: bool,
+    inferred: bool,
+) -> ItemDecision:
+    found = facts(ctx, categories, signals, fresh, inferred)
+    action = action_of(ctx, found)
+    unknown = bool(found.unknown)
+    if action is Action.HIDE:
+        ordered = tuple(sorted(found.reasons, key=PRECEDENCE.__getitem__))
+        return ItemDecision(action, ordered, found.score, signals, None, found.muted_topic, unknown)
     explained = ctx.explain(ctx, action, signals, inferred) if ctx.explain is not None else None
-    return ItemDecision(action, (), score, signals, explained, None, unknown)
+    return ItemDecision(action, (), found.score, signals, explained, None, unknown)

@@ -105,14 +105,14 @@ def policy_from_mapping(data: Any, *, source: str = "<policy>") -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        issues.extend((_key_path(error["loc"]), _describe(error)) for error in exc.errors())
+        issues.extend((key_path(error["loc"]), _describe(error)) for error in exc.errors())
     issues.extend(cross_reference_issues(data))
     if issues or policy is None:
         raise PolicyError(source, issues)
     return policy
 
 
-def _key_path(loc: Sequence[int | str]) -> str:
+def key_path(loc: Sequence[int | str]) -> str:
     path = ""
     for part in loc:
         if isinstance(part, int):

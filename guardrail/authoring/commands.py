@@ -1,0 +1,113 @@
+"""The policy-authoring verbs of the `guardrail` command: test, explain, schema (docs/integrate.md,
+"Change a policy safely")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def add_parsers(commands: Any) -> None:
+    test = commands.add_parser(
+        "test",
+        help="run golden cases (YAML) against a policy",
+        description="Run golden cases: every FILE, and every *.yaml with `cases:` under each directory. "
+        "Prints each failing case with expected and actual, then `N passed, M failed` and the reason codes no "
+        "case exercised. Exit 1 on a failure or a file that does not load.",
+    )
+    test.add_argument("paths", nargs="*", default=["."], metavar="PATH")
+    test.add_argument("--policy", help="the policy to run the cases against (default: each file's `policy:`)")
+
+    explain = commands.add_parser(
+        "explain",
+        help="show how one item is decided for one user, rule by rule",
+        description="Decide ITEM (a JSON object, or - for stdin) for one user and request, and show every rule "
+        "in order of precedence with its verdict, the invasiveness score part by part, the action, the reasons "
+        "and the text the user reads.",
+    )
+    explain.add_argument("item", metavar="ITEM.json|-")
+    _scenario_arguments(explain)
+    explain.add_argument("--tc", metavar="STRING", help="the request's TC string")
+    explain.add_argument("--locale", help="the language of the text (default: negotiated as for a request)")
+    explain.add_argument("--now", help="the moment, ISO 8601 with a zone (default: now)")
+    explain.add_argument("--json", action="store_true", help="print JSON instead")
+
+    commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the policy file",
+        description="Print the JSON Schema of the policy file, for editors (config/guardrail.schema.json).",
+    )
+
+
+def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="the policy file")
+    parser.add_argument("--controls", metavar="C.json", help="the user's controls, as GET /v1/controls shows them")
+    parser.add_argument("--anonymous", action="store_true", help="nobody signed in")
+    parser.add_argument("--gpc", action="store_true", help="the request carries Sec-GPC: 1")
+    parser.add_argument("--age", type=int, help="the user's age, as the identity source says it")
+    parser.add_argument("--route", help="the guarded route, as the policy spells it (default: its first)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        from guardrail.authoring.schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
+    if args.command == "test":
+        from guardrail.authoring.cases import run as run_cases
+
+        return run_cases(args.paths, args.policy)
+    return _explain(args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from guardrail.authoring.explain import explain_item, render
+    from guardrail.authoring.scenario import Scenario
+    from guardrail.errors import InvalidControls, PolicyError
+    from guardrail.guard import Guard
+    from guardrail.policy.loading import load_policy
+
+    try:
+        guard = Guard(load_policy(args.policy))
+        item = _read_json(args.item, "ITEM")
+        if not isinstance(item, dict):
+            raise ValueError('ITEM must be a JSON object, such as {"id": 1, "categories": ["movies"]}')
+        request: dict[str, Any] = {"gpc": args.gpc, "age": args.age, "tc_string": args.tc}
+        if args.now is not None:
+            request["now"] = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
+        scenario = Scenario.model_validate(
+            {
+                "controls": _read_json(args.controls, "--controls") if args.controls else None,
+                "anonymous": args.anonymous,
+                "request": request,
+                "route": args.route,
+            }
+        )
+        if args.locale is not None and args.locale not in guard.policy.locales:
+            raise ValueError(f"--locale {args.locale!r} is not one of the policy's locales: {guard.policy.locales}")
+        report = explain_item(guard, scenario, item, locale=args.locale)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except InvalidControls as exc:
+        print(f"guardrail explain: --controls: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, LookupError, ValidationError, OSError) as exc:
+        print(f"guardrail explain: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else render(report))
+    return 0
+
+
+def _read_json(where: str, what: str) -> Any:
+    text = sys.stdin.read() if where == "-" else open(where, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} ({where}) is not JSON: {exc}") from None

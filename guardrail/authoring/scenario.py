@@ -1,0 +1,91 @@
+"""One user and request, written down: what `guardrail test` and `guardrail explain` decide items for.
+
+A scenario gives the user's controls (the JSON of the controls API, docs/api.md, partial: what is not said is
+the policy's default), or `anonymous`, and what the request says (GPC, age, TC string, Accept-Language) at a
+fixed moment. The user context is built as the guard builds it for a request, at that moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from guardrail.controls import validate_patch
+from guardrail.engine import RequestSignals, UserContext
+from guardrail.explain.render import explanation
+from guardrail.guard import Guard
+from guardrail.routes import GuardedRoute
+from guardrail.state import UserState
+
+
+class Request(BaseModel):
+    """What the request says besides who is asking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpc: bool = False
+    age: int | None = Field(default=None, ge=0)
+    tc_string: str | None = None
+    accept_language: str | None = None
+    now: AwareDatetime | None = None  # default: the moment the scenario runs
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # None: a signed-in user who never changed anything (the policy's defaults).
+    controls: dict[str, Any] | None = None
+    anonymous: bool = False
+    request: Request = Field(default_factory=Request)
+    route: str | None = None  # default: the policy's first route
+    # "down": the store cannot answer; the controls above are what the guardrail last saw (its cache), and
+    # the policy's fail_mode decides, as for a live request (docs/reliability.md).
+    store: Literal["ok", "down"] = "ok"
+
+
+def user_state(guard: Guard, scenario: Scenario, now: datetime) -> UserState | None:
+    """The stored state the scenario's controls make (`InvalidControls` names a bad one)."""
+    if scenario.anonymous:
+        return None
+    if not scenario.controls:
+        return UserState()
+    return validate_patch(guard.policy, scenario.controls, now).apply(UserState(), now)
+
+
+def user_context(guard: Guard, scenario: Scenario, *, locale: str | None = None) -> UserContext:
+    """The context the guard would build for this user and request (`locale` overrides the negotiation)."""
+    request = scenario.request
+    now = request.now or datetime.now(UTC)
+    state = user_state(guard, scenario, now)
+    minor = request.age is not None and request.age < guard.policy.minors.age_of_majority
+    verdict = guard.tcf.verdict(request.tc_string) if request.tc_string is not None and guard.tcf.mapping else None
+    if locale is None:
+        accept = request.accept_language.encode("latin-1", "replace") if request.accept_language else None
+        locale = guard.locales.choose(state.locale if state is not None else None, accept)
+    down = scenario.store == "down" and not scenario.anonymous
+    return UserContext(
+        guard.compiled,
+        state,
+        RequestSignals(request.gpc, minor, verdict),
+        locale=locale,
+        now=now,
+        store_unavailable=down and guard.policy.fail_mode == "closed",
+        degraded=down,
+        explain=explanation,
+    )
+
+
+def guarded_route(guard: Guard, path: str | None) -> GuardedRoute:
+    """The policy's route at `path` (as the policy spells it), or its first; `LookupError` names the others."""
+    routes: Sequence[Any] = guard.policy.routes
+    wanted = path if path is not None else routes[0].path
+    for route in routes:
+        if route.path == wanted:
+            found = guard.routes.match(wanted.rstrip("*") or "/", route.methods[0])
+            if found is not None and found.template == wanted:
+                return found
+    names = ", ".join(route.path for route in routes)
+    raise LookupError(f"the policy has no route {wanted!r}; its routes: {names}")
