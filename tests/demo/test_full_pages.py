@@ -5,6 +5,9 @@ have picked, and the page comes back short."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -120,3 +123,16 @@ async def test_not_personalized_gets_the_popular_list(client_for: ClientFactory)
     for headers in ({"x-user-id": "ana"}, {"x-user-id": "ana", "guardrail-context": "personalized=?0"}):
         body = (await client.get("/recommendations?count=5", headers=headers)).json()
         assert [item["signals"] for item in body["items"]] == [[]] * 5
+
+
+def test_the_short_page_figure_shows_full_pages_only_when_honoured() -> None:
+    """benchmarks/short_pages.py, the figure of docs/performance.md, on a few users."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from short_pages import measure
+
+    rows = asyncio.run(measure(users=3, pages=[12]))
+    muted = [(ignored, honoured) for state, _, ignored, honoured, _ in rows if "muted topic" in state]
+    assert len(muted) == 5
+    for ignored, honoured in muted:
+        assert honoured == [12, 12, 12]
+        assert max(ignored) < 12
