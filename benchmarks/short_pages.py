@@ -119,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pages = [int(size) for size in args.pages.split(",")]
     rows = asyncio.run(measure(args.users, pages))
     command = shlex.join(["python", "benchmarks/short_pages.py", *(argv if argv is not None else sys.argv[1:])])
-    print(f"{datetime.now(UTC):%Y-%m-%d}, `{command}`: demo catalog of {len(CATALOG)} items, {args.users} users")
-    print(f"per state; the popular list has {len(CATALOG[::6])} items.\n")
+    print(f"{datetime.now(UTC):%Y-%m-%d}, `{command}`:")
+    print(f"demo catalog of {len(CATALOG)} items, {args.users} users per state, popular list of {len(CATALOG[::6])}.\n")
     print(table(rows))
     return 0
 
