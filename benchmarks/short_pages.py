@@ -3,8 +3,8 @@
     python benchmarks/short_pages.py [--users 50] [--pages 12,40]
 
 The demo recommendation service (guardrail/demo/service.py) behind `GuardrailMiddleware` on the demo policy and
-the memory store, in process, twice: once honouring the context (allowed signals only, excluded categories
-skipped, further candidates taken), once ignoring it (`service(honour_context=False)`), so that the guardrail hides
+the memory store, in process, asked for each page twice: honouring the context (allowed signals only, excluded
+categories skipped, further candidates taken) and ignoring it (`?context=ignore`), so that the guardrail hides
 what it should not have picked. For each user state, over the same `--users` users, it prints the items a page
 comes back with in each arm (mean and lowest) and how many catalog items the state leaves at all. Deterministic:
 the demo ranks from a hash of the user id. A few seconds.
@@ -50,32 +50,25 @@ STATES: dict[str, dict[str, Any]] = {
 
 async def measure(users: int, pages: Sequence[int]) -> list[tuple[str, int, list[int], list[int], int]]:
     """(state, page size, kept per user ignoring the context, kept per user honouring it, catalog items left)."""
-    policy = load_policy(demo_policy_path())
-    clients = {}
-    for arm, honour in (("ignored", False), ("honoured", True)):
-        app = GuardrailMiddleware(
-            service(honour_context=honour), policy=policy, store="memory://", registry=CollectorRegistry()
-        )
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        clients[arm] = httpx.AsyncClient(transport=transport, base_url="http://demo")
+    app = GuardrailMiddleware(
+        service(), policy=load_policy(demo_policy_path()), store="memory://", registry=CollectorRegistry()
+    )
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     rows = []
-    try:
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
         for number, (state, controls) in enumerate(STATES.items()):
             ids = [f"user-{number}-{n:03d}" for n in range(users)]
-            for client in clients.values():
-                for user in ids:
-                    await set_controls(client, user, controls)
+            for user in ids:
+                await set_controls(client, user, controls)
             # What the state leaves of the catalog: the most an honouring recommender can return.
-            whole = await get_page(clients["honoured"], ids[0], len(CATALOG))
+            whole = await get_page(client, ids[0], len(CATALOG), honoured=True)
             left = whole["guardrail"]["kept"] + whole["guardrail"]["hidden"]
             for size in pages:
                 kept = {
-                    arm: [len((await get_page(c, user, size))["items"]) for user in ids] for arm, c in clients.items()
+                    honoured: [len((await get_page(client, user, size, honoured=honoured))["items"]) for user in ids]
+                    for honoured in (False, True)
                 }
-                rows.append((state, size, kept["ignored"], kept["honoured"], left))
-    finally:
-        for client in clients.values():
-            await client.aclose()
+                rows.append((state, size, kept[False], kept[True], left))
     return rows
 
 
@@ -90,8 +83,9 @@ async def set_controls(client: httpx.AsyncClient, user: str, controls: dict[str,
     response.raise_for_status()
 
 
-async def get_page(client: httpx.AsyncClient, user: str, size: int) -> dict[str, Any]:
-    response = await client.get(f"/recommendations?count={size}", headers={"x-user-id": user})
+async def get_page(client: httpx.AsyncClient, user: str, size: int, *, honoured: bool) -> dict[str, Any]:
+    query = {"count": str(size)} if honoured else {"count": str(size), "context": "ignore"}
+    response = await client.get("/recommendations", params=query, headers={"x-user-id": user})
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body

@@ -74,20 +74,23 @@ def page_size(request: Request, default: int) -> int:
     return min(int(asked), len(CATALOG)) if asked.isdigit() and int(asked) > 0 else default
 
 
-def service(honour_context: bool = True) -> Starlette:
-    """The demo service. `honour_context=False` is a recommender that ignores `Guardrail-Context`: the guardrail
-    then hides what it should not have picked, and the page comes back short (benchmarks/short_pages.py)."""
+async def recommendations(request: Request) -> Response:
+    user = request.headers.get("x-user-id")
+    # `?context=ignore` plays a recommender that ignores the header: the guardrail then hides what it should not
+    # have picked, and the page comes back short. It widens nothing: the guardrail checks every item either way.
+    honoured = request.query_params.get("context") != "ignore"
+    context = parse_guardrail_context(request.headers.get("guardrail-context")) if honoured else None
+    body = {"user": user, "items": recommend_for(user, page_size(request, 12), context)}
+    return Response(orjson.dumps(body), media_type="application/json")
 
-    async def recommendations(request: Request) -> Response:
-        user = request.headers.get("x-user-id")
-        context = parse_guardrail_context(request.headers.get("guardrail-context")) if honour_context else None
-        body = {"user": user, "items": recommend_for(user, page_size(request, 12), context)}
-        return Response(orjson.dumps(body), media_type="application/json")
 
-    async def popular_recommendations(request: Request) -> Response:
-        body = {"user": None, "items": popular(page_size(request, 10))}
-        return Response(orjson.dumps(body), media_type="application/json")
+async def popular_recommendations(request: Request) -> Response:
+    return Response(
+        orjson.dumps({"user": None, "items": popular(page_size(request, 10))}), media_type="application/json"
+    )
 
+
+def service() -> Starlette:
     return Starlette(
         routes=[
             Route("/recommendations", recommendations),

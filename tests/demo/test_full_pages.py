@@ -1,7 +1,7 @@
 """The demo recommender honours `Guardrail-Context` (docs/integrate.md#honouring-it-in-your-recommender): it
 skips what the guardrail would hide and takes further candidates, so a user's page comes back full whatever they
-muted. The same service told to ignore the header shows the other side: the guardrail hides what it should not
-have picked, and the page comes back short."""
+muted. The same service told to ignore the header (`?context=ignore`) shows the other side: the guardrail hides
+what it should not have picked, and the page comes back short."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ USERS: dict[str, dict[str, Any]] = {
     # Said yes to every purpose: only the sensitive topics she never opted into are left to hide.
     "sam": {"consent": {"personalization": "granted", "ads_sharing": "granted"}},
 }
-Clients = dict[str, httpx.AsyncClient]
 
 
 def under(category: str, topics: tuple[str, ...]) -> bool:
@@ -41,28 +40,26 @@ def under(category: str, topics: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture
-async def clients(client_for: ClientFactory) -> Clients:
-    """The demo service behind the middleware (memory store): one that honours the context, one that ignores it,
-    with the same users in each."""
-    made = {}
-    for arm, honour in (("honoured", True), ("ignored", False)):
-        app = GuardrailMiddleware(
-            service(honour_context=honour), policy=POLICY, store="memory://", registry=CollectorRegistry()
+async def client(client_for: ClientFactory) -> httpx.AsyncClient:
+    """The demo service behind the middleware, on the demo policy and the memory store, with the users above."""
+    app = GuardrailMiddleware(service(), policy=POLICY, store="memory://", registry=CollectorRegistry())
+    client = client_for(app)
+    for user, controls in USERS.items():
+        response = await client.patch(
+            "/guardrail/v1/controls",
+            content=orjson.dumps(controls),
+            headers={"x-user-id": user, "content-type": "application/merge-patch+json"},
         )
-        made[arm] = client = client_for(app)
-        for user, controls in USERS.items():
-            response = await client.patch(
-                "/guardrail/v1/controls",
-                content=orjson.dumps(controls),
-                headers={"x-user-id": user, "content-type": "application/merge-patch+json"},
-            )
-            assert response.status_code == 200, response.text
-    return made
+        assert response.status_code == 200, response.text
+    return client
 
 
-async def page(client: httpx.AsyncClient, user: str, count: int | None) -> dict[str, Any]:
-    query = "" if count is None else f"?count={count}"
-    response = await client.get(f"/recommendations{query}", headers={"x-user-id": user})
+async def page(client: httpx.AsyncClient, user: str, count: int | None, *, honoured: bool = True) -> dict[str, Any]:
+    """A user's page; `honoured=False` asks the same service to ignore the context (`?context=ignore`)."""
+    query: dict[str, str | int] = {} if count is None else {"count": count}
+    if not honoured:
+        query["context"] = "ignore"
+    response = await client.get("/recommendations", params=query, headers={"x-user-id": user})
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     assert body["guardrail"]["kept"] == len(body["items"])
@@ -71,10 +68,10 @@ async def page(client: httpx.AsyncClient, user: str, count: int | None) -> dict[
 
 @pytest.mark.parametrize(("count", "expected"), [(None, 12), (24, 24)], ids=["default-page", "count-24"])
 async def test_three_muted_topics_still_get_a_full_page_with_none_of_them(
-    clients: Clients, count: int | None, expected: int
+    client: httpx.AsyncClient, count: int | None, expected: int
 ) -> None:
-    ana = await page(clients["honoured"], "ana", count)
-    ben = await page(clients["honoured"], "ben", count)
+    ana = await page(client, "ana", count)
+    ben = await page(client, "ben", count)
     assert len(ben["items"]) == len(ana["items"]) == expected
     assert not [item["id"] for item in ben["items"] if any(under(c, MUTED) for c in item["categories"])]
     # The recommender asked only for what would be kept: the guardrail checked every item and hid none.
@@ -83,14 +80,14 @@ async def test_three_muted_topics_still_get_a_full_page_with_none_of_them(
     assert all("explanation" in item for item in ben["items"])
 
     # The same service ignoring the header: the guardrail hides the muted picks and the page comes back short.
-    ignored = await page(clients["ignored"], "ben", count)
+    ignored = await page(client, "ben", count, honoured=False)
     assert len(ignored["items"]) < expected
     assert ignored["guardrail"]["hidden"] == expected - len(ignored["items"])
     assert not [item["id"] for item in ignored["items"] if any(under(c, MUTED) for c in item["categories"])]
 
 
-async def test_sensitive_topics_not_opted_into_are_left_out_and_the_page_stays_full(clients: Clients) -> None:
-    honoured = await page(clients["honoured"], "sam", 24)
+async def test_sensitive_topics_not_opted_into_are_left_out_and_the_page_stays_full(client: httpx.AsyncClient) -> None:
+    honoured = await page(client, "sam", 24)
     assert len(honoured["items"]) == 24
     assert honoured["guardrail"]["hidden"] == 0
     assert not [item["id"] for item in honoured["items"] if any(under(c, SENSITIVE) for c in item["categories"])]
@@ -102,17 +99,17 @@ async def test_sensitive_topics_not_opted_into_are_left_out_and_the_page_stays_f
         item["id"] for item in picked if item["signals"] and any(under(c, SENSITIVE) for c in item["categories"])
     ]
     assert sensitive_picks
-    ignored = await page(clients["ignored"], "sam", 24)
+    ignored = await page(client, "sam", 24, honoured=False)
     assert len(ignored["items"]) == 24 - len(sensitive_picks)
     assert {item["id"] for item in ignored["items"]} == {item["id"] for item in picked} - set(sensitive_picks)
 
 
-async def test_signals_not_allowed_are_not_used(clients: Clients) -> None:
+async def test_signals_not_allowed_are_not_used(client: httpx.AsyncClient) -> None:
     # `third_party` serves `ads_sharing`, which ana never granted: an honouring service never relies on it.
-    honoured = await page(clients["honoured"], "ana", 40)
+    honoured = await page(client, "ana", 40)
     assert len(honoured["items"]) == 40
     assert not [item["id"] for item in honoured["items"] if "third_party" in item["signals"]]
-    ignored = await page(clients["ignored"], "ana", 40)
+    ignored = await page(client, "ana", 40, honoured=False)
     assert len(ignored["items"]) < 40
 
 
