@@ -16,7 +16,8 @@ CONFIG = ROOT / "config"
 DEMO_POLICY = CONFIG / "guardrail.yaml"
 CATALOG = ROOT / "guardrail" / "demo" / "catalog.json"
 
-SHIPPED = sorted(CONFIG.glob("**/*.yaml"))
+# Every policy shipped: YAML under config/ but the golden cases (config/cases/, run by `guardrail test`).
+SHIPPED = sorted(path for path in CONFIG.glob("**/*.yaml") if path.parent.name != "cases")
 
 
 def _catalog_items() -> list[dict[str, Any]]:
