@@ -37,6 +37,18 @@ def add_parsers(commands: Any) -> None:
     explain.add_argument("--now", help="the moment, ISO 8601 with a zone (default: now)")
     explain.add_argument("--json", action="store_true", help="print JSON instead")
 
+    diff = commands.add_parser(
+        "diff",
+        help="replay recorded requests through two policies and count the items that change action",
+        description="Replay CASES.jsonl (one {controls, request, route, body} a line; docs/integrate.md says how "
+        "to record them) through OLD and NEW, and print, per rule and per route, how many items change action "
+        "(keep, discreet, hide), with examples. Exit 0 whatever changed; 1 if a policy does not load.",
+    )
+    diff.add_argument("old", metavar="OLD")
+    diff.add_argument("new", metavar="NEW")
+    diff.add_argument("cases", metavar="CASES.jsonl", help="recorded requests, or - for stdin")
+    diff.add_argument("--json", action="store_true", help="print JSON instead")
+
     commands.add_parser(
         "schema",
         help="print the JSON Schema of the policy file",
@@ -63,7 +75,28 @@ def run(args: argparse.Namespace) -> int:
         from guardrail.authoring.cases import run as run_cases
 
         return run_cases(args.paths, args.policy)
+    if args.command == "diff":
+        return _diff(args)
     return _explain(args)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from guardrail.authoring.diff import diff, render
+    from guardrail.errors import PolicyError
+    from guardrail.policy.loading import load_policy
+
+    try:
+        old, new = load_policy(args.old), load_policy(args.new)
+        with sys.stdin if args.cases == "-" else open(args.cases, encoding="utf-8") as lines:
+            report = diff(old, new, lines)
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"guardrail diff: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else render(report))
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

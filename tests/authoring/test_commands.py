@@ -146,3 +146,59 @@ def test_the_schema_refuses_what_the_policy_refuses() -> None:
     policy["mode"] = "enforcing"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(policy, schema)
+
+
+# -- guardrail diff --------------------------------------------------------------------------------
+
+
+def recorded(controls: dict[str, object] | None, *items: dict[str, object]) -> str:
+    return json.dumps({"controls": controls, "route": "/recommendations", "body": {"items": list(items)}})
+
+
+def test_diff_counts_the_items_a_change_moves_by_rule_and_route(tmp_path: Path) -> None:
+    demo = (CONFIG / "guardrail.yaml").read_text(encoding="utf-8")
+    new = tmp_path / "new.yaml"
+    # Stricter: lower thresholds, and fitness becomes sensitive.
+    new.write_text(
+        demo.replace("hide_at: 70", "hide_at: 30")
+        .replace("discreet_at: 30", "discreet_at: 20")
+        .replace(
+            "fitness: {label: {en: fitness, ko: 운동}}", "fitness: {sensitive: true, label: {en: fitness, ko: 운동}}"
+        )
+    )
+    granted = {"consent": {"personalization": "granted"}}
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        "\n".join(
+            [
+                recorded(granted, {"id": "f1", "categories": ["fitness"], "signals": ["watch_history"]}),
+                recorded(granted, {"id": "m1", "categories": ["movies"], "signals": ["location_precise"]}),
+                recorded(granted, {"id": "m2", "categories": ["movies"], "signals": ["watch_history"]}),
+                recorded(None, {"id": "p1", "categories": ["fitness"], "signals": []}),
+                "{not json",
+            ]
+        )
+    )
+    run = guardrail("diff", str(CONFIG / "guardrail.yaml"), str(new), str(cases), "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["requests"], report["items"], report["changed"]) == (4, 4, 3)
+    assert report["by_rule"] == {"sensitive_needs_opt_in": 1, "too_invasive": 1, "score": 1}
+    assert report["by_route"] == {"/recommendations": 3}
+    moves = {(c["rule"], c["from"], c["to"]): c["examples"] for c in report["changes"]}
+    assert moves[("sensitive_needs_opt_in", "keep", "hide")] == ["f1"]
+    assert moves[("too_invasive", "discreet", "hide")] == ["m1"]
+    assert moves[("score", "keep", "discreet")] == ["p1"]  # now sensitive: shown discreetly, not hidden
+    assert len(report["skipped"]) == 1 and report["skipped"][0].startswith("line 5:")
+
+    text = guardrail("diff", str(CONFIG / "guardrail.yaml"), str(new), str(cases))
+    assert "4 requests, 4 items: 3 change action" in text.stdout
+    assert "keep -> hide  (sensitive_needs_opt_in)" in text.stdout
+
+
+def test_diff_refuses_a_policy_that_does_not_load(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 2\n")
+    run = guardrail("diff", str(CONFIG / "guardrail.yaml"), str(broken), "-", stdin="")
+    assert run.returncode == 1
+    assert "broken.yaml" in run.stderr and "version" in run.stderr and "Traceback" not in run.stderr
