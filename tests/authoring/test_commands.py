@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
@@ -151,7 +152,7 @@ def test_the_schema_refuses_what_the_policy_refuses() -> None:
 # -- guardrail diff --------------------------------------------------------------------------------
 
 
-def recorded(controls: dict[str, object] | None, *items: dict[str, object]) -> str:
+def recorded(controls: Mapping[str, object] | None, *items: Mapping[str, object]) -> str:
     return json.dumps({"controls": controls, "route": "/recommendations", "body": {"items": list(items)}})
 
 
