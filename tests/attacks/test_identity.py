@@ -7,6 +7,7 @@ the middleware in process (the wrapped app records the scope it got)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -458,6 +459,6 @@ def test_no_forged_token_is_a_server_error(monkeypatch: pytest.MonkeyPatch, algo
     @given(algorithm=st.sampled_from(ALGORITHMS), claims=CLAIMS, signature=st.binary(max_size=600))
     def forged_is_anonymous(algorithm: str, claims: dict[str, Any], signature: bytes) -> None:
         authorization = f"Bearer {forge(algorithm, claims, signature)}".encode()
-        assert identity.resolve(scope, {b"authorization": authorization}).user is None
+        assert asyncio.run(identity.resolve(scope, {b"authorization": authorization})).user is None
 
     forged_is_anonymous()
