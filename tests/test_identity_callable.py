@@ -217,7 +217,10 @@ async def test_identify_returning_a_coroutine_is_anonymous_and_never_awaited(
         return ("alice", None)
 
     guardrail = GuardrailMiddleware(
-        Upstream(), policy=CALLABLE, registry=CollectorRegistry(), identify=lambda scope: later()  # type: ignore[arg-type,return-value]
+        Upstream(),
+        policy=CALLABLE,
+        registry=CollectorRegistry(),
+        identify=lambda scope: later(),  # type: ignore[arg-type,return-value]
     )
     with caplog.at_level(logging.WARNING, logger="guardrail"):
         caller = await guardrail.guard.identity.caller({"type": "http", "headers": []})
