@@ -15,7 +15,7 @@ from guardrail.consent.tcf_policy import TcfReader
 from guardrail.context_header import context_header
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
 from guardrail.explain.render import Notices, explanation
-from guardrail.identity import IdentityResolver
+from guardrail.identity import Identify, IdentityResolver
 from guardrail.locale import LocaleNegotiator
 from guardrail.mediation import HeaderScreen
 from guardrail.policy.models import Policy
@@ -34,13 +34,19 @@ ContextWithHeader = tuple[UserContext, bytes]
 
 
 class Guard:
-    def __init__(self, policy: Policy, count_tc_string: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        count_tc_string: Callable[[str], None] | None = None,
+        *,
+        identify: Identify | None = None,
+    ) -> None:
         self.policy = policy
         self.compiled = CompiledPolicy(policy)
         self.routes = RouteTable(
             policy.routes, case_insensitive=policy.case_insensitive_paths, api_prefix=policy.prefix
         )
-        self.identity = IdentityResolver(policy.identity)
+        self.identity = IdentityResolver(policy.identity, identify)
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix
         self.tcf = TcfReader(policy, count=count_tc_string)

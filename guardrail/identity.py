@@ -7,7 +7,14 @@
 - `jwt`: a bearer token, verified with the key in the environment variable `jwt.key_env`, with the
   algorithms the policy names (never the one the token names), `exp` required, and the audience
   and issuer checked when the policy gives them. Anything wrong: anonymous.
-- `scope`: `scope["user"]` as Starlette's `AuthenticationMiddleware` leaves it.
+  With `jwt.jwks_url` the keys are the issuer's published key set, chosen by the token's `kid` and
+  refetched as the issuer rotates them (guardrail/jwks.py). `jwt.leeway_seconds` applies to exp, nbf, iat.
+- `scope`: `scope["user"]` as Starlette's `AuthenticationMiddleware` leaves it (`identity`, else
+  `display_name`). Any other object there, or one whose attributes raise, is anonymous, never an error.
+- `callable`: `identify(scope)`, the function given to the middleware, returns `(user id, age or None)`
+  or None. It is called on the event loop, so it is a plain function that reads what an authentication
+  middleware in front left in the scope; an async one is refused at start. What it returns is checked
+  as any id is; an exception in it makes the caller anonymous and is logged once per kind, without ids.
 
 An id is taken exactly as sent: one with a control, format or space character other than an inner " "
 is refused, never trimmed or normalized into someone else's (`alice\xa0` is not `alice`).
@@ -16,16 +23,18 @@ is refused, never trimmed or normalized into someone else's (`alice\xa0` is not 
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from guardrail.caching import BoundedCache
 from guardrail.errors import GuardrailError
+from guardrail.jwks import KeySet
 from guardrail.optional import load
 from guardrail.policy.models import Identity as IdentitySettings
 from guardrail.policy.models import JwtSettings
@@ -44,6 +53,10 @@ PEERS_REMEMBERED = 10_000
 TOKENS_REMEMBERED = 10_000
 
 
+# Kinds of trouble with a host's identity (an exception type, an odd return) said in the log: once each.
+KINDS_LOGGED = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     user: str | None = None
@@ -52,10 +65,15 @@ class Caller:
 
 ANONYMOUS = Caller()
 
+# `identity.source: callable`: who is asking, from the ASGI scope: (user id, age or None), or None.
+Identify = Callable[[MutableMapping[str, Any]], "tuple[str, int | None] | None"]
+
 
 class IdentityResolver:
-    def __init__(self, settings: IdentitySettings) -> None:
+    def __init__(self, settings: IdentitySettings, identify: Identify | None = None) -> None:
         self.source = settings.source
+        self._identify = _checked_identify(settings.source, identify)
+        self._logged: set[str] = set()
         self.header = settings.header.encode("latin-1")
         self.age_header = settings.age_header.encode("latin-1") if settings.age_header else None
         self._networks = _trusted_networks(settings.trusted_proxies)
@@ -90,17 +108,27 @@ class IdentityResolver:
             self._trusted_hosts.put(host, trusted)
         return trusted
 
-    def caller(self, scope: Any) -> Caller:
-        """Who is asking, read from the request's own headers (the API and the page)."""
-        return self.resolve(scope, gather(scope["headers"], self.wanted))
+    @property
+    def keys(self) -> KeySet | None:
+        """The issuer's key set, when the policy names a JWKS URL."""
+        return self.tokens.keys if self.tokens is not None else None
 
-    def resolve(self, scope: Any, headers: dict[bytes, bytes]) -> Caller:
+    async def caller(self, scope: Any) -> Caller:
+        """Who is asking, read from the request's own headers (the API and the page)."""
+        return await self.resolve(scope, gather(scope["headers"], self.wanted))
+
+    async def resolve(self, scope: Any, headers: dict[bytes, bytes]) -> Caller:
         """Who is asking. `headers`: the request's headers that `wanted` names, repeats joined with
-        ", " (`gather`); a comma in an identity header therefore means two claims, and no identity."""
+        ", " (`gather`); a comma in an identity header therefore means two claims, and no identity.
+        Only a token whose key is not held yet waits (for one bounded fetch of the key set)."""
         if self.tokens is not None:
-            return self.tokens.caller(headers.get(_AUTHORIZATION))
+            authorization = headers.get(_AUTHORIZATION)
+            found = self.tokens.check(authorization)
+            return found if isinstance(found, Caller) else await self.tokens.after_fetch(found, authorization)
         if self.source == "scope":
-            return _from_scope_user(scope)
+            return self._from_scope_user(scope)
+        if self._identify is not None:
+            return self._from_identify(scope)
         if self.source != "header" or not self.is_trusted(scope):
             return ANONYMOUS
         raw_age = headers.get(self.age_header) if self.age_header else None
@@ -110,6 +138,118 @@ class IdentityResolver:
         if user is None or "," in user:
             return ANONYMOUS
         return Caller(user, _parse_age(raw_age))
+
+    def _from_scope_user(self, scope: Any) -> Caller:
+        # Starlette's AuthenticationMiddleware puts a BaseUser in scope["user"]; other frameworks, other things.
+        user = scope.get("user")
+        if user is None:
+            return ANONYMOUS
+        try:
+            if not getattr(user, "is_authenticated", False):
+                return ANONYMOUS
+            try:
+                identity = user.identity
+            except NotImplementedError:  # Starlette's SimpleUser has a display name, not an identity
+                identity = getattr(user, "display_name", "")
+            except AttributeError:
+                identity = getattr(user, "display_name", None)
+                if identity is None:
+                    self._log_once(
+                        f"no id {type(user).__qualname__}",
+                        "scope['user'] (a %s) has neither identity nor display_name, so the caller is anonymous; "
+                        "use identity.source: callable to say which of its attributes is the user id",
+                        type(user).__qualname__,
+                    )
+            name = _exact_user_str(str(identity or ""))
+            age = getattr(user, "age", None)
+        except Exception as exc:  # a property of the host's user object that raises
+            self._log_once(
+                f"scope {type(exc).__qualname__}",
+                "reading scope['user'] raised %s, so the caller is anonymous",
+                type(exc).__qualname__,
+            )
+            return ANONYMOUS
+        return Caller(name, age if isinstance(age, int) and not isinstance(age, bool) else None)
+
+    def _from_identify(self, scope: Any) -> Caller:
+        assert self._identify is not None
+        try:
+            found: Any = self._identify(scope)
+        except Exception as exc:  # the host's function: its failure is its caller's anonymity, never a 500
+            self._log_once(
+                f"raised {type(exc).__qualname__}",
+                "identify raised %s, so the caller is anonymous (said once for each kind of error)",
+                type(exc).__qualname__,
+            )
+            return ANONYMOUS
+        if found is None:
+            return ANONYMOUS
+        if inspect.isawaitable(found):
+            if inspect.iscoroutine(found):
+                found.close()  # never awaited: no "was never awaited" warning from it
+            self._log_once("awaitable", "identify returned an awaitable, so the caller is anonymous; %s", _PLAIN)
+            return ANONYMOUS
+        if not isinstance(found, tuple) or len(found) != 2:
+            self._log_once(
+                f"returned {type(found).__qualname__}",
+                "identify returned a %s, not (user id, age) or None, so the caller is anonymous",
+                type(found).__qualname__,
+            )
+            return ANONYMOUS
+        user, age = found
+        if not isinstance(user, str):
+            self._log_once(
+                f"user {type(user).__qualname__}",
+                "identify returned a user id that is a %s, not a str, so the caller is anonymous",
+                type(user).__qualname__,
+            )
+            return ANONYMOUS
+        name = _exact_user_str(user)
+        if name is None:
+            self._log_once(
+                "unusable id",
+                "identify returned a user id that is empty, longer than %d characters, or has a control, format "
+                "or edge space character, so the caller is anonymous",
+                MAX_USER_ID_LENGTH,
+            )
+            return ANONYMOUS
+        return Caller(name, age if isinstance(age, int) and not isinstance(age, bool) and age >= 0 else None)
+
+    def _log_once(self, kind: str, message: str, *args: object) -> None:
+        """A warning the first time this kind of trouble happens: the host has a bug to fix, and a flood
+        of requests must not become a flood of log lines. Type names only: never a user id."""
+        if kind not in self._logged and len(self._logged) < KINDS_LOGGED:
+            self._logged.add(kind)
+            logger.warning(message, *args)
+
+
+_PLAIN = (
+    "identify must be a plain function: read what your authentication middleware left in the scope "
+    "(scope['user'], scope['state']), see docs/integrate.md"
+)
+
+
+def _checked_identify(source: str, identify: Identify | None) -> Identify | None:
+    """`identify` is used exactly when the policy says `source: callable`; any other pairing is refused
+    at start, so that which identity counts is never in doubt."""
+    if source != "callable":
+        if identify is not None:
+            raise GuardrailError(
+                f"identify was given, but identity.source is {source}, so it would never be called; "
+                "set identity.source: callable in the policy to use it, or do not pass identify"
+            )
+        return None
+    if identify is None:
+        raise GuardrailError(
+            "identity.source is callable, but no identify function was given; pass identify=fn to "
+            "GuardrailMiddleware (fn(scope) returns (user id, age or None) or None), or set identity.source "
+            "to header, jwt or scope"
+        )
+    if not callable(identify):
+        raise GuardrailError(f"identify must be a function of the scope, not a {type(identify).__qualname__}")
+    if inspect.iscoroutinefunction(identify) or inspect.iscoroutinefunction(type(identify).__call__):
+        raise GuardrailError(f"identify is async; {_PLAIN}")
+    return identify
 
 
 def gather(raw_headers: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[bytes, bytes]:
@@ -154,16 +294,21 @@ def ipv4_mapped(address: str) -> str | None:
 
 
 def _exact_user_id(raw: bytes | None) -> str | None:
-    """The id as sent, or None when it cannot be one. `isprintable` refuses control (Cc), format (Cf,
-    such as zero-width) and space characters other than " ", and a " " may not start or end it: an id is
-    never trimmed into another."""
+    """The id as sent, or None when it cannot be one (see `_exact_user_str`)."""
     if not raw or len(raw) > 4 * MAX_USER_ID_LENGTH:
         return None
     try:
         user = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if len(user) > MAX_USER_ID_LENGTH or not user.isprintable() or user[0] == " " or user[-1] == " ":
+    return _exact_user_str(user)
+
+
+def _exact_user_str(user: str) -> str | None:
+    """The id as given, or None when it cannot be one. `isprintable` refuses control (Cc), format (Cf,
+    such as zero-width), surrogate and space characters other than " ", and a " " may not start or end
+    it: an id is never trimmed into another."""
+    if not user or len(user) > MAX_USER_ID_LENGTH or not user.isprintable() or user[0] == " " or user[-1] == " ":
         return None
     return user
 
@@ -177,37 +322,40 @@ def _parse_age(raw: bytes | None) -> int | None:
     return int(text)
 
 
-def _from_scope_user(scope: Any) -> Caller:
-    # Starlette's AuthenticationMiddleware puts a BaseUser in scope["user"].
-    user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
-        return ANONYMOUS
-    try:
-        identity = user.identity
-    except NotImplementedError:  # Starlette's SimpleUser has a display name, not an identity
-        identity = getattr(user, "display_name", "")
-    name = _exact_user_id(str(identity or "").encode())
-    age = getattr(user, "age", None)
-    return Caller(name, age if isinstance(age, int) and not isinstance(age, bool) else None)
+@dataclass(frozen=True, slots=True)
+class KeyWanted:
+    """A token signed with a key the key set does not hold (yet): its `kid`."""
+
+    kid: str
 
 
 class TokenVerifier:
-    """Verifies bearer tokens; a verified token is remembered until it expires (bounded)."""
+    """Verifies bearer tokens; a verified token is remembered until it expires (bounded), and while the
+    key that verified it is still in the issuer's key set."""
 
     def __init__(self, settings: JwtSettings) -> None:
         self.jwt = load("jwt", extra="jwt", feature="identity.source: jwt")
-        key = os.environ.get(settings.key_env)
-        if not key:
-            raise GuardrailError(
-                f"identity.source is jwt but the environment variable {settings.key_env} is not set; "
-                "set it to the HMAC secret or the PEM public key that verifies your tokens"
-            )
-        self.algorithms = self._algorithms_for(key, settings)
-        self.key = key
+        self.keys: KeySet | None = None
+        self.key: str | None = None
+        if settings.jwks_url is not None:
+            self.keys = KeySet(settings.jwks_url)
+            self.algorithms: list[str] = list(settings.algorithms)  # each key's own algorithm must be one of them too
+        else:
+            key = os.environ.get(settings.key_env)
+            if not key:
+                raise GuardrailError(
+                    f"identity.source is jwt but the environment variable {settings.key_env} is not set; "
+                    "set it to the HMAC secret or the PEM public key that verifies your tokens, "
+                    "or give identity.jwt.jwks_url"
+                )
+            self.algorithms = self._algorithms_for(key, settings)
+            self.key = key
         self.audience = settings.audience
         self.issuer = settings.issuer
         self.age_claim = settings.age_claim
-        self._verified: BoundedCache[bytes, tuple[float, Caller]] = BoundedCache(TOKENS_REMEMBERED)
+        self.leeway = settings.leeway_seconds
+        # authorization -> (expires, caller, the key set's key that verified it, or None for `key_env`'s)
+        self._verified: BoundedCache[bytes, tuple[float, Caller, Any]] = BoundedCache(TOKENS_REMEMBERED)
 
     def _algorithms_for(self, key: str, settings: JwtSettings) -> list[str]:
         """The policy's algorithms that this key can verify. A key that fits none is refused at start
@@ -247,36 +395,74 @@ class TokenVerifier:
         return usable
 
     def caller(self, authorization: bytes | None) -> Caller:
+        """Who the token says, with the keys held now (a key set is not fetched: see `after_fetch`)."""
+        found = self.check(authorization)
+        return found if isinstance(found, Caller) else ANONYMOUS
+
+    async def after_fetch(self, wanted: KeyWanted, authorization: bytes | None) -> Caller:
+        """Who the token says once the key set is fetched for its `kid`, if the bounds allow a fetch."""
+        assert self.keys is not None
+        if await self.keys.fetch_for(wanted.kid) is None:
+            return ANONYMOUS
+        return self.caller(authorization)
+
+    def check(self, authorization: bytes | None) -> Caller | KeyWanted:
         # A comma: two Authorization headers joined (`gather`), never one bearer token.
         if not authorization or len(authorization) > MAX_TOKEN_LENGTH or _COMMA in authorization:
             return ANONYMOUS
         found = self._verified.get(authorization)
         if found is not None:
-            if time.time() < found[0]:
-                return found[1]
+            expires, caller, signer = found
+            if time.time() < expires and (signer is None or self._held(signer.key_id) is signer):
+                return caller
             del self._verified.data[authorization]
         scheme, _, token = authorization.decode("latin-1").partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return ANONYMOUS
+        key: Any = self.key
+        if self.keys is not None:
+            kid = self._kid(token)
+            if kid is None:
+                return ANONYMOUS
+            key = self.keys.get(kid)
+            if key is None:
+                return KeyWanted(kid)
+        return self._verify(authorization, token, key)
+
+    def _held(self, kid: str) -> Any:
+        assert self.keys is not None
+        return self.keys.get(kid)
+
+    def _kid(self, token: str) -> str | None:
+        """Which of the issuer's keys the token says signed it; unverified, it only picks the key."""
+        try:
+            kid = self.jwt.get_unverified_header(token).get("kid")
+        except (self.jwt.PyJWTError, ValueError, TypeError):
+            return None
+        return kid if isinstance(kid, str) and kid else None
+
+    def _verify(self, authorization: bytes, token: str, key: Any) -> Caller:
         try:
             claims = self.jwt.decode(
-                token.strip(),
-                self.key,
+                token,
+                key,
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
+                leeway=self.leeway,
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
             )
         except (self.jwt.PyJWTError, ValueError, TypeError):  # PyJWTError: bad tokens, and keys that do not fit
             return ANONYMOUS
-        user = _exact_user_id(str(claims["sub"]).encode())
+        user = _exact_user_str(str(claims["sub"]))
         if user is None:
             return ANONYMOUS
         age = claims.get(self.age_claim) if self.age_claim else None
         caller = Caller(user, age if isinstance(age, int) and not isinstance(age, bool) else None)
         try:
-            expires = float(claims["exp"])
+            expires = float(claims["exp"]) + self.leeway
         except OverflowError:  # an integer past any float: the token never expires in practice
             return caller  # verified, but not remembered
-        self._verified.put(authorization, (expires, caller))
+        self._verified.put(authorization, (expires, caller, None if self.keys is None else key))
         return caller

@@ -16,6 +16,7 @@ from guardrail._version import __version__
 from guardrail.engine import RequestSignals
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
+from guardrail.identity import Identify
 from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
 from guardrail.metrics import Metrics, metrics_for
 from guardrail.paths import PathError
@@ -47,7 +48,9 @@ class GuardrailMiddleware:
 
     `policy` is a loaded `Policy` or the path of a policy file; `store` a store URL (`memory://`,
     `redis://...`) or a store object, by default `GUARDRAIL_STORE` or `memory://`; `registry` the
-    Prometheus registry for the metrics (the global one by default).
+    Prometheus registry for the metrics (the global one by default); `identify` the function that
+    says who is asking when the policy's `identity.source` is `callable` (docs/integrate.md, "Identity:
+    where the middleware sits"), kept across reloads.
 
     A store made from a URL here counts into this middleware's metrics. A store object keeps the
     metrics it was made with: `create_store(url, metrics=metrics_for(registry))` counts on the same
@@ -61,8 +64,10 @@ class GuardrailMiddleware:
         policy: Policy | str | os.PathLike[str],
         store: Store | str | None = None,
         registry: CollectorRegistry | None = None,
+        identify: Identify | None = None,
     ) -> None:
         self.app = app
+        self._identify = identify
         if store is None:
             store = Settings().store  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
@@ -89,7 +94,7 @@ class GuardrailMiddleware:
 
     def _serve(self, policy: Policy) -> Served:
         runtime = self.runtime
-        guard = Guard(policy, count_tc_string=runtime.count_tc_string)
+        guard = Guard(policy, count_tc_string=runtime.count_tc_string, identify=self._identify)
         served = Served(guard, build_management_app(runtime, guard))
         runtime.metrics.set_policy(policy.policy_id)
         return served
@@ -163,7 +168,7 @@ class GuardrailMiddleware:
         # as they may also arrive, RFC 9110 §5.3) one "1" is enough.
         sec_gpc = headers.get(b"sec-gpc")
         gpc = sec_gpc is not None and any(part.strip(b" \t") == b"1" for part in sec_gpc.split(b","))
-        caller = guard.identity.resolve(scope, headers)
+        caller = await guard.identity.resolve(scope, headers)
         age = caller.age
         minor = age is not None and age < guard.policy.minors.age_of_majority
         tcf = guard.tcf

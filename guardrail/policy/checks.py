@@ -81,8 +81,10 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
 
     identity = _section(data, "identity")
     if identity.get("source") == "jwt" and not isinstance(identity.get("jwt"), Mapping):
-        yield "identity.jwt", "source is 'jwt', so add jwt: {key_env, algorithms, audience, issuer}"
-    yield from _algorithm_mix_issues(_section(identity, "jwt").get("algorithms"))
+        yield "identity.jwt", "source is 'jwt', so add jwt: {key_env or jwks_url, algorithms, audience, issuer}"
+    jwt = _section(identity, "jwt")
+    yield from _algorithm_mix_issues(jwt.get("algorithms"))
+    yield from _key_set_issues(jwt)
 
     routes = data.get("routes")
     seen: dict[str, str] = {}
@@ -120,6 +122,31 @@ def _algorithm_mix_issues(algorithms: Any) -> Iterator[Issue]:
             f"mixes HMAC ({', '.join(hmac)}) with public-key algorithms ({', '.join(public_key)}): one key cannot "
             "verify both, and a token that names the other kind invites algorithm confusion; "
             "list only the kind your key is for",
+        )
+
+
+def _key_set_issues(jwt: Mapping[str, Any]) -> Iterator[Issue]:
+    """Keys from a key set or one key from the environment: never both, so that which key verifies a
+    token is never in doubt; and a key set holds public keys, which HMAC algorithms cannot use."""
+    if jwt.get("jwks_url") is None:
+        return
+    if "key_env" in jwt:
+        yield (
+            "identity.jwt.key_env",
+            "jwks_url and key_env both name where the keys come from; keep jwks_url for an issuer that "
+            "publishes its keys (and rotates them), or key_env for one key you hold",
+        )
+    algorithms = jwt.get("algorithms")
+    hmac = (
+        sorted(name for name in algorithms if isinstance(name, str) and name.startswith("HS"))
+        if isinstance(algorithms, list)
+        else []
+    )
+    if hmac:
+        yield (
+            "identity.jwt.algorithms",
+            f"{', '.join(hmac)} with jwks_url: a key set publishes public keys, and an HMAC secret must never be "
+            "published; list the public-key algorithms your issuer signs with (such as RS256 or ES256)",
         )
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 # A category or signal id: lowercase words joined by `_`, dotted for sub-categories.
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$", max_length=100)]
@@ -58,10 +59,61 @@ class JwtSettings(Model):
     audience: str | None = None
     issuer: str | None = None
     age_claim: str | None = None
+    # The issuer's public keys, fetched and refetched as it rotates them (guardrail/jwks.py), instead of
+    # one key in `key_env`. Its algorithms are then RS256 unless the policy lists others.
+    jwks_url: str | None = None
+    # How far exp, nbf and iat may be off, for clocks that disagree a little.
+    leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_key_default(cls, data: Any) -> Any:
+        # A key set publishes public keys: the HMAC default would verify nothing.
+        if isinstance(data, dict) and data.get("jwks_url") is not None and "algorithms" not in data:
+            return {**data, "algorithms": ["RS256"]}
+        return data
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _key_set_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        why = _unsafe_key_set_url(value)
+        if why is not None:
+            raise ValueError(
+                f"{value!r} {why}; write the https URL your issuer publishes its keys at "
+                "(such as https://issuer.example/.well-known/jwks.json; http only for a loopback host)"
+            )
+        return value
+
+
+def _unsafe_key_set_url(url: str) -> str | None:
+    """Why keys may not be fetched from `url`, or None. Plain http lets anyone on the path hand over
+    keys that sign any token, so it is only for a loopback host (a test's own server)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        return "is not a URL"
+    if not host:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "has credentials in it"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme != "http":
+        return "is not an https URL"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return None if loopback else "is http, not https, and its host is not loopback"
 
 
 class Identity(Model):
-    source: Literal["header", "jwt", "scope"] = "header"
+    # `callable`: the function passed as `identify=` to the middleware (guardrail/identity.py).
+    source: Literal["header", "jwt", "scope", "callable"] = "header"
     header: str = "x-user-id"
     age_header: str | None = None
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])

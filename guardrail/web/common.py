@@ -24,9 +24,9 @@ STORE_DOWN_HEADERS: Mapping[str, str] = {"Retry-After": "1"}
 ERASE = ("erase",)
 
 
-def caller(guard: Guard, request: Request) -> str | None:
+async def caller(guard: Guard, request: Request) -> str | None:
     """The user asking, from the policy's identity source; None when the request does not say."""
-    return guard.identity.caller(request.scope).user
+    return (await guard.identity.caller(request.scope)).user
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

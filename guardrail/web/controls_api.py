@@ -44,7 +44,7 @@ class ControlsApi:
         self.limiter = limiter
 
     async def controls(self, request: Request) -> Response:
-        user = caller(self.guard, request)
+        user = await caller(self.guard, request)
         if user is None:
             return unauthorized()
         if request.method in ("PATCH", "DELETE"):

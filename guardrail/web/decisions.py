@@ -35,7 +35,7 @@ class Receipts:
         self.policy = guard.policy
 
     async def decisions(self, request: Request) -> Response:
-        user = caller(self.guard, request)
+        user = await caller(self.guard, request)
         if user is None:
             return unauthorized()
         try:
@@ -45,7 +45,7 @@ class Receipts:
         return json_response({"decisions": [summary(r) for r in records]})
 
     async def decision(self, request: Request) -> Response:
-        user = caller(self.guard, request)
+        user = await caller(self.guard, request)
         if user is None:
             return unauthorized()
         decision_id = request.path_params["decision_id"]

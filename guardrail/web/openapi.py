@@ -118,7 +118,7 @@ def _security_scheme(policy: Policy) -> dict[str, Any] | None:
             "bearerFormat": "JWT",
             "description": "A signed token whose `sub` claim is the user id and which has an `exp` claim.",
         }
-    # `scope`: whatever authentication the host application does (a session cookie, a token...),
+    # `scope` and `callable`: whatever authentication the host application does (a session cookie, a token...),
     # which guardrail cannot describe; the 401 responses still say that it is needed.
     return None
 

@@ -157,7 +157,7 @@ class ControlsPage:
 
     async def _guard_change(self, request: Request) -> tuple[str, str, dict[str, str]] | Response:
         """Who is asking, in which language, with which form; or the error page that stops the change."""
-        user = caller(self.guard, request)
+        user = await caller(self.guard, request)
         locale = self._locale(request)
         if user is None:
             return self._error(locale, 401, back=False)
@@ -182,7 +182,7 @@ class ControlsPage:
     async def controls(self, request: Request) -> Response:
         if request.method == "POST":
             return await self._save(request)
-        user = caller(self.guard, request)
+        user = await caller(self.guard, request)
         if user is None:
             return self._error(self._locale(request), 401, back=False)
         store = self.runtime.store

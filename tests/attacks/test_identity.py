@@ -1,12 +1,14 @@
 """Attacks on who the guardrail thinks is asking (docs/architecture.md §7): identity, age and forwarding headers from a
 peer outside `trusted_proxies`, repeated or comma-joined identity headers, header names with `_`, ids that
-trim into someone else's, IPv4-mapped peers, and a JWT policy open to algorithm confusion.
+trim into someone else's, IPv4-mapped peers, a JWT policy open to algorithm confusion, any object a host's
+authentication leaves in `scope["user"]`, and anything a host's `identify` returns or raises.
 
 Each attack runs against the sidecar in front of an upstream that records what it receives, and against
 the middleware in process (the wrapped app records the scope it got)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -458,6 +460,160 @@ def test_no_forged_token_is_a_server_error(monkeypatch: pytest.MonkeyPatch, algo
     @given(algorithm=st.sampled_from(ALGORITHMS), claims=CLAIMS, signature=st.binary(max_size=600))
     def forged_is_anonymous(algorithm: str, claims: dict[str, Any], signature: bytes) -> None:
         authorization = f"Bearer {forge(algorithm, claims, signature)}".encode()
-        assert identity.resolve(scope, {b"authorization": authorization}).user is None
+        assert asyncio.run(identity.resolve(scope, {b"authorization": authorization})).user is None
 
     forged_is_anonymous()
+
+
+# -- 7. whatever the host's authentication left in scope["user"] ------------------------------------------------
+
+
+class DjangoLikeUser:
+    """What Django's auth (or Channels' `AuthMiddlewareStack`) leaves: authenticated, an id in `pk`, a
+    username, and none of Starlette's `identity` or `display_name`."""
+
+    is_authenticated = True
+    pk = 7
+
+    def get_username(self) -> str:
+        return "alice"
+
+
+class Exploding:
+    """A user whose every attribute raises, as a lazy user object can when its lookup fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"lookup of {name} failed for alice")
+
+
+class AuthenticatedButExploding:
+    is_authenticated = True
+
+    @property
+    def identity(self) -> str:
+        raise LookupError("the session store is down")
+
+
+class ExplodingTruth:
+    """`is_authenticated` is a value whose truth raises (`bool()` on it)."""
+
+    class _Truth:
+        def __bool__(self) -> bool:
+            raise ValueError("ambiguous")
+
+    is_authenticated = _Truth()
+
+
+class ExplodingStr:
+    is_authenticated = True
+
+    class _Id:
+        def __str__(self) -> str:
+            raise UnicodeError("no text for this id")
+
+    identity = _Id()
+
+
+class SurrogateId:
+    is_authenticated = True
+    identity = "alice\ud800"
+
+
+class ExplodingAge:
+    is_authenticated = True
+    identity = "alice"
+
+    @property
+    def age(self) -> int:
+        raise LookupError("age is not loaded for alice")
+
+
+class DisplayNameOnly:
+    is_authenticated = True
+    display_name = "carol"
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        pytest.param(DjangoLikeUser(), None, id="django-like"),
+        pytest.param({"id": "alice", "is_authenticated": True}, None, id="dict"),
+        pytest.param(object(), None, id="plain-object"),
+        pytest.param("alice", None, id="str"),
+        pytest.param(42, None, id="int"),
+        pytest.param(Exploding(), None, id="every-attribute-raises"),
+        pytest.param(AuthenticatedButExploding(), None, id="identity-raises"),
+        pytest.param(ExplodingTruth(), None, id="truth-raises"),
+        pytest.param(ExplodingStr(), None, id="str-raises"),
+        pytest.param(SurrogateId(), None, id="lone-surrogate"),
+        pytest.param(ExplodingAge(), None, id="age-raises"),
+        pytest.param(DisplayNameOnly(), "carol", id="display-name-only"),
+    ],
+)
+async def test_no_scope_user_is_a_server_error(
+    client_for: ClientFactory, caplog: pytest.LogCaptureFixture, user: Any, expected: str | None
+) -> None:
+    """The scope source reads Starlette's user; any other object there is anonymous (or, with a usable
+    `display_name`, that name), on the API and on a guarded route, and the log says so without the id."""
+
+    class PutsUser:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await self.app({**scope, "user": user}, receive, send)
+
+    upstream = Upstream(body=ITEMS)
+    client = client_for(PutsUser(guarded(upstream, make_policy(identity={"source": "scope"}))), "203.0.113.9")
+    with caplog.at_level("WARNING", logger="guardrail"):
+        for _ in range(2):
+            assert await whoami(client, {}) == (expected or 401)
+            response = await client.get("/recommendations")
+            assert response.status_code == 200
+    assert "alice" not in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_django_like_user_is_logged_once_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    identity = guarded(Upstream(), make_policy(identity={"source": "scope"})).guard.identity
+    with caplog.at_level("WARNING", logger="guardrail"):
+        for _ in range(3):
+            assert asyncio.run(identity.caller({"headers": [], "user": DjangoLikeUser()})).user is None
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        "scope['user'] (a DjangoLikeUser) has neither identity nor display_name, so the caller is anonymous; "
+        "use identity.source: callable to say which of its attributes is the user id"
+    ]
+
+
+# -- 8. what a host's identify returns ----------------------------------------------------------------------------
+
+ANYTHING = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3) | st.tuples(inner),
+    max_leaves=6,
+)
+
+
+def test_whatever_identify_returns_or_raises_is_a_caller_or_anonymous() -> None:
+    returned: list[Any] = [None]
+
+    def identify(scope: Any) -> Any:
+        if isinstance(returned[0], BaseException):
+            raise returned[0]
+        return returned[0]
+
+    policy = make_policy(identity={"source": "callable"})
+    identity = GuardrailMiddleware(Upstream(), policy=policy, registry=CollectorRegistry(), identify=identify)
+    resolver = identity.guard.identity
+
+    @given(value=ANYTHING | st.sampled_from([ValueError("x"), KeyError("alice"), RecursionError(), MemoryError()]))
+    def checked(value: Any) -> None:
+        returned[0] = value
+        caller = asyncio.run(resolver.caller({"headers": []}))
+        if caller.user is not None:
+            assert isinstance(value, tuple) and value[0] == caller.user
+            assert caller.user.isprintable() and caller.user == caller.user.strip(" ")
+        assert caller.age is None or (type(caller.age) is int and caller.age >= 0)
+
+    checked()

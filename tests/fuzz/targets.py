@@ -161,13 +161,13 @@ async def check_request(request: Request) -> set[str]:
     scope = {**http_scope("/recommendations", headers=request.headers), "client": (request.peer, 40000)}
     scope["query_string"] = request.query
 
-    caller = guard.identity.resolve(scope, wanted)
+    caller = await guard.identity.resolve(scope, wanted)
     if caller.user is not None:
         assert caller.user == caller.user.strip() and caller.user.isprintable()
         assert 0 < len(caller.user) <= MAX_USER_ID_LENGTH
         assert _trusted(request.peer), "identity headers count only from trusted proxies"
     assert caller.age is None or 0 <= caller.age <= 999
-    assert JWT.resolve(scope, wanted).user is None, "no token from a fuzzer is signed with the key"
+    assert (await JWT.resolve(scope, wanted)).user is None, "no token from a fuzzer is signed with the key"
     locale = guard.locales.choose(None, wanted.get(b"accept-language"))
     assert locale in HEADER_POLICY.locales
     found = guard.tcf.find(wanted, request.query)

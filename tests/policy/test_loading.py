@@ -49,7 +49,7 @@ def test_the_base_policy_loads_and_is_frozen(tmp_path: Path) -> None:
         ({"version": 2}, "version", "allowed: 1"),
         ({"surprise": 1}, "surprise", "unknown key"),
         ({"store_timeout_ms": "fast"}, "store_timeout_ms", "valid integer"),
-        ({"identity": {"source": "cookie"}}, "identity.source", "'header', 'jwt' or 'scope'"),
+        ({"identity": {"source": "cookie"}}, "identity.source", "'header', 'jwt', 'scope' or 'callable'"),
         ({"identity": {"trusted_proxies": ["localhost"]}}, "identity.trusted_proxies", "not an IP network"),
         ({"locales": ["en", "fr"]}, "locales[1]", "no messages exist for locale 'fr'; available: en, ko"),
         ({"default_locale": "ko", "locales": ["en"]}, "default_locale", "not one of the enabled locales"),
