@@ -26,23 +26,19 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import logging
-import os
-import time
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from guardrail.caching import BoundedCache
+from guardrail.callers import ANONYMOUS, MAX_USER_ID_LENGTH, Caller, exact_user_id, exact_user_str
 from guardrail.errors import GuardrailError
 from guardrail.jwks import KeySet
-from guardrail.optional import load
 from guardrail.policy.models import Identity as IdentitySettings
 from guardrail.policy.models import JwtSettings
+from guardrail.tokens import TokenVerifier
 
 logger = logging.getLogger("guardrail")
 
-MAX_USER_ID_LENGTH = 200
-MAX_TOKEN_LENGTH = 8192
 _AUTHORIZATION = b"authorization"
 _COMMA = ord(",")  # `44 in value` is several times faster than `b"," in value`
 
@@ -50,20 +46,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Peer addresses whose trust is kept, and verified tokens (until they expire): both come from clients.
 PEERS_REMEMBERED = 10_000
-TOKENS_REMEMBERED = 10_000
 
 
 # Kinds of trouble with a host's identity (an exception type, an odd return) said in the log: once each.
 KINDS_LOGGED = 100
 
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    user: str | None = None
-    age: int | None = None
-
-
-ANONYMOUS = Caller()
 
 # `identity.source: callable`: who is asking, from the ASGI scope: (user id, age or None), or None.
 Identify = Callable[[MutableMapping[str, Any]], "tuple[str, int | None] | None"]
@@ -134,7 +121,7 @@ class IdentityResolver:
         raw_age = headers.get(self.age_header) if self.age_header else None
         if raw_age is not None and _COMMA in raw_age:
             return ANONYMOUS
-        user = _exact_user_id(headers.get(self.header))
+        user = exact_user_id(headers.get(self.header))
         if user is None or "," in user:
             return ANONYMOUS
         return Caller(user, _parse_age(raw_age))
@@ -160,7 +147,7 @@ class IdentityResolver:
                         "use identity.source: callable to say which of its attributes is the user id",
                         type(user).__qualname__,
                     )
-            name = _exact_user_str(str(identity or ""))
+            name = exact_user_str(str(identity or ""))
             age = getattr(user, "age", None)
         except Exception as exc:  # a property of the host's user object that raises
             self._log_once(
@@ -204,7 +191,7 @@ class IdentityResolver:
                 type(user).__qualname__,
             )
             return ANONYMOUS
-        name = _exact_user_str(user)
+        name = exact_user_str(user)
         if name is None:
             self._log_once(
                 "unusable id",
@@ -293,26 +280,6 @@ def ipv4_mapped(address: str) -> str | None:
     return None if mapped is None else str(mapped)
 
 
-def _exact_user_id(raw: bytes | None) -> str | None:
-    """The id as sent, or None when it cannot be one (see `_exact_user_str`)."""
-    if not raw or len(raw) > 4 * MAX_USER_ID_LENGTH:
-        return None
-    try:
-        user = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return _exact_user_str(user)
-
-
-def _exact_user_str(user: str) -> str | None:
-    """The id as given, or None when it cannot be one. `isprintable` refuses control (Cc), format (Cf,
-    such as zero-width), surrogate and space characters other than " ", and a " " may not start or end
-    it: an id is never trimmed into another."""
-    if not user or len(user) > MAX_USER_ID_LENGTH or not user.isprintable() or user[0] == " " or user[-1] == " ":
-        return None
-    return user
-
-
 def _parse_age(raw: bytes | None) -> int | None:
     if raw is None:
         return None
@@ -320,149 +287,3 @@ def _parse_age(raw: bytes | None) -> int | None:
     if not text.isdigit() or len(text) > 3:
         return None
     return int(text)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyWanted:
-    """A token signed with a key the key set does not hold (yet): its `kid`."""
-
-    kid: str
-
-
-class TokenVerifier:
-    """Verifies bearer tokens; a verified token is remembered until it expires (bounded), and while the
-    key that verified it is still in the issuer's key set."""
-
-    def __init__(self, settings: JwtSettings) -> None:
-        self.jwt = load("jwt", extra="jwt", feature="identity.source: jwt")
-        self.keys: KeySet | None = None
-        self.key: str | None = None
-        if settings.jwks_url is not None:
-            self.keys = KeySet(settings.jwks_url)
-            self.algorithms: list[str] = list(settings.algorithms)  # each key's own algorithm must be one of them too
-        else:
-            key = os.environ.get(settings.key_env)
-            if not key:
-                raise GuardrailError(
-                    f"identity.source is jwt but the environment variable {settings.key_env} is not set; "
-                    "set it to the HMAC secret or the PEM public key that verifies your tokens, "
-                    "or give identity.jwt.jwks_url"
-                )
-            self.algorithms = self._algorithms_for(key, settings)
-            self.key = key
-        self.audience = settings.audience
-        self.issuer = settings.issuer
-        self.age_claim = settings.age_claim
-        self.leeway = settings.leeway_seconds
-        # authorization -> (expires, caller, the key set's key that verified it, or None for `key_env`'s)
-        self._verified: BoundedCache[bytes, tuple[float, Caller, Any]] = BoundedCache(TOKENS_REMEMBERED)
-
-    def _algorithms_for(self, key: str, settings: JwtSettings) -> list[str]:
-        """The policy's algorithms that this key can verify. A key that fits none is refused at start
-        (every token would be refused); one that fits some is used with those only, so that a token
-        naming another is refused as any algorithm the policy does not list; the log says so at start."""
-        usable: list[str] = []
-        unfit: list[str] = []
-        reasons: list[str] = []
-        available = self.jwt.algorithms.get_default_algorithms()
-        for name in settings.algorithms:
-            algorithm = available.get(name)
-            if algorithm is None:  # PyJWT offers public-key algorithms only with `cryptography`
-                load("cryptography", extra="jwt", feature=f"identity.jwt.algorithms {name}")
-                unfit.append(name)
-                reasons.append(f"{name}: this PyJWT does not offer it")
-                continue
-            try:
-                algorithm.prepare_key(key)
-            except (self.jwt.PyJWTError, ValueError, TypeError) as exc:
-                unfit.append(name)
-                reasons.append(f"{name}: {exc}")
-            else:
-                usable.append(name)
-        if not usable:
-            kind = "the HMAC secret" if unfit[0].startswith("HS") else "the PEM public key"
-            raise GuardrailError(
-                f"the key in the environment variable {settings.key_env} cannot verify any of "
-                f"identity.jwt.algorithms ({'; '.join(reasons)}); set it to {kind} that verifies your tokens"
-            )
-        if unfit:
-            logger.warning(
-                "the key in %s cannot verify %s tokens, which are therefore refused (%s)",
-                settings.key_env,
-                ", ".join(unfit),
-                "; ".join(reasons),
-            )
-        return usable
-
-    def caller(self, authorization: bytes | None) -> Caller:
-        """Who the token says, with the keys held now (a key set is not fetched: see `after_fetch`)."""
-        found = self.check(authorization)
-        return found if isinstance(found, Caller) else ANONYMOUS
-
-    async def after_fetch(self, wanted: KeyWanted, authorization: bytes | None) -> Caller:
-        """Who the token says once the key set is fetched for its `kid`, if the bounds allow a fetch."""
-        assert self.keys is not None
-        if await self.keys.fetch_for(wanted.kid) is None:
-            return ANONYMOUS
-        return self.caller(authorization)
-
-    def check(self, authorization: bytes | None) -> Caller | KeyWanted:
-        # A comma: two Authorization headers joined (`gather`), never one bearer token.
-        if not authorization or len(authorization) > MAX_TOKEN_LENGTH or _COMMA in authorization:
-            return ANONYMOUS
-        found = self._verified.get(authorization)
-        if found is not None:
-            expires, caller, signer = found
-            if time.time() < expires and (signer is None or self._held(signer.key_id) is signer):
-                return caller
-            del self._verified.data[authorization]
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return ANONYMOUS
-        key: Any = self.key
-        if self.keys is not None:
-            kid = self._kid(token)
-            if kid is None:
-                return ANONYMOUS
-            key = self.keys.get(kid)
-            if key is None:
-                return KeyWanted(kid)
-        return self._verify(authorization, token, key)
-
-    def _held(self, kid: str) -> Any:
-        assert self.keys is not None
-        return self.keys.get(kid)
-
-    def _kid(self, token: str) -> str | None:
-        """Which of the issuer's keys the token says signed it; unverified, it only picks the key."""
-        try:
-            kid = self.jwt.get_unverified_header(token).get("kid")
-        except (self.jwt.PyJWTError, ValueError, TypeError):
-            return None
-        return kid if isinstance(kid, str) and kid else None
-
-    def _verify(self, authorization: bytes, token: str, key: Any) -> Caller:
-        try:
-            claims = self.jwt.decode(
-                token,
-                key,
-                algorithms=self.algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
-            )
-        except (self.jwt.PyJWTError, ValueError, TypeError):  # PyJWTError: bad tokens, and keys that do not fit
-            return ANONYMOUS
-        user = _exact_user_str(str(claims["sub"]))
-        if user is None:
-            return ANONYMOUS
-        age = claims.get(self.age_claim) if self.age_claim else None
-        caller = Caller(user, age if isinstance(age, int) and not isinstance(age, bool) else None)
-        try:
-            expires = float(claims["exp"]) + self.leeway
-        except OverflowError:  # an integer past any float: the token never expires in practice
-            return caller  # verified, but not remembered
-        self._verified.put(authorization, (expires, caller, None if self.keys is None else key))
-        return caller

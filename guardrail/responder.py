@@ -15,10 +15,10 @@ import orjson
 from starlette.types import Message, Send
 
 from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
+from guardrail.callers import Caller
 from guardrail.echo import inert
 from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
 from guardrail.guard import Guard
-from guardrail.identity import Caller
 from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute

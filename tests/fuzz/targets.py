@@ -31,10 +31,11 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
 from guardrail import GuardrailMiddleware
+from guardrail.callers import MAX_USER_ID_LENGTH
 from guardrail.consent.tcf import MAX_LENGTH, TcfError, decode, decode_cached, to_json
 from guardrail.consent.tcf_policy import TcfReader
 from guardrail.controls import validate_patch
-from guardrail.identity import MAX_USER_ID_LENGTH, IdentityResolver
+from guardrail.identity import IdentityResolver
 from guardrail.policy.models import Identity, JwtSettings
 from tests.conftest import BASE_POLICY, make_policy
 from tests.upstream import Upstream, call, http_scope
