@@ -47,11 +47,11 @@ _CACHE_CONTROL = ("Cache-Control", PRIVATE[1].decode())
 
 
 class Checked(NamedTuple):
-    """A checked page. `items`: in enforce mode the kept ones, each a copy of the item with its
-    `explanation` (a dict), in order; in shadow mode all of them, as given. `summary`: the `guardrail`
-    object of an annotated response (in shadow mode what it would say; the middleware writes none
-    then). `headers`: the headers the middleware sends with such a page. `decisions`: one per item
-    given, in order. `overhead`: seconds the check took."""
+    """A checked page. `items`: in enforce mode the kept ones, in order, each with its `explanation`
+    (a dict, the same object for every item decided alike); in shadow mode all of them, as given.
+    `summary`: the `guardrail` object of an annotated response (in shadow mode what it would say;
+    the middleware writes none then). `headers`: the headers the middleware sends with such a page.
+    `decisions`: one per item given, in order. `overhead`: seconds the check took."""
 
     items: list[dict[str, Any]]
     summary: dict[str, Any]
@@ -88,7 +88,11 @@ class InProcess:
         (a Starlette request or an ASGI scope), on the guarded route whose `path` in the policy is `route`.
 
         Raises `LookupError` for a route the policy does not guard and `guardrail.engine.BadItem` (a
-        `ValueError`) for an item that does not follow the item contract. The items are not changed."""
+        `ValueError`) for an item that does not follow the item contract.
+
+        In enforce mode each kept item gets its `explanation` (a dict) set on it, as the middleware sets
+        it on the page it reads: give `check` the items made for this request (objects shared with other
+        requests would carry this caller's explanations). Shadow mode changes nothing."""
         started = time.perf_counter()
         scope = request.scope if isinstance(request, HTTPConnection) else request
         resolved, in_front = await self._resolved(scope)  # type: ignore[arg-type]
@@ -103,17 +107,18 @@ class InProcess:
         # Items that name no signals use the route's default ones even when the middleware would have
         # asked the non-personalized route: in process, nothing shows they were made without the user.
         found = check_items(ctx, target.fields, given, target.default_signals, annotate=False)
-        found = found._replace(item_ids=storable_ids(found.item_ids))
+        if int in set(map(type, found.item_ids)):  # an integer beyond 64 bits is recorded as its digits
+            found = found._replace(item_ids=storable_ids(found.item_ids))
         decisions, hidden = found.decisions, found.hidden
         if mode == "enforce":
-            # Copies: the service's own objects may be shared with other requests, for other users.
-            kept = [
-                {**item, "explanation": verdict.explanation}
-                for item, verdict in zip(given, decisions, strict=True)
-                if not verdict.hidden
-            ]
+            # On the items themselves, as the middleware annotates the page it reads: a copy of each
+            # would cost more than deciding it. Each kept item's explanation is for this caller.
+            for item, verdict in zip(given, decisions, strict=True):
+                if not verdict.hidden:
+                    item["explanation"] = verdict.explanation
+            kept = found.kept
         else:
-            kept = list(given)
+            kept = given
         degraded = ctx.degraded
         notice = guard.notice(ctx.locale, hidden) if hidden else None
         page = summary(decision, mode, policy.policy_id, len(found.kept), len(hidden), degraded, notice)

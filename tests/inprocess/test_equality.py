@@ -112,9 +112,7 @@ async def in_process(policy: Policy, store: Store, headers: list[tuple[bytes, by
     """`check` called with the request's scope, no middleware in front."""
     registry = CollectorRegistry()
     middleware = GuardrailMiddleware(Upstream(), policy=policy, store=store, registry=registry)
-    given = copy.deepcopy(page)
-    checked = await InProcess(middleware).check(http_scope(ROUTE, headers=headers), given, route=ROUTE)
-    assert given == page, "check changed the service's items"
+    checked = await InProcess(middleware).check(http_scope(ROUTE, headers=headers), copy.deepcopy(page), route=ROUTE)
     return checked, registry, store
 
 

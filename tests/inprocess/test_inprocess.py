@@ -34,17 +34,21 @@ async def test_an_unknown_route_names_the_routes_there_are() -> None:
         await in_process().check(http_scope("/x", headers=ALICE), DEFAULT_ITEMS, route="/recomendations")
 
 
-async def test_items_shared_between_requests_are_never_changed() -> None:
-    """A service may hand the same objects to every user: each user gets their own copies."""
-    shared = copy.deepcopy(DEFAULT_ITEMS)
-    gr = in_process()
-    alice, anonymous = await asyncio.gather(
-        gr.check(http_scope("/", headers=ALICE), shared, route="/recommendations"),
-        gr.check(http_scope("/"), shared, route="/recommendations"),
+async def test_the_kept_items_get_their_explanation_in_enforce_mode_only() -> None:
+    given = copy.deepcopy(DEFAULT_ITEMS)
+    checked = await in_process().check(http_scope("/", headers=ALICE), given, route="/list")
+    assert checked.items and all(any(kept is mine for mine in given) for kept in checked.items)
+    assert all(
+        kept["explanation"] == verdict.explanation
+        for kept, verdict in zip(
+            checked.items, [verdict for verdict in checked.decisions if not verdict.hidden], strict=True
+        )
     )
-    assert shared == DEFAULT_ITEMS
-    assert all("explanation" in kept for kept in alice.items)
-    assert alice.items is not anonymous.items
+    assert all("explanation" not in mine for mine in given if not any(mine is kept for kept in checked.items))
+
+    given = copy.deepcopy(DEFAULT_ITEMS)
+    shadow = await in_process(mode="shadow").check(http_scope("/", headers=ALICE), given, route="/list")
+    assert shadow.items == given == DEFAULT_ITEMS
 
 
 async def test_a_malformed_item_is_named() -> None:
