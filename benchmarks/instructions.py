@@ -2,6 +2,7 @@
 
     python benchmarks/instructions.py            # bare, guarded and the orjson round trip, per request
     python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
+    python benchmarks/instructions.py inprocess  # `InProcess.check` per 50-item list (inprocess.py)
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
 is the tool for comparing two versions of the hot path. It runs this file under
@@ -26,6 +27,11 @@ def _run(arm: str, requests: int) -> None:
     from apps import grant_consent, make_bare, make_guarded, recommendation_body
     from profile_hot_path import Sink, serve
 
+    if arm in ("check", "check-behind"):
+        from inprocess import run_for_instructions
+
+        run_for_instructions(arm, requests)
+        return
     if arm == "orjson":
         body = recommendation_body(50)
         for _ in range(requests):
@@ -82,6 +88,8 @@ def main() -> int:
         return 1
     if sys.argv[1:] == ["clients"]:
         return clients()
+    if sys.argv[1:] == ["inprocess"]:
+        return inprocess()
     requests = 300
     per_request = {
         arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
@@ -91,6 +99,24 @@ def main() -> int:
     print(f"instructions per request: bare {per_request['bare']:,.0f}, guarded {per_request['guarded']:,.0f}")
     print(f"added by the guardrail: {added:,.0f}; orjson loads+dumps of the body: {per_request['orjson']:,.0f}")
     print(f"ratio (instructions): {added / per_request['orjson']:.2f}")
+    return 0
+
+
+def inprocess() -> int:
+    """Instructions per 50-item list of `InProcess.check`, resolving the caller from the scope and given
+    the middleware's resolution (as behind it), against an orjson loads + dumps of the same body."""
+    requests = 300
+    per_list = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("check", "check-behind", "orjson")
+    }
+    print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py inprocess`, per 50-item list:")
+    print(f"check: {per_list['check']:,.0f} ({per_list['check'] / per_list['orjson']:.2f} x orjson)")
+    print(
+        f"check behind the middleware: {per_list['check-behind']:,.0f} "
+        f"({per_list['check-behind'] / per_list['orjson']:.2f} x orjson)"
+    )
+    print(f"orjson loads+dumps of the body: {per_list['orjson']:,.0f}")
     return 0
 
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from guardrail.errors import PolicyError as PolicyError
     from guardrail.errors import StaleRevision as StaleRevision
     from guardrail.errors import StoreError as StoreError
+    from guardrail.inprocess import Checked as Checked
+    from guardrail.inprocess import GuardedJSONResponse as GuardedJSONResponse
+    from guardrail.inprocess import InProcess as InProcess
     from guardrail.middleware import GuardrailMiddleware as GuardrailMiddleware
     from guardrail.policy.loading import load_policy as load_policy
     from guardrail.policy.loading import parse_policy as parse_policy
@@ -34,9 +37,12 @@ if TYPE_CHECKING:
 # Each public name, and the module it lives in.
 _WHERE = {
     "Action": "guardrail.engine",
+    "Checked": "guardrail.inprocess",
     "ControlsError": "guardrail.errors",
     "GuardrailError": "guardrail.errors",
+    "GuardedJSONResponse": "guardrail.inprocess",
     "GuardrailMiddleware": "guardrail.middleware",
+    "InProcess": "guardrail.inprocess",
     "InvalidControls": "guardrail.errors",
     "MemoryStore": "guardrail.store",
     "MissingExtra": "guardrail.errors",

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail._version import __version__
-from guardrail.engine import RequestSignals
+from guardrail.callers import Caller
+from guardrail.engine import RequestSignals, UserContext
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.identity import Identify
@@ -41,6 +42,19 @@ class Served(NamedTuple):
 
     guard: Guard
     management: ASGIApp
+
+
+class Resolved(NamedTuple):
+    """A request resolved: the guard it is decided on, who asks, their context and its `Guardrail-Context`."""
+
+    guard: Guard
+    caller: Caller
+    ctx: UserContext
+    header: bytes
+
+
+# The scope key under which the middleware hands its `Resolved` to the app on a guarded route.
+RESOLVED = "guardrail.resolved"
 
 
 class GuardrailMiddleware:
@@ -164,6 +178,55 @@ class GuardrailMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
+        resolved = await self.resolve(scope, guard=guard, headers=headers)
+        caller, ctx = resolved.caller, resolved.ctx
+        # What was decided, told to the app before it runs (docs/architecture.md §7).
+        context = (GUARDRAIL_CONTEXT, resolved.header)
+        # The upstream is asked only for what can be checked: whole JSON, in a coding the guardrail reads.
+        scope = upstream_scope(scope, headers, extra=context)
+        rewritten = route.non_personalized is not None and not ctx.personalized_allowed
+        if rewritten:
+            scope = self._non_personalized(scope, route, guard)
+        else:
+            # An app that checks its items in process (`guardrail.inprocess`) decides for this caller
+            # without resolving them again. Not on the non-personalized route: it gets nobody's identity.
+            scope[RESOLVED] = resolved
+        runtime = self.runtime
+        responder = GuardedResponder(
+            runtime,
+            guard,
+            route,
+            ctx,
+            caller,
+            send,
+            rewritten=rewritten,
+            head=scope["method"] == "HEAD",
+        )
+        before = time.perf_counter() - started
+        await self.app(scope, receive, responder)
+        runtime.request_done(
+            route.template,
+            responder.outcome,
+            hidden=responder.hidden_count,
+            decision=responder.decision_id,
+            user=caller.user,
+            started=started,
+            overhead=before + responder.overhead,
+        )
+
+    async def resolve(
+        self, scope: Scope, *, guard: Guard | None = None, headers: dict[bytes, bytes] | None = None
+    ) -> Resolved:
+        """Who asks, and what may be used for them: identity, age, GPC, TCF and the stored controls
+        (with the fail modes when the store is down), made into the user's context and its
+        `Guardrail-Context`. The one way a request is resolved, for the middleware and for in-process
+        checks. `guard` and `headers` are what `__call__` already has; without them the live guard
+        screens `scope` here (a scope the middleware has not seen: what an untrusted peer claims counts
+        for nothing)."""
+        if guard is None:
+            guard = self._served.guard
+        if headers is None:
+            _, headers = guard.screen(scope)
         # GPC is exactly "1" after trimming; with repeated headers (joined with commas by the screen,
         # as they may also arrive, RFC 9110 §5.3) one "1" is enough.
         sec_gpc = headers.get(b"sec-gpc")
@@ -187,35 +250,7 @@ class GuardrailMiddleware:
             store_unavailable=unavailable,
             degraded=degraded,
         )
-        # What was decided, told to the app before it runs (docs/architecture.md §7).
-        context = (GUARDRAIL_CONTEXT, header)
-        # The upstream is asked only for what can be checked: whole JSON, in a coding the guardrail reads.
-        scope = upstream_scope(scope, headers, extra=context)
-        rewritten = route.non_personalized is not None and not ctx.personalized_allowed
-        if rewritten:
-            scope = self._non_personalized(scope, route, guard)
-        runtime = self.runtime
-        responder = GuardedResponder(
-            runtime,
-            guard,
-            route,
-            ctx,
-            caller,
-            send,
-            rewritten=rewritten,
-            head=scope["method"] == "HEAD",
-        )
-        before = time.perf_counter() - started
-        await self.app(scope, receive, responder)
-        runtime.request_done(
-            route.template,
-            responder.outcome,
-            hidden=responder.hidden_count,
-            decision=responder.decision_id,
-            user=caller.user,
-            started=started,
-            overhead=before + responder.overhead,
-        )
+        return Resolved(guard, caller, ctx, header)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
         """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults.

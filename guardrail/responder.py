@@ -24,11 +24,15 @@ from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute
 from guardrail.runtime import Runtime
 from guardrail.store import DecisionRecord
+from guardrail.summary import decision_headers, summary
 from guardrail.web.problem import PROBLEM_JSON
 
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
 # could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
 UPSTREAM_ERROR = "guardrail.upstream_error"
+# Set on the `http.response.start` of a page the app checked in process (`guardrail.inprocess`): its
+# value says what was decided (`.summary`, `.overhead`). The page passes as it is, counted once.
+CHECKED_IN_PROCESS = "guardrail.checked"
 # Successes without content: nothing in them to check (RFC 9110 §15.3.5, §15.3.6).
 _NO_CONTENT = frozenset({204, 205})
 # Successes with part of the page, or a delta of it (RFC 3229): no list of items to check.
@@ -104,6 +108,11 @@ class GuardedResponder:
             # "discarding": a 502 has been sent; the rest of the upstream body is dropped.
 
     async def _on_start(self, message: Message) -> None:
+        checked = message.get(CHECKED_IN_PROCESS)
+        if checked is not None:
+            self._checked_in_process(checked)
+            await self.send(message)
+            return
         status = message["status"]
         content_type = b""
         for name, value in message.get("headers", ()):
@@ -129,6 +138,15 @@ class GuardedResponder:
             await self._unchecked("non_json", f"the body has {shown}, not JSON", more=True)
         else:
             self.state = "buffering"
+
+    def _checked_in_process(self, checked: Any) -> None:
+        """The app checked its items in process and has counted them: this request reports its decision."""
+        self.state = "passthrough"
+        found = checked.summary
+        self.decision_id = found["decision"]
+        self.hidden_count = found["hidden"]
+        self.outcome = outcome(found["mode"], found["degraded"])
+        self.overhead += checked.overhead
 
     async def _on_head(self, message: Message) -> None:
         """A HEAD has no body to check; in enforce mode its headers say, as the GET's would, that
@@ -185,10 +203,7 @@ class GuardedResponder:
             return
         self.hidden_count = len(hidden)
         headers = self._headers(len(hidden))
-        if not enforce:
-            self.outcome = "shadow"
-        else:
-            self.outcome = "degraded" if self.ctx.degraded else "enforced"
+        self.outcome = outcome(self.mode, self.ctx.degraded)
         if self.ctx.degraded:
             self.runtime.count_fail_mode(self.guard.policy.fail_mode)
         assert self.start is not None  # _on_start stored it before any body
@@ -223,26 +238,21 @@ class GuardedResponder:
         else:
             container[key] = kept
         if type(document) is dict:
-            document["guardrail"] = {
-                "decision": self.decision_id,
-                "mode": self.mode,
-                "policy": self.guard.policy.policy_id,
-                "kept": len(kept),
-                "hidden": len(checked.hidden),
-                "degraded": self.ctx.degraded,
-                "notice": summary_notice,
-            }
+            document["guardrail"] = summary(
+                self.decision_id,
+                self.mode,
+                self.guard.policy.policy_id,
+                len(kept),
+                len(checked.hidden),
+                self.ctx.degraded,
+                summary_notice,
+            )
         return write_json(document, exact=exact)
 
     def _headers(self, hidden: int, *, degraded: bool | None = None) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"guardrail-decision", self.decision_id.encode()),
-            (b"guardrail-mode", self.mode.encode()),
-            (b"guardrail-hidden", str(hidden).encode()),
-        ]
-        if self.ctx.degraded if degraded is None else degraded:
-            headers.append((b"guardrail-degraded", b"1"))
-        return headers
+        return decision_headers(
+            self.decision_id, self.mode, hidden, self.ctx.degraded if degraded is None else degraded
+        )
 
     async def _unchecked(self, kind: str, detail: str, *, more: bool) -> None:
         """A body we cannot check. Closed: 502 with nothing of it. Open (or shadow): as it came, marked.
@@ -296,20 +306,41 @@ class GuardedResponder:
         await self.send({"type": "http.response.body", "body": body})
 
     def record(self, checked: CheckedItems) -> DecisionRecord | None:
-        user = self.caller.user
-        if user is None:
-            return None  # nobody could ever ask for an anonymous receipt
-        return DecisionRecord(
-            id=self.decision_id,
-            user=user,
-            created_at=time.time(),
-            route=self.route.template,
-            mode=self.mode,
-            policy=self.guard.policy.policy_id,
-            locale=self.ctx.locale,
-            degraded=self.ctx.degraded,
-            # The decisions are shared, immutable objects: keeping references costs nothing now,
-            # and the receipt is spelled out only if someone asks for it.
-            item_ids=checked.item_ids,
-            decisions=checked.decisions,
+        return decision_record(
+            self.decision_id,
+            self.caller.user,
+            self.route.template,
+            self.mode,
+            self.guard.policy.policy_id,
+            self.ctx,
+            checked,
         )
+
+
+def outcome(mode: str, degraded: bool) -> str:
+    """The `outcome` label of a checked page (guardrail_requests_total)."""
+    if mode != "enforce":
+        return "shadow"
+    return "degraded" if degraded else "enforced"
+
+
+def decision_record(
+    decision: str, user: str | None, route: str, mode: str, policy: str, ctx: UserContext, checked: CheckedItems
+) -> DecisionRecord | None:
+    """What the user can look up later about one checked page (`route` its template)."""
+    if user is None:
+        return None  # nobody could ever ask for an anonymous receipt
+    return DecisionRecord(
+        id=decision,
+        user=user,
+        created_at=time.time(),
+        route=route,
+        mode=mode,
+        policy=policy,
+        locale=ctx.locale,
+        degraded=ctx.degraded,
+        # The decisions are shared, immutable objects: keeping references costs nothing now,
+        # and the receipt is spelled out only if someone asks for it.
+        item_ids=checked.item_ids,
+        decisions=checked.decisions,
+    )

@@ -79,6 +79,8 @@ class RouteTable:
         self._exact: dict[str, _Entry] = {}
         self._prefixes: list[_Entry] = []
         self._api: _Entry | None = None
+        # Each guarded route by its `path` as the policy spells it, for in-process checks.
+        self.guarded: dict[str, GuardedRoute] = {}
         if api_prefix is not None:
             self._api = self._prefix(api_prefix + "/", API)
             self._add_exact(GPC_PATH, GPC)
@@ -91,6 +93,7 @@ class RouteTable:
                 default_signals=tuple(route.default_signals),
                 non_personalized=route.non_personalized,
             )
+            self.guarded.setdefault(route.path, guarded)
             if route.path.endswith("*"):
                 self._prefixes.append(self._prefix(route.path[:-1], guarded))
             else:

@@ -9,9 +9,12 @@ def test_all_is_exactly_the_public_surface() -> None:
     assert sorted(guardrail.__all__) == sorted(
         [
             "Action",
+            "Checked",
             "ControlsError",
+            "GuardedJSONResponse",
             "GuardrailError",
             "GuardrailMiddleware",
+            "InProcess",
             "InvalidControls",
             "MemoryStore",
             "MissingExtra",
