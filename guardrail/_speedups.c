@@ -31,13 +31,13 @@ typedef struct {
     int hidden;
     int discreet;
     int unknown;
-    PyObject *fragment;  /* its explanation_json, borrowed: the decision holds it */
+    PyObject *fragment;  /* what a kept item gets as its explanation, borrowed: the decision holds it */
 } Facts;
 
 #define FACTS_CACHED 32
 
 static int
-read_facts(PyObject *decision, Facts *facts)
+read_facts(PyObject *decision, PyObject *attach, Facts *facts)
 {
     PyObject *hidden = PyObject_GetAttr(decision, str_hidden);
     if (hidden == NULL) {
@@ -54,7 +54,7 @@ read_facts(PyObject *decision, Facts *facts)
         Py_DECREF(discreet);
         return -1;
     }
-    PyObject *fragment = PyObject_GetAttr(decision, str_explanation_json);
+    PyObject *fragment = PyObject_GetAttr(decision, attach);
     if (fragment == NULL) {
         Py_DECREF(hidden);
         Py_DECREF(discreet);
@@ -78,7 +78,8 @@ PyDoc_STRVAR(check_doc,
 "check(items, id_field, categories_field, signals_field, age_field, inferred_field, defaults, memo,\n"
 "      fresh_seconds, annotate, miss, empty)\n"
 "--\n\n"
-"Decide every item of `items` (see guardrail.engine.loop.check_items). Returns\n"
+"Decide every item of `items` (see guardrail.engine.loop.check_items); `annotate`: None, or the name of\n"
+"the decision attribute each kept item gets as its `explanation`. Returns\n"
 "(decisions, item_ids, kept, hidden, discreet, unknown), or None when the Python loop must run instead.");
 
 static PyObject *
@@ -91,9 +92,15 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *items = args[0], *id_field = args[1], *categories_field = args[2], *signals_field = args[3];
     PyObject *age_field = args[4], *inferred_field = args[5], *defaults = args[6], *memo = args[7];
     PyObject *fresh_seconds = args[8], *miss = args[10], *empty = args[11];
-    int annotate = PyObject_IsTrue(args[9]);
-    if (annotate < 0) {
+    /* The decision attribute to attach to kept items as their explanation, or None: do not annotate. */
+    PyObject *attach = args[9];
+    int annotate = attach != Py_None;
+    if (annotate && !PyUnicode_CheckExact(attach)) {
+        PyErr_SetString(PyExc_TypeError, "check(): annotate must be an attribute name or None");
         return NULL;
+    }
+    if (!annotate) {
+        attach = str_explanation_json;
     }
     if (!PyList_CheckExact(items) || !PyDict_CheckExact(memo) || !PyList_CheckExact(defaults)
         || !PyList_CheckExact(empty)) {
@@ -229,7 +236,7 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (facts == NULL) {
             facts = cached < FACTS_CACHED ? &cache[cached++] : &found_facts;
-            if (read_facts(decision, facts) < 0) {
+            if (read_facts(decision, attach, facts) < 0) {
                 goto error;
             }
         }

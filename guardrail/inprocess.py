@@ -106,19 +106,14 @@ class InProcess:
         given = items if type(items) is list else list(items)
         # Items that name no signals use the route's default ones even when the middleware would have
         # asked the non-personalized route: in process, nothing shows they were made without the user.
-        found = check_items(ctx, target.fields, given, target.default_signals, annotate=False)
+        enforce = mode == "enforce"
+        # On the items themselves, as the middleware annotates the page it reads: a copy of each would
+        # cost more than deciding it. Each kept item's explanation is for this caller.
+        found = check_items(ctx, target.fields, given, target.default_signals, annotate=enforce, as_dicts=True)
         if int in set(map(type, found.item_ids)):  # an integer beyond 64 bits is recorded as its digits
             found = found._replace(item_ids=storable_ids(found.item_ids))
         decisions, hidden = found.decisions, found.hidden
-        if mode == "enforce":
-            # On the items themselves, as the middleware annotates the page it reads: a copy of each
-            # would cost more than deciding it. Each kept item's explanation is for this caller.
-            for item, verdict in zip(given, decisions, strict=True):
-                if not verdict.hidden:
-                    item["explanation"] = verdict.explanation
-            kept = found.kept
-        else:
-            kept = given
+        kept = found.kept if enforce else given
         degraded = ctx.degraded
         notice = guard.notice(ctx.locale, hidden) if hidden else None
         page = summary(decision, mode, policy.policy_id, len(found.kept), len(hidden), degraded, notice)

@@ -15,6 +15,8 @@ from guardrail.engine.evaluate import decide
 from guardrail.speedups import native
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
+# The decision attribute the C loop attaches to a kept item as its `explanation`.
+_AS_JSON, _AS_DICT = "explanation_json", "explanation"
 _ID_TYPES = (str, int)
 _NUMBER_TYPES = (int, float)
 
@@ -48,10 +50,18 @@ class CheckedItems(NamedTuple):
 
 
 def check_items(
-    ctx: UserContext, fields: ItemFields, items: list[Any], default_signals: tuple[str, ...], *, annotate: bool
+    ctx: UserContext,
+    fields: ItemFields,
+    items: list[Any],
+    default_signals: tuple[str, ...],
+    *,
+    annotate: bool,
+    as_dicts: bool = False,
 ) -> CheckedItems:
     """Decide every item, and split the kept from the hidden, in one pass (this is the hot loop).
-    `annotate`: attach each kept item's explanation. Anything malformed raises `BadItem`."""
+    `annotate`: attach each kept item's explanation, serialized once (`orjson.Fragment`, for a page the
+    guardrail writes) or, with `as_dicts`, as the dict itself (for a page the service writes). Anything
+    malformed raises `BadItem`."""
     if native is not None:
         found = native.check(
             items,
@@ -63,18 +73,24 @@ def check_items(
             list(default_signals),
             ctx.memo.data,
             ctx.compiled.fresh_seconds,
-            annotate,
+            (_AS_DICT if as_dicts else _AS_JSON) if annotate else None,
             lambda categories, signals, age, inferred: decide(ctx, categories, signals, age, inferred),
             _NO_CATEGORIES,
         )
         if found is not None:
             return CheckedItems(*found)
         # An item the C loop cannot read: this loop names it (and would decide it the same way).
-    return check_items_python(ctx, fields, items, default_signals, annotate=annotate)
+    return check_items_python(ctx, fields, items, default_signals, annotate=annotate, as_dicts=as_dicts)
 
 
 def check_items_python(
-    ctx: UserContext, fields: ItemFields, items: list[Any], default_signals: tuple[str, ...], *, annotate: bool
+    ctx: UserContext,
+    fields: ItemFields,
+    items: list[Any],
+    default_signals: tuple[str, ...],
+    *,
+    annotate: bool,
+    as_dicts: bool = False,
 ) -> CheckedItems:
     """`check_items` in Python: the reference the C loop (guardrail/_speedups.c) is tested against."""
     id_field, categories_field, signals_field = fields.id, fields.categories, fields.signals
@@ -120,7 +136,7 @@ def check_items_python(
             else:
                 discreet += decision.discreet
                 if annotate:
-                    item["explanation"] = decision.explanation_json
+                    item["explanation"] = decision.explanation if as_dicts else decision.explanation_json
                 add_kept(item)
     except (TypeError, AttributeError):
         _reject_first_bad(items, fields)

@@ -61,12 +61,14 @@ def pages(draw: st.DrawFn, policy: Policy) -> list[Any]:
     return page
 
 
-def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tuple[Any, ...]:
+def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool, as_dicts: bool = False) -> tuple[Any, ...]:
     """What a caller sees: the serialized result, or the problem it names."""
     route = RouteTable(ctx.compiled.policy.routes).match("/recommendations", "GET")
     assert route is not None
     try:
-        checked: CheckedItems = check(ctx, route.fields, page, route.default_signals, annotate=annotate)
+        checked: CheckedItems = check(
+            ctx, route.fields, page, route.default_signals, annotate=annotate, as_dicts=as_dicts
+        )
     except BadItem as exc:
         return ("bad item", str(exc))
     return (
@@ -82,8 +84,8 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool) -> tu
 # Only where the Python loop runs on purpose: test_the_c_loop_is_built fails wherever it is missing by accident.
 @pytest.mark.skipif(not ACCELERATED, reason="the Python loop runs on purpose: there is no C loop to compare")
 @examples(150)
-@given(data=st.data(), policy=policies(), annotate=st.booleans())
-def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate: bool) -> None:
+@given(data=st.data(), policy=policies(), annotate=st.booleans(), as_dicts=st.booleans())
+def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate: bool, as_dicts: bool) -> None:
     state = data.draw(states(policy))
     request = data.draw(request_signals(policy))
     page = data.draw(pages(policy))
@@ -95,8 +97,8 @@ def test_c_and_python_loops_agree(data: st.DataObject, policy: Policy, annotate:
     c_ctx, python_ctx = context(), context()
     # Twice each: the first pass fills the memo through the engine, the second reads it.
     for _ in range(2):
-        expected = outcome(check_items_python, python_ctx, copy.deepcopy(page), annotate)
-        assert outcome(check_items, c_ctx, copy.deepcopy(page), annotate) == expected
+        expected = outcome(check_items_python, python_ctx, copy.deepcopy(page), annotate, as_dicts)
+        assert outcome(check_items, c_ctx, copy.deepcopy(page), annotate, as_dicts) == expected
 
 
 # Bodies where digits come in runs of every length, next to each other and at both ends.
