@@ -18,8 +18,7 @@ def health_routes(runtime: Runtime, guard: Guard, prefix: str) -> list[Route]:
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ready, checks = await runtime.readiness()
-        report = {"status": "ready" if ready else "unavailable", "policy": policy_id, **checks}
+        ready, report = await runtime.readiness_report(policy_id)
         return json_response(report, 200 if ready else 503)
 
     return [route(f"{prefix}/healthz", healthz, "GET"), route(f"{prefix}/readyz", readyz, "GET")]
