@@ -252,7 +252,8 @@ async def test_reload_swaps_the_policy_and_refuses_a_bad_one(
     assert registry.get_sample_value("guardrail_policy_reloads_total", {"result": "error"}) == 1
 
     # A Policy object: live at once. This one guards no route, so the app's answer passes untouched.
-    assert gr.reload(make_policy(policy_id="second", routes=[{"path": "/elsewhere", "items": "/items"}])).policy_id == "second"
+    elsewhere = make_policy(policy_id="second", routes=[{"path": "/elsewhere", "items": "/items"}])
+    assert gr.reload(elsewhere) is elsewhere
     assert (await gr.ready())["policy"] == "second"
     response = await client.get("/recommendations", headers={"x-user-id": "frank"})
     assert "guardrail" not in response.json()
