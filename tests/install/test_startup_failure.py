@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from starlette.types import Message
 
 from guardrail import GuardrailMiddleware, PolicyError
 from tests.conftest import ClientFactory
@@ -112,12 +113,12 @@ async def test_without_a_lifespan_every_request_is_a_503_that_says_why(
 async def test_without_a_lifespan_a_websocket_is_closed(broken_policy_file: Path) -> None:
     app = starlette_app()
     app.add_middleware(GuardrailMiddleware, policy=broken_policy_file, registry=CollectorRegistry())
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "websocket.connect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await app({**http_scope("/ws"), "type": "websocket", "subprotocols": []}, receive, send)
@@ -130,6 +131,7 @@ SERVICE = """
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from starlette.types import Message
 
 from guardrail import GuardrailMiddleware
 
