@@ -32,7 +32,7 @@ from guardrail.store import Store
 logger = logging.getLogger("guardrail")
 
 # `fn(scope) -> (user, age) | None`: who asks, instead of the policy's identity source.
-Identify = Callable[[Scope], "tuple[str | None, int | None] | None"]
+Identify = Callable[[Scope], tuple[str | None, int | None] | None]
 
 
 class Guardrail:
