@@ -186,6 +186,28 @@ async def test_starlette_lifespan_runs_and_a_store_down_at_boot_does_not_stop_it
         server.close()
 
 
+async def test_the_middleware_wrapped_by_hand_connects_and_closes_the_store_too(
+    redis_server: RedisServer, tmp_path: Path, client_for: ClientFactory
+) -> None:
+    policy_file = write_policy(tmp_path / "policy.yaml", store_timeout_ms=1000)
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("app startup")
+        yield
+        events.append("app shutdown")
+
+    inner = Starlette(routes=[Route("/recommendations", recommendations)], lifespan=lifespan)
+    app = GuardrailMiddleware(inner, policy=policy_file, store=redis_server.url, registry=CollectorRegistry())
+    async with Lifespan(app).running():
+        assert store_connections(redis_server) >= 1
+        response = await client_for(app).get("/recommendations", headers={"x-user-id": "gus"})
+        assert response.json()["guardrail"]["degraded"] is False
+    assert events == ["app startup", "app shutdown"]
+    wait_for(lambda: store_connections(redis_server) == 0, "the store's connections to close")
+
+
 async def test_an_app_whose_server_sends_no_lifespan_still_works(
     redis_server: RedisServer, tmp_path: Path, client_for: ClientFactory
 ) -> None:
