@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from guardrail._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from guardrail.embed import Guardrail as Guardrail
+    from guardrail.embed import install as install
     from guardrail.engine import Action as Action
     from guardrail.engine import Reason as Reason
     from guardrail.errors import ControlsError as ControlsError
@@ -39,6 +41,7 @@ _WHERE = {
     "Action": "guardrail.engine",
     "Checked": "guardrail.inprocess",
     "ControlsError": "guardrail.errors",
+    "Guardrail": "guardrail.embed",
     "GuardrailError": "guardrail.errors",
     "GuardedJSONResponse": "guardrail.inprocess",
     "GuardrailMiddleware": "guardrail.middleware",
@@ -55,6 +58,7 @@ _WHERE = {
     "StoreError": "guardrail.errors",
     "UserState": "guardrail.state",
     "create_store": "guardrail.store",
+    "install": "guardrail.embed",
     "load_policy": "guardrail.policy.loading",
     "parse_policy": "guardrail.policy.loading",
 }

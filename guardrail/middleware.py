@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import islice
-from typing import NamedTuple
+from types import FrameType
+from typing import Concatenate, NamedTuple, ParamSpec
 
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail._version import __version__
 from guardrail.callers import Caller
 from guardrail.engine import RequestSignals, UserContext
-from guardrail.errors import StoreError
+from guardrail.errors import GuardrailError, StoreError
 from guardrail.guard import Guard
 from guardrail.identity import Identify
 from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
@@ -35,6 +39,10 @@ from guardrail.web.problem import problem
 from guardrail.web.router import build_management_app
 
 logger = logging.getLogger("guardrail")
+
+_P = ParamSpec("_P")
+# What the app sends at the end of its lifespan: after it, the store is closed. A failed startup ends it too.
+_LIFESPAN_ENDS = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"})
 
 
 class Served(NamedTuple):
@@ -57,6 +65,41 @@ class Resolved(NamedTuple):
 RESOLVED = "guardrail.resolved"
 
 
+def _kept_when_starlette_builds(
+    init: Callable[Concatenate[GuardrailMiddleware, _P], None],
+) -> Callable[Concatenate[GuardrailMiddleware, _P], None]:
+    """An error in `__init__` raises at the call, except when Starlette builds its middleware stack
+    (`app.add_middleware(GuardrailMiddleware, ...)` is built on the app's first call, its lifespan or
+    first request). Raised there, a server sees a broken app: uvicorn says "ASGI 'lifespan' protocol
+    appears unsupported" and answers 500 to every request. Kept instead, the middleware fails the
+    lifespan startup with the error's text, or, without a lifespan, answers 503 saying why."""
+
+    def init_or_keep_failure(self: GuardrailMiddleware, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except Exception as exc:
+            if not _built_by_starlette(sys._getframe(1)):
+                raise
+            self.failure = exc
+
+    functools.update_wrapper(init_or_keep_failure, init)  # its signature stays the one help() shows
+    return init_or_keep_failure
+
+
+def _built_by_starlette(frame: FrameType | None) -> bool:
+    """Whether `frame` is a Starlette (or FastAPI) app building its middleware stack."""
+    if frame is None or frame.f_code.co_name != "build_middleware_stack":
+        return False
+    from starlette.applications import Starlette
+
+    return isinstance(frame.f_locals.get("self"), Starlette)
+
+
+def _failure_text(error: Exception) -> str:
+    said = str(error) if isinstance(error, GuardrailError) else f"{type(error).__name__}: {error}"
+    return f"guardrail cannot start: {said}"
+
+
 class GuardrailMiddleware:
     """Check every item a guarded route returns against consent, invasiveness and the user's controls.
 
@@ -69,8 +112,18 @@ class GuardrailMiddleware:
     A store made from a URL here counts into this middleware's metrics. A store object keeps the
     metrics it was made with: `create_store(url, metrics=metrics_for(registry))` counts on the same
     registry, and without `metrics` its cache lookups and errors are not counted.
+
+    With a lifespan, the store is connected at startup and, after the app's own shutdown, its queued
+    decision records are written and it is closed (`Runtime.start`, `Runtime.close`). A bad policy or
+    store raises at the call; built by `app.add_middleware`, it fails the startup instead (see
+    `_kept_when_starlette_builds`).
     """
 
+    # Why it cannot serve, when Starlette built it and the policy or the store was refused.
+    failure: Exception | None = None
+    _failure_logged = False
+
+    @_kept_when_starlette_builds
     def __init__(
         self,
         app: ASGIApp,
@@ -143,7 +196,13 @@ class GuardrailMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        if self.failure is not None:
+            await self._unavailable(scope, receive, send)
             return
         started = time.perf_counter()
         served = self._served  # read once: a reload swaps it, this request keeps the pair it started with
@@ -251,6 +310,47 @@ class GuardrailMiddleware:
             degraded=degraded,
         )
         return Resolved(guard, caller, ctx, header)
+
+    # -- lifespan, and a middleware that cannot start -------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, with the store connected before its startup and closed after its shutdown.
+
+        The app's own handlers (FastAPI's `lifespan=`, Starlette's) run as they would without the
+        guardrail. An app that does not speak the lifespan protocol fails it as before, and the store
+        is then connected by the first request that needs it."""
+        if self.failure is not None:
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed", "message": _failure_text(self.failure)})
+            return
+        runtime = self.runtime
+
+        async def receive_after_starting() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await runtime.start()
+            return message
+
+        async def send_after_closing(message: Message) -> None:
+            if message["type"] in _LIFESPAN_ENDS:
+                await runtime.close()
+            await send(message)
+
+        await self.app(scope, receive_after_starting, send_after_closing)
+
+    async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request, when the middleware could not start and the server has no lifespan to say so."""
+        assert self.failure is not None
+        text = _failure_text(self.failure)
+        if not self._failure_logged:
+            self._failure_logged = True
+            logger.error("%s", text, exc_info=None if isinstance(self.failure, GuardrailError) else self.failure)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1011})
+            return
+        # The first line names the problem; every problem is in the log, not told to whoever asks.
+        detail = text.splitlines()[0]
+        await problem(503, "Service Unavailable", f"{detail} (the server log says more)")(scope, receive, send)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
         """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults.

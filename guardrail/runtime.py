@@ -93,6 +93,30 @@ class Runtime:
         # What /readyz checks besides the store, by name.
         self.readiness_checks: dict[str, ReadinessCheck] = {}
 
+    # -- start and close ----------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Connect to the store before the first request (True if it answered): a process that starts
+        would otherwise spend its first requests' budget opening a connection, and answer degraded.
+
+        A store that does not answer is logged and does not stop the start: requests follow the
+        policy's `fail_mode` and `/readyz` says unavailable until it answers (docs/operations.md)."""
+        try:
+            await self.store.check()
+        except StoreError as exc:
+            logger.warning(
+                "the store does not answer at startup (%s); /readyz says unavailable until it does",
+                exc,
+                extra={"store_error": str(exc)},
+            )
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Write the queued decision records, close the store, and publish the batched counts."""
+        await self.store.aclose()
+        self.tally.flush()
+
     # -- ids and readiness --------------------------------------------------------------------
 
     def next_decision_id(self) -> str:

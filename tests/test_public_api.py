@@ -12,6 +12,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "Checked",
             "ControlsError",
             "GuardedJSONResponse",
+            "Guardrail",
             "GuardrailError",
             "GuardrailMiddleware",
             "InProcess",
@@ -27,6 +28,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "StoreError",
             "UserState",
             "create_store",
+            "install",
             "load_policy",
             "parse_policy",
         ]
@@ -55,3 +57,12 @@ def test_reason_codes_are_the_documented_closed_set() -> None:
 def test_memory_store_follows_the_store_protocol() -> None:
     assert isinstance(guardrail.MemoryStore(), guardrail.Store)
     assert isinstance(guardrail.create_store("memory://"), guardrail.MemoryStore)
+
+
+def test_install_is_the_function_whatever_was_imported_first() -> None:
+    # The handle's module is imported by `guardrail.Guardrail`; the package's `install` stays the function.
+    from guardrail.embed import Guardrail
+
+    assert guardrail.Guardrail is Guardrail
+    assert callable(guardrail.install)
+    assert guardrail.install.__module__ == "guardrail.embed"

@@ -12,7 +12,6 @@ port, requests that came in on it get `/metrics` alone, and the public port answ
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
@@ -22,7 +21,6 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
-from guardrail.errors import StoreError
 from guardrail.metrics import metrics_for, multiprocess_mode, multiprocess_registry
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.reload import PolicyReloader, load_or_snapshot
@@ -85,10 +83,7 @@ class Sidecar:
 
     async def startup(self, *, sighup: bool = True) -> None:
         await self.proxy.start()
-        # Connect to the store before the first request: a worker that starts (or restarts) would
-        # otherwise spend its first requests' 20 ms budget opening a connection, and answer degraded.
-        with contextlib.suppress(StoreError):
-            await self.middleware.runtime.store.check()
+        await self.middleware.runtime.start()  # the store, connected before the first request
         if sighup:
             self.reloader.install_sighup()
         if self.watch:
@@ -108,10 +103,8 @@ class Sidecar:
     async def shutdown(self) -> None:
         self.reloader.close()
         await self.proxy.aclose()
-        runtime = self.middleware.runtime
-        await runtime.store.aclose()
-        # The batched counts, into the metric files before this worker goes.
-        runtime.tally.flush()
+        # The records written, the store closed, the batched counts into the metric files before this worker goes.
+        await self.middleware.runtime.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
