@@ -12,10 +12,9 @@ package's attribute of that name, which would hide the function `guardrail.insta
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -24,6 +23,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail.context_header import GuardrailContext, guardrail_context
 from guardrail.errors import PolicyError
+from guardrail.identity import Identify
+from guardrail.inprocess import Checked, InProcess
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
@@ -32,7 +33,6 @@ from guardrail.store import Store
 logger = logging.getLogger("guardrail")
 
 # `fn(scope) -> (user, age) | None`: who asks, instead of the policy's identity source.
-Identify = Callable[[Scope], tuple[str | None, int | None] | None]
 
 
 class Guardrail:
@@ -42,7 +42,7 @@ class Guardrail:
 
     def __init__(self, middleware: GuardrailMiddleware) -> None:
         self.middleware = middleware
-        self._in_process: Any = None
+        self._in_process = InProcess(middleware)
 
     @property
     def policy(self) -> Policy:
@@ -98,13 +98,10 @@ class Guardrail:
         resolved = await self.middleware.resolve(scope)
         return guardrail_context(resolved.ctx)
 
-    async def check(self, request: HTTPConnection | Scope, items: Any, **options: Any) -> Any:
-        """The items checked in process, as the middleware would check them on a guarded route
-        (`guardrail.inprocess.InProcess.check`: no JSON parsed or written)."""
-        if self._in_process is None:
-            in_process = importlib.import_module("guardrail.inprocess").InProcess
-            self._in_process = in_process(self.middleware)
-        return await self._in_process.check(request, items, **options)
+    async def check(self, request: HTTPConnection | Scope, items: Sequence[dict[str, Any]], *, route: str) -> Checked:
+        """`items` checked in process, as the middleware would check them on the guarded `route`
+        (the policy's spelling): see `guardrail.inprocess.InProcess.check`. No JSON parsed or written."""
+        return await self._in_process.check(request, items, route=route)
 
 
 def install(

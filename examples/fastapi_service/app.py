@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from guardrail import GuardedJSONResponse, GuardrailMiddleware, InProcess
+import guardrail
+from guardrail import GuardedJSONResponse
 
 POLICY = Path(__file__).resolve().parent / "guardrail.yaml"
 
@@ -28,17 +29,16 @@ BOOKS: list[dict[str, Any]] = [
 
 app = FastAPI(title="Bookshop recommendations")
 # The guardrail in front of the app (its API under /guardrail, its metrics and records), and the handle
-# the routes check their items with. With `guardrail.install` these two lines are one:
-#     gr = guardrail.install(app, policy=POLICY, store="memory://")
-gr = InProcess(GuardrailMiddleware(app, policy=POLICY, store="memory://"))
-served = gr.middleware  # what the server runs; with `guardrail.install`: `app`
+# the routes check their items with. A bad policy stops the service here, naming every problem.
+gr = guardrail.install(app, policy=POLICY, store="memory://")
 
 
 @app.get("/recommendations")
 async def recommendations(request: Request) -> GuardedJSONResponse:
     # Ask only for what may be shown (the same facts as the Guardrail-Context header), then check.
     context = await gr.context(request)
-    picks = [book for book in BOOKS if not any(context.excludes(category) for category in book["categories"])]
+    # Copies: `check` sets each kept item's explanation for this caller on the item itself.
+    picks = [dict(book) for book in BOOKS if not any(context.excludes(category) for category in book["categories"])]
     checked = await gr.check(request, picks, route="/recommendations")
     return GuardedJSONResponse(checked, extra={"page": 1})
 

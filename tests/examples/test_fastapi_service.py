@@ -10,7 +10,7 @@ import httpx
 import orjson
 from prometheus_client import REGISTRY
 
-from examples.fastapi_service.app import served
+from examples.fastapi_service.app import app
 from tests.conftest import ROOT, ClientFactory
 
 MERGE = {"content-type": "application/merge-patch+json"}
@@ -26,7 +26,7 @@ def ids(response: httpx.Response) -> list[str]:
 
 
 async def test_a_new_user_gets_checked_books_with_explanations(client_for: ClientFactory) -> None:
-    response = await client_for(served).get("/recommendations", headers={"x-user-id": "ana"})
+    response = await client_for(app).get("/recommendations", headers={"x-user-id": "ana"})
     assert response.status_code == 200
     body = response.json()
     # The mental-health book needs an opt-in (left out before it is checked); partner data needs consent.
@@ -39,7 +39,7 @@ async def test_a_new_user_gets_checked_books_with_explanations(client_for: Clien
 
 
 async def test_a_muted_topic_is_not_even_asked_for(client_for: ClientFactory) -> None:
-    client = client_for(served)
+    client = client_for(app)
     muted = await client.patch(
         "/guardrail/v1/controls",
         headers={"x-user-id": "bo", **MERGE},
