@@ -27,23 +27,13 @@ from guardrail.bodies import storable_ids, write_json
 from guardrail.context_header import GuardrailContext, guardrail_context
 from guardrail.engine import ItemDecision, check_items
 from guardrail.middleware import RESOLVED, Resolved
-from guardrail.representation import PRIVATE
 from guardrail.responder import CHECKED_IN_PROCESS, decision_record, outcome
 from guardrail.routes import GuardedRoute
-from guardrail.summary import decision_headers, summary
+from guardrail.summary import header_map, summary
 
 if TYPE_CHECKING:
     from guardrail.guard import Guard
     from guardrail.middleware import GuardrailMiddleware
-
-# The headers of a checked page as `Checked.headers` spells them (names are case-insensitive in HTTP).
-_SPELLED = {
-    b"guardrail-decision": "Guardrail-Decision",
-    b"guardrail-mode": "Guardrail-Mode",
-    b"guardrail-hidden": "Guardrail-Hidden",
-    b"guardrail-degraded": "Guardrail-Degraded",
-}
-_CACHE_CONTROL = ("Cache-Control", PRIVATE[1].decode())
 
 
 class Checked(NamedTuple):
@@ -117,11 +107,7 @@ class InProcess:
         degraded = ctx.degraded
         notice = guard.notice(ctx.locale, hidden) if hidden else None
         page = summary(decision, mode, policy.policy_id, len(found.kept), len(hidden), degraded, notice)
-        headers = {
-            _SPELLED[name]: value.decode() for name, value in decision_headers(decision, mode, len(hidden), degraded)
-        }
-        if mode == "enforce":
-            headers.update((_CACHE_CONTROL,))
+        headers = header_map(decision, mode, len(hidden), degraded)
         if degraded:
             runtime.count_fail_mode(policy.fail_mode)
         user = resolved.caller.user

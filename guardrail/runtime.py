@@ -10,14 +10,17 @@ responder and the management surface, so it depends on neither: it sits below bo
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence, Sized
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
+from guardrail.engine import CheckedItems
 from guardrail.errors import StoreError
 from guardrail.logs import user_hash
 from guardrail.metrics import Metrics
@@ -28,29 +31,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("guardrail")
 
+_FIRST_REASON = attrgetter("first_reason")
+
 # What /readyz awaits besides the store: None when ready, else a short reason shown to anyone who asks.
 ReadinessCheck = Callable[[], Awaitable[str | None]]
-
-
-class _Hidden(Protocol):
-    @property
-    def reasons(self) -> Sequence[str]: ...
-
-
-class Checked(Protocol):
-    """What the runtime counts of a checked body (`guardrail.engine.CheckedItems` is one)."""
-
-    @property
-    def kept(self) -> Sized: ...
-
-    @property
-    def hidden(self) -> Sequence[_Hidden]: ...
-
-    @property
-    def discreet(self) -> int: ...
-
-    @property
-    def unknown(self) -> int: ...
 
 
 class Runtime:
@@ -166,7 +150,7 @@ class Runtime:
 
     # -- what a guarded request reports -------------------------------------------------------
 
-    def after_decision(self, route: str, checked: Checked, record: DecisionRecord | None) -> None:
+    def after_decision(self, route: str, checked: CheckedItems, record: DecisionRecord | None) -> None:
         """Count a checked body's items on `route` (a template), and keep its record, if any."""
         add = self.tally.add
         hidden = checked.hidden
@@ -175,11 +159,7 @@ class Runtime:
             if count:
                 add(self._count(route, "items", action), count)
         if hidden:
-            by_reason: dict[str, int] = {}
-            for decision in hidden:
-                first = decision.reasons[0]
-                by_reason[first] = by_reason.get(first, 0) + 1
-            for reason, count in by_reason.items():
+            for reason, count in collections.Counter(map(_FIRST_REASON, hidden)).items():
                 add(self._count(route, "hidden_items", reason), count)
         if checked.unknown:
             add(self._count(route, "unknown_categories"), checked.unknown)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from guardrail.representation import PRIVATE
+
+_PRIVATE = PRIVATE[1].decode()
+
 
 def summary(
     decision: str, mode: str, policy: str, kept: int, hidden: int, degraded: bool, notice: str | None
@@ -35,4 +39,15 @@ def decision_headers(decision: str, mode: str, hidden: int, degraded: bool) -> l
     ]
     if degraded:
         headers.append((b"guardrail-degraded", b"1"))
+    return headers
+
+
+def header_map(decision: str, mode: str, hidden: int, degraded: bool) -> dict[str, str]:
+    """The same headers as `decision_headers`, spelled for a Starlette response (in-process checks),
+    and `Cache-Control: private, no-store` in enforce mode, as the middleware sends an enforced page."""
+    headers = {"Guardrail-Decision": decision, "Guardrail-Mode": mode, "Guardrail-Hidden": str(hidden)}
+    if degraded:
+        headers["Guardrail-Degraded"] = "1"
+    if mode == "enforce":
+        headers["Cache-Control"] = _PRIVATE
     return headers

@@ -51,6 +51,9 @@ class ItemDecision:
     # Python 3.11 every `Action.HIDE` lookup goes through an enum descriptor.
     hidden: bool = field(init=False)
     discreet: bool = field(init=False)
+    # The deciding reason (None when kept), and what a page's notice is keyed by: read per hidden item.
+    first_reason: Reason | None = field(init=False, repr=False, compare=False)
+    notice_key: tuple[Reason, str | None] | None = field(init=False, repr=False, compare=False)
     # The explanation serialized once; orjson copies a Fragment's bytes as they are.
     explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
     # [action, reasons, because] serialized once, for decision records written to a store.
@@ -59,6 +62,9 @@ class ItemDecision:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", self.action is Action.HIDE)
         object.__setattr__(self, "discreet", self.action is Action.DISCREET)
+        first = self.reasons[0] if self.reasons else None
+        object.__setattr__(self, "first_reason", first)
+        object.__setattr__(self, "notice_key", (first, self.muted_topic) if first is not None else None)
         fragment = orjson.Fragment(orjson.dumps(self.explanation)) if self.explanation is not None else None
         object.__setattr__(self, "explanation_json", fragment)
         record = orjson.dumps([self.action.value, [r.value for r in self.reasons], list(self.because)])

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from guardrail.caching import BoundedCache
 from guardrail.engine import Action, CompiledPolicy, ItemDecision, Reason, UserContext
 from guardrail.messages import message
 
+_NOTICE_KEY = attrgetter("notice_key")
 # Distinct (locale, count, reasons) mixes whose notice is kept.
 NOTICES = 1024
 
@@ -58,7 +60,7 @@ class Notices:
         self._cache: BoundedCache[tuple[object, ...], str | None] = BoundedCache(NOTICES)
 
     def __call__(self, locale: str, hidden: Sequence[ItemDecision]) -> str | None:
-        key = (locale, len(hidden), frozenset([(d.reasons[0], d.muted_topic) for d in hidden]))
+        key = (locale, len(hidden), frozenset(map(_NOTICE_KEY, hidden)))
         found = self._cache.get(key, key)
         if found is key:
             found = self._cache.put(key, _notice(self.compiled, locale, hidden))

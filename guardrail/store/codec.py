@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -86,6 +87,9 @@ def decode_state(fields: Mapping[bytes, bytes]) -> UserState | None:
     return UserState(**values)
 
 
+_RECORD_JSON = attrgetter("record_json")
+
+
 def encode_record(record: DecisionRecord) -> bytes:
     return orjson.dumps(
         {
@@ -99,7 +103,7 @@ def encode_record(record: DecisionRecord) -> bytes:
             # Two flat lists, item ids and [action, reasons, because] per item (each serialized once per
             # decision shape): half the cost of a list of pairs, which costs one small list per item.
             "ids": record.item_ids,
-            "d": [d.record_json for d in record.decisions],
+            "d": list(map(_RECORD_JSON, record.decisions)),
         }
     )
 
