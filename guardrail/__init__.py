@@ -14,6 +14,8 @@ from guardrail._version import __version__ as __version__
 if TYPE_CHECKING:
     from guardrail.embed import Guardrail as Guardrail
     from guardrail.embed import install as install
+    from guardrail.context_header import GuardrailContext as GuardrailContext
+    from guardrail.context_header import parse_guardrail_context as parse_guardrail_context
     from guardrail.engine import Action as Action
     from guardrail.engine import Reason as Reason
     from guardrail.errors import ControlsError as ControlsError
@@ -44,6 +46,7 @@ _WHERE = {
     "Guardrail": "guardrail.embed",
     "GuardrailError": "guardrail.errors",
     "GuardedJSONResponse": "guardrail.inprocess",
+    "GuardrailContext": "guardrail.context_header",
     "GuardrailMiddleware": "guardrail.middleware",
     "InProcess": "guardrail.inprocess",
     "InvalidControls": "guardrail.errors",
@@ -60,6 +63,7 @@ _WHERE = {
     "create_store": "guardrail.store",
     "install": "guardrail.embed",
     "load_policy": "guardrail.policy.loading",
+    "parse_guardrail_context": "guardrail.context_header",
     "parse_policy": "guardrail.policy.loading",
 }
 

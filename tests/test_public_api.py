@@ -14,6 +14,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "GuardedJSONResponse",
             "Guardrail",
             "GuardrailError",
+            "GuardrailContext",
             "GuardrailMiddleware",
             "InProcess",
             "InvalidControls",
@@ -30,6 +31,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "create_store",
             "install",
             "load_policy",
+            "parse_guardrail_context",
             "parse_policy",
         ]
     )
