@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from guardrail._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from guardrail.embed import Guardrail as Guardrail
-    from guardrail.embed import install as install
     from guardrail.context_header import GuardrailContext as GuardrailContext
     from guardrail.context_header import parse_guardrail_context as parse_guardrail_context
+    from guardrail.embed import Guardrail as Guardrail
+    from guardrail.embed import install as install
     from guardrail.engine import Action as Action
     from guardrail.engine import Reason as Reason
     from guardrail.errors import ControlsError as ControlsError
