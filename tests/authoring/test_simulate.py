@@ -251,3 +251,23 @@ def test_a_policy_that_does_not_load_lists_its_errors(tmp_path: Path) -> None:
     run = guardrail("simulate", "--policy", str(policy), "-", stdin=b"{}")
     assert run.returncode == 1
     assert b"broken.yaml" in run.stderr and b"purposes" in run.stderr and b"Traceback" not in run.stderr
+
+
+async def test_a_tc_string_goes_where_the_policy_reads_it_a_query_parameter(tmp_path: Path) -> None:
+    policy = tmp_path / "query.yaml"
+    policy.write_text(DEMO.read_text().replace("tcf: {cookie: euconsent-v2,", "tcf: {cookie: null, query: gdpr,", 1))
+    raw = json.dumps(DEMO_BODY).encode()
+    run = guardrail("simulate", "--policy", str(policy), "--tc", TC_STRING, "-", stdin=raw)
+    assert run.returncode == 0, run.stderr.decode()
+    expected = await served(policy, raw, f"/recommendations?gdpr={TC_STRING}")
+    assert without_decision(run.stdout) == without_decision(expected.content)
+    without = await served(policy, raw, "/recommendations")
+    assert without_decision(run.stdout) != without_decision(without.content)  # the TC string counted
+
+
+def test_a_tc_string_for_a_policy_that_reads_none_exits_1(tmp_path: Path) -> None:
+    policy = tmp_path / "no-tcf.yaml"
+    policy.write_text(DEMO.read_text().replace("tcf: {cookie: euconsent-v2,", "tcf: {cookie: null,", 1))
+    run = guardrail("simulate", "--policy", str(policy), "--tc", TC_STRING, "-", stdin=b"{}")
+    assert run.returncode == 1
+    assert b"the policy reads no TC string" in run.stderr and b"Traceback" not in run.stderr
