@@ -27,6 +27,8 @@ from guardrail.routes import GuardedRoute
 
 # Who the simulated user is to the middleware: never shown, and never anyone's real id.
 SIMULATED_USER = "simulated-user"
+# What GET /v1/controls shows that a user does not set: a file saved from it is taken as the controls it shows.
+_SHOWN_NOT_SET = frozenset({"user", "revision", "updated_at"})
 # Characters a path keeps as they are in its percent-encoded form (RFC 3986 §3.3).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
@@ -85,7 +87,8 @@ async def simulate(policy: Policy, scenario: Scenario, body: bytes) -> Simulated
     route = guarded_route(middleware.guard, scenario.route)
     if scenario.controls and not scenario.anonymous:
         now = datetime.now(UTC)
-        patch = validate_patch(middleware.policy, scenario.controls, now)
+        controls = {key: value for key, value in scenario.controls.items() if key not in _SHOWN_NOT_SET}
+        patch = validate_patch(middleware.policy, controls, now)
         await middleware.store.patch(SIMULATED_USER, patch, if_match=None, now=now)
     scope = request_scope(middleware.policy, route, scenario)
     messages: list[Message] = []

@@ -174,6 +174,19 @@ def test_the_users_differ_as_the_policy_says(tmp_path: Path) -> None:
     assert "m1" not in kept("--anonymous")
 
 
+def test_controls_saved_from_the_controls_api_are_taken_as_they_are_shown(tmp_path: Path) -> None:
+    shown = {"user": "alice", "personalization": True, **MUTED, "revision": 7, "updated_at": "2026-11-26T09:00:00Z"}
+    (tmp_path / "shown.json").write_text(json.dumps(shown))
+    (tmp_path / "muted.json").write_text(json.dumps(MUTED))
+    (tmp_path / "body.json").write_text(json.dumps(DEMO_BODY))
+    runs = [
+        guardrail("simulate", "--policy", str(DEMO), "--controls", str(tmp_path / name), str(tmp_path / "body.json"))
+        for name in ("shown.json", "muted.json")
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr.decode()
+    assert without_decision(runs[0].stdout) == without_decision(runs[1].stdout)
+
+
 def test_shadow_mode_prints_the_body_as_it_came(tmp_path: Path) -> None:
     policy = tmp_path / "shadow.yaml"
     policy.write_text(DEMO.read_text().replace("mode: enforce", "mode: shadow", 1))
