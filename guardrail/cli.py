@@ -1,4 +1,4 @@
-"""The `guardrail` command: demo, serve, check, test, explain, diff, schema, tcf decode."""
+"""The `guardrail` command: demo, serve, check, test, explain, simulate, diff, schema, tcf decode."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_files(args.files)
     if args.command == "tcf":
         return decode_tc_strings(args.strings)
-    if args.command in ("test", "explain", "diff", "schema"):
+    if args.command in ("test", "explain", "simulate", "diff", "schema"):
         from guardrail.authoring.commands import run as run_authoring
 
         return run_authoring(args)

@@ -1,5 +1,5 @@
-"""The policy-authoring verbs of the `guardrail` command: test, explain, schema (docs/integrate.md,
-"Change a policy safely")."""
+"""The policy-authoring verbs of the `guardrail` command: test, explain, simulate, diff, schema
+(docs/integrate.md, "Change a policy safely")."""
 
 from __future__ import annotations
 
@@ -36,6 +36,25 @@ def add_parsers(commands: Any) -> None:
     explain.add_argument("--locale", help="the language of the text (default: negotiated as for a request)")
     explain.add_argument("--now", help="the moment, ISO 8601 with a zone (default: now)")
     explain.add_argument("--json", action="store_true", help="print JSON instead")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="print the body the middleware would send one user for an upstream body",
+        description="Run the middleware in process for one user and request, in front of an upstream that "
+        "answers BODY (what your recommendation service returns, as application/json) on every path, and print "
+        "what the middleware sends, byte for byte: the annotated body, or the body as it came in shadow mode, or "
+        "the 502 problem when it cannot check BODY in closed fail mode (said on stderr). A route with a "
+        "non_personalized rewrite asks its rewrite_to path, which answers BODY too. The user's controls are in "
+        "a memory store; the policy's identity source is replaced by the simulated user. Exit 1 on a policy, "
+        "controls or route that does not load.",
+    )
+    simulate.add_argument("body", metavar="BODY.json|-", help="what the upstream returns, or - for stdin")
+    _scenario_arguments(simulate)
+    simulate.add_argument("--tc", metavar="STRING", help="the request's TC string, where the policy reads it")
+    simulate.add_argument("--accept-language", metavar="L", help="the request's Accept-Language")
+    simulate.add_argument(
+        "--headers", action="store_true", help="print the status and the Guardrail-* headers before the body"
+    )
 
     diff = commands.add_parser(
         "diff",
@@ -77,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return run_cases(args.paths, args.policy)
     if args.command == "diff":
         return _diff(args)
+    if args.command == "simulate":
+        return _simulate(args)
     return _explain(args)
 
 
@@ -135,6 +156,70 @@ def _explain(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else render(report))
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+    from http import HTTPStatus
+
+    from guardrail.authoring.scenario import Scenario
+    from guardrail.authoring.simulate import simulate
+    from guardrail.errors import InvalidControls, PolicyError
+    from guardrail.policy.loading import load_policy
+
+    try:
+        policy = load_policy(args.policy)
+        scenario = Scenario.model_validate(
+            {
+                "controls": _read_json(args.controls, "--controls") if args.controls else None,
+                "anonymous": args.anonymous,
+                "request": {
+                    "gpc": args.gpc,
+                    "age": args.age,
+                    "tc_string": args.tc,
+                    "accept_language": args.accept_language,
+                },
+                "route": args.route,
+            }
+        )
+        body = sys.stdin.buffer.read() if args.body == "-" else open(args.body, "rb").read()  # noqa: SIM115
+        result = asyncio.run(simulate(policy, scenario, body))
+    except PolicyError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 1
+    except InvalidControls as exc:
+        print(f"guardrail simulate: --controls: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, LookupError, ValidationError, OSError) as exc:
+        print(f"guardrail simulate: {exc}", file=sys.stderr)
+        return 1
+    if result.unchecked is not None:
+        print(
+            f"guardrail simulate: the middleware could not check BODY: {result.unchecked}. "
+            f"Printed is what it sends (status {result.status}).",
+            file=sys.stderr,
+        )
+    out = sys.stdout.buffer
+    if args.headers:
+        try:
+            phrase = HTTPStatus(result.status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP {result.status} {phrase}".rstrip()]
+        lines += [
+            f"{_header_case(name)}: {value.decode('latin-1')}"
+            for name, value in result.headers
+            if name.startswith(b"guardrail-")
+        ]
+        out.write(("\n".join(lines) + "\n\n").encode("latin-1"))
+    out.write(result.body)
+    out.flush()
+    return 0
+
+
+def _header_case(name: bytes) -> str:
+    """`guardrail-decision` as `Guardrail-Decision`, the spelling docs/integrate.md uses."""
+    return "-".join(part.capitalize() for part in name.decode("latin-1").split("-"))
 
 
 def _read_json(where: str, what: str) -> Any:
