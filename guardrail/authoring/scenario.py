@@ -7,7 +7,7 @@ fixed moment. The user context is built as the guard builds it for a request, at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -53,13 +53,22 @@ def scenario_guard(policy: Policy) -> Guard:
     return Guard(policy.model_copy(update={"identity": Identity()}))
 
 
+# What GET /v1/controls shows that a user does not set: a file saved from it is taken as the controls it shows.
+SHOWN_NOT_SET = frozenset({"user", "revision", "updated_at"})
+
+
+def settable(controls: Mapping[str, Any]) -> dict[str, Any]:
+    """The controls a user sets, from a body as given or as GET /v1/controls shows it."""
+    return {key: value for key, value in controls.items() if key not in SHOWN_NOT_SET}
+
+
 def user_state(guard: Guard, scenario: Scenario, now: datetime) -> UserState | None:
     """The stored state the scenario's controls make (`InvalidControls` names a bad one)."""
     if scenario.anonymous:
         return None
     if not scenario.controls:
         return UserState()
-    return validate_patch(guard.policy, scenario.controls, now).apply(UserState(), now)
+    return validate_patch(guard.policy, settable(scenario.controls), now).apply(UserState(), now)
 
 
 def user_context(guard: Guard, scenario: Scenario, *, locale: str | None = None) -> UserContext:

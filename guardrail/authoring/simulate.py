@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guardrail.authoring.scenario import Scenario, guarded_route
+from guardrail.authoring.scenario import Scenario, guarded_route, settable
 from guardrail.controls import validate_patch
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.models import Identity, Policy
@@ -27,8 +27,6 @@ from guardrail.routes import GuardedRoute
 
 # Who the simulated user is to the middleware: never shown, and never anyone's real id.
 SIMULATED_USER = "simulated-user"
-# What GET /v1/controls shows that a user does not set: a file saved from it is taken as the controls it shows.
-_SHOWN_NOT_SET = frozenset({"user", "revision", "updated_at"})
 # Characters a path keeps as they are in its percent-encoded form (RFC 3986 §3.3).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
@@ -87,8 +85,7 @@ async def simulate(policy: Policy, scenario: Scenario, body: bytes) -> Simulated
     route = guarded_route(middleware.guard, scenario.route)
     if scenario.controls and not scenario.anonymous:
         now = datetime.now(UTC)
-        controls = {key: value for key, value in scenario.controls.items() if key not in _SHOWN_NOT_SET}
-        patch = validate_patch(middleware.policy, controls, now)
+        patch = validate_patch(middleware.policy, settable(scenario.controls), now)
         await middleware.store.patch(SIMULATED_USER, patch, if_match=None, now=now)
     scope = request_scope(middleware.policy, route, scenario)
     messages: list[Message] = []

@@ -203,3 +203,24 @@ def test_diff_refuses_a_policy_that_does_not_load(tmp_path: Path) -> None:
     run = guardrail("diff", str(CONFIG / "guardrail.yaml"), str(broken), "-", stdin="")
     assert run.returncode == 1
     assert "broken.yaml" in run.stderr and "version" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_explain_takes_controls_saved_from_the_api(tmp_path: Path) -> None:
+    """A file saved from GET /v1/controls, read-only keys and all, is the controls it shows."""
+    saved = {
+        "user": "alice",
+        "personalization": True,
+        "consent": {"personalization": "granted"},
+        "signals": {},
+        "muted": {"movies": {"until": None}},
+        "sensitive": {},
+        "locale": None,
+        "revision": 3,
+        "updated_at": "2026-12-01T12:00:00Z",
+    }
+    controls = tmp_path / "controls.json"
+    controls.write_text(json.dumps(saved))
+    item = json.dumps({"id": "m1", "categories": ["movies"], "signals": ["watch_history"]})
+    run = guardrail("explain", "--policy", str(CONFIG / "guardrail.yaml"), "--controls", str(controls), "-", stdin=item)
+    assert run.returncode == 0, run.stderr
+    assert "action: hide   reasons: topic_muted" in run.stdout
