@@ -86,7 +86,8 @@ def _run_candidate(arm: str, requests: int) -> None:
             await asyncio.sleep(0)
         if app.runtime.sampler is not None:
             app.runtime.sampler.drain()
-            decided = app.metrics.registry.get_sample_value("guardrail_candidate_items_total", {"route": "/recommendations"})
+            items = {"route": "/recommendations"}
+            decided = app.metrics.registry.get_sample_value("guardrail_candidate_items_total", items)
             print(f"the candidate decided {decided or 0:.0f} items", file=sys.stderr)
 
     asyncio.run(main())
