@@ -175,10 +175,20 @@ def candidate() -> int:
         for arm in ("yielding", "candidate")
     }
     added = per_request["candidate"] - per_request["yielding"]
+    sampled = (_decided(requests) - _decided(0)) / 50  # the benchmark's page has 50 items
     print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py candidate`, per guarded request:")
     print(f"without a candidate: {per_request['yielding']:,.0f}; with one at 10%: {per_request['candidate']:,.0f}")
-    print(f"added: {added:,.0f} ({added / per_request['yielding']:.1%}); per sampled request: {added * 10:,.0f}")
+    print(f"added: {added:,.0f} ({added / per_request['yielding']:.1%}), {sampled:.0f} of {requests} requests sampled")
+    print(f"per sampled request: {added * requests / sampled:,.0f}")
     return 0
+
+
+def _decided(requests: int) -> int:
+    """Items the candidate decided in a run of the candidate arm (the same draws as under valgrind)."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--run", "candidate", str(requests)], capture_output=True, text=True, check=True
+    )
+    return int(result.stderr.split("the candidate decided ")[1].split()[0])
 
 
 def clients() -> int:
