@@ -3,6 +3,7 @@
     python benchmarks/instructions.py            # bare, guarded and the orjson round trip, per request
     python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
     python benchmarks/instructions.py inprocess  # `InProcess.check` per 50-item list (inprocess.py)
+    python benchmarks/instructions.py candidate  # guarded with and without a candidate policy at 10%
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
 is the tool for comparing two versions of the hot path. It runs this file under
@@ -32,6 +33,9 @@ def _run(arm: str, requests: int) -> None:
 
         run_for_instructions(arm, requests)
         return
+    if arm in ("yielding", "candidate"):
+        _run_candidate(arm, requests)
+        return
     if arm == "orjson":
         body = recommendation_body(50)
         for _ in range(requests):
@@ -45,6 +49,46 @@ def _run(arm: str, requests: int) -> None:
         await serve(app, Sink(), 50)  # warm: memo, caches, first-call paths
         if requests:
             await serve(app, Sink(), requests)
+
+    asyncio.run(main())
+
+
+def _run_candidate(arm: str, requests: int) -> None:
+    """Guarded requests, each followed by a turn of the event loop, in which the candidate's worker
+    runs (as between requests on a server); `candidate`: with a candidate at the default rate, 10%."""
+    import random
+
+    from apps import POLICY_PATH, grant_consent, make_guarded
+    from profile_hot_path import Sink, serve
+
+    from guardrail import load_policy
+
+    app = make_guarded()
+    if arm == "candidate":
+        # The demo policy with lower thresholds: some items change action, as a real candidate's do.
+        text = POLICY_PATH.read_text(encoding="utf-8").replace("hide_at: 70", "hide_at: 40")
+        candidate = POLICY_PATH.with_name("candidate-bench.yaml")
+        candidate.write_text(text, encoding="utf-8")
+        try:
+            app.use_candidate(load_policy(candidate))
+        finally:
+            candidate.unlink()
+        assert app.runtime.sampler is not None
+        app.runtime.sampler._draw = random.Random(17).random  # the same requests sampled on every run
+
+    async def main() -> None:
+        await grant_consent(app)
+        for _ in range(50):  # warm: memo, caches, first-call paths, the candidate's context
+            await serve(app, Sink(), 1)
+            await asyncio.sleep(0)
+        for _ in range(requests):
+            await serve(app, Sink(), 1)
+            await asyncio.sleep(0)
+        if app.runtime.sampler is not None:
+            app.runtime.sampler.drain()
+            items = {"route": "/recommendations"}
+            decided = app.metrics.registry.get_sample_value("guardrail_candidate_items_total", items)
+            print(f"the candidate decided {decided or 0:.0f} items", file=sys.stderr)
 
     asyncio.run(main())
 
@@ -90,6 +134,8 @@ def main() -> int:
         return clients()
     if sys.argv[1:] == ["inprocess"]:
         return inprocess()
+    if sys.argv[1:] == ["candidate"]:
+        return candidate()
     requests = 300
     per_request = {
         arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
@@ -118,6 +164,31 @@ def inprocess() -> int:
     )
     print(f"orjson loads+dumps of the body: {per_list['orjson']:,.0f}")
     return 0
+
+
+def candidate() -> int:
+    """Instructions per guarded request with a candidate policy at 10% (its worker's share included),
+    against the same requests without one."""
+    requests = 1000
+    per_request = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("yielding", "candidate")
+    }
+    added = per_request["candidate"] - per_request["yielding"]
+    sampled = (_decided(requests) - _decided(0)) / 50  # the benchmark's page has 50 items
+    print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py candidate`, per guarded request:")
+    print(f"without a candidate: {per_request['yielding']:,.0f}; with one at 10%: {per_request['candidate']:,.0f}")
+    print(f"added: {added:,.0f} ({added / per_request['yielding']:.1%}), {sampled:.0f} of {requests} requests sampled")
+    print(f"per sampled request: {added * requests / sampled:,.0f}")
+    return 0
+
+
+def _decided(requests: int) -> int:
+    """Items the candidate decided in a run of the candidate arm (the same draws as under valgrind)."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--run", "candidate", str(requests)], capture_output=True, text=True, check=True
+    )
+    return int(result.stderr.split("the candidate decided ")[1].split()[0])
 
 
 def clients() -> int:

@@ -58,6 +58,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
     )
     serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
+    serve.add_argument(
+        "--candidate",
+        metavar="FILE",
+        help="a policy evaluated beside the live one on sampled requests, counting where it decides otherwise "
+        "(default: GUARDRAIL_CANDIDATE)",
+    )
+    serve.add_argument(
+        "--candidate-rate", type=_rate, help="share of guarded requests the candidate decides (0 to 1; default 0.1)"
+    )
+    serve.add_argument(
+        "--record-cases",
+        metavar="FILE",
+        help="append sampled guarded requests to FILE as cases for `guardrail diff`, without user ids "
+        "(default: GUARDRAIL_RECORD_CASES; off)",
+    )
+    serve.add_argument("--record-rate", type=_rate, help="share of guarded requests recorded (0 to 1; default 0.01)")
 
     check = commands.add_parser("check", help="validate policy files; exit 1 listing every error")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -101,6 +117,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a share of requests is 0 to 1, not {text}")
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -140,6 +163,10 @@ def run_serve(args: argparse.Namespace) -> int:
         upstream_timeout=args.upstream_timeout or settings.upstream_timeout,
         log_level=log_level,
         metrics_port=metrics_port,
+        candidate=args.candidate or settings.candidate,
+        candidate_rate=settings.candidate_rate if args.candidate_rate is None else args.candidate_rate,
+        record_cases=args.record_cases or settings.record_cases,
+        record_rate=settings.record_rate if args.record_rate is None else args.record_rate,
     )
 
 

@@ -131,6 +131,24 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        # A candidate policy on live traffic (guardrail.candidate), and the queue it shares with recording.
+        self.candidate_changes = Counter(
+            "guardrail_candidate_changes",
+            "Items the candidate policy decides otherwise than the live one, by both actions (sampled requests).",
+            ["route", "live", "candidate"],
+            registry=registry,
+        )
+        self.candidate_items = Counter(
+            "guardrail_candidate_items",
+            "Items the candidate policy decided (sampled requests).",
+            ["route"],
+            registry=registry,
+        )
+        self.candidate_dropped = Counter(
+            "guardrail_candidate_dropped",
+            "Sampled requests dropped, not queued for the candidate or the case recording: the queue was full.",
+            registry=registry,
+        )
         self._live_policy: str | None = None
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears

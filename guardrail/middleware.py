@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail._version import __version__
 from guardrail.callers import Caller
+from guardrail.candidate import Candidate, candidate_policy, check_rate, sample_for
 from guardrail.engine import RequestSignals, UserContext
 from guardrail.errors import GuardrailError, StoreError
 from guardrail.guard import Guard
@@ -27,10 +28,12 @@ from guardrail.metrics import Metrics, metrics_for
 from guardrail.paths import PathError
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.recording import CaseRecorder
 from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
 from guardrail.routes import GuardedRoute
 from guardrail.runtime import ReadinessCheck, Runtime
+from guardrail.sampling import Asked
 from guardrail.settings import Settings
 from guardrail.speedups import ACCELERATED
 from guardrail.state import DEFAULT_STATE, UserState
@@ -53,12 +56,14 @@ class Served(NamedTuple):
 
 
 class Resolved(NamedTuple):
-    """A request resolved: the guard it is decided on, who asks, their context and its `Guardrail-Context`."""
+    """A request resolved: the guard it is decided on, who asks, their context and its `Guardrail-Context`,
+    and what the context was made of (for a candidate policy, or a recorded case)."""
 
     guard: Guard
     caller: Caller
     ctx: UserContext
     header: bytes
+    asked: Asked
 
 
 # The scope key under which the middleware hands its `Resolved` to the app on a guarded route.
@@ -132,6 +137,10 @@ class GuardrailMiddleware:
         store: Store | str | None = None,
         registry: CollectorRegistry | None = None,
         identify: Identify | None = None,
+        candidate: Policy | str | os.PathLike[str] | None = None,
+        candidate_rate: float = 0.1,
+        record_cases: str | os.PathLike[str] | None = None,
+        record_rate: float = 0.01,
     ) -> None:
         self.app = app
         self._identify = identify
@@ -139,6 +148,10 @@ class GuardrailMiddleware:
             store = Settings().store  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
+        # A candidate that does not load is refused here, as the live policy is: every problem listed.
+        self._candidate_rate = check_rate("candidate_rate", candidate_rate)
+        candidate = candidate_policy(candidate) if candidate is not None else None
+        recorder = CaseRecorder(record_cases, record_rate) if record_cases is not None else None
         self.runtime = Runtime(
             store,
             metrics_for(registry),
@@ -148,6 +161,10 @@ class GuardrailMiddleware:
             timeout=policy.store_timeout_ms / 1000,
         )
         self._served = self._serve(policy)
+        self._candidate: Candidate | None = None
+        self._recorder = recorder
+        if candidate is not None or recorder is not None:
+            self.use_candidate(candidate)
         # Which loop runs is said once at start; the slower one as a warning, so that it is seen.
         logger.log(
             logging.INFO if ACCELERATED else logging.WARNING,
@@ -169,6 +186,22 @@ class GuardrailMiddleware:
     def use_policy(self, policy: Policy) -> None:
         """Swap in a new policy atomically: running requests finish on the one they started with."""
         self._served = self._serve(policy)
+
+    def use_candidate(self, policy: Policy | None) -> None:
+        """Evaluate `policy` beside the live one on a sample of guarded requests (`candidate_rate`),
+        or stop with None. A reload of the live policy keeps the candidate."""
+        if policy is None:
+            self._candidate = None
+        elif self._candidate is None:
+            self._candidate = Candidate(policy, self._candidate_rate, self.runtime.metrics)
+        else:
+            self._candidate.use(policy)
+        sample_for(self.runtime, self._candidate, self._recorder)
+
+    @property
+    def candidate(self) -> Policy | None:
+        """The candidate policy evaluated beside the live one, if any."""
+        return self._candidate.policy if self._candidate is not None else None
 
     @property
     def guard(self) -> Guard:
@@ -260,6 +293,7 @@ class GuardrailMiddleware:
             send,
             rewritten=rewritten,
             head=scope["method"] == "HEAD",
+            asked=resolved.asked,
         )
         before = time.perf_counter() - started
         await self.app(scope, receive, responder)
@@ -296,6 +330,7 @@ class GuardrailMiddleware:
         tcf = guard.tcf
         tc_string = tcf.find(headers, scope["query_string"]) if tcf.mapping else None
         request = RequestSignals(gpc, minor, tcf.verdict(tc_string) if tc_string is not None else None)
+        accept_language = headers.get(b"accept-language")
 
         state: UserState | None = None
         unavailable = degraded = False
@@ -305,11 +340,11 @@ class GuardrailMiddleware:
             caller.user,
             state,
             request,
-            headers.get(b"accept-language"),
+            accept_language,
             store_unavailable=unavailable,
             degraded=degraded,
         )
-        return Resolved(guard, caller, ctx, header)
+        return Resolved(guard, caller, ctx, header, Asked(state, gpc, age, tc_string, accept_language, degraded))
 
     # -- lifespan, and a middleware that cannot start -------------------------------------------
 

@@ -23,6 +23,7 @@ from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
 from guardrail.routes import GuardedRoute
 from guardrail.runtime import Runtime
+from guardrail.sampling import Asked
 from guardrail.store import DecisionRecord
 from guardrail.summary import decision_headers, summary
 from guardrail.web.problem import PROBLEM_JSON
@@ -41,6 +42,7 @@ _PARTIAL = frozenset({206, 226})
 
 class GuardedResponder:
     __slots__ = (
+        "asked",
         "caller",
         "chunks",
         "ctx",
@@ -71,6 +73,7 @@ class GuardedResponder:
         *,
         rewritten: bool,
         head: bool,
+        asked: Asked | None = None,
     ) -> None:
         self.runtime = runtime
         self.guard = guard
@@ -82,6 +85,9 @@ class GuardedResponder:
         # A rewritten request went to the non-personalized route without identity:
         # items that do not say otherwise relied on no personal data.
         self.default_signals = () if rewritten else route.default_signals
+        # What the page was decided on, for a candidate policy or a recorded case (`guardrail.sampling`).
+        # Not for a rewritten request: its body is the non-personalized route's, decided without signals.
+        self.asked = None if rewritten else asked
         self.decision_id = runtime.next_decision_id()
         self.start: Message | None = None
         self.chunks: list[bytes] = []
@@ -175,7 +181,8 @@ class GuardedResponder:
         raw = b"".join(self.chunks)
         limit = self.guard.policy.max_body_bytes
         try:
-            document, exact = read_json(decode_body(raw, self.encoding, limit))
+            decoded = decode_body(raw, self.encoding, limit)
+            document, exact = read_json(decoded)
             try:
                 container, key, items = resolve(document, self.route.pointer)
             except PointerError as exc:
@@ -219,7 +226,11 @@ class GuardedResponder:
         await self.send(start)
         await self.send({"type": "http.response.body", "body": out})
         started = time.perf_counter()
-        self.runtime.after_decision(self.route.template, checked, self.record(checked))
+        runtime = self.runtime
+        runtime.after_decision(self.route.template, checked, self.record(checked))
+        sampler = runtime.sampler
+        if sampler is not None and self.asked is not None:
+            sampler.offer(self.route.template, decoded, checked.decisions, self.caller.user, self.asked)
         self.overhead += time.perf_counter() - started
 
     def _rewritten(

@@ -24,6 +24,7 @@ from guardrail.engine import CheckedItems
 from guardrail.errors import StoreError
 from guardrail.logs import user_hash
 from guardrail.metrics import Metrics
+from guardrail.sampling import Sampler
 from guardrail.store import DecisionRecord, Store, create_store
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class Runtime:
         self._id_prefix = secrets.token_hex(5)
         # What /readyz checks besides the store, by name.
         self.readiness_checks: dict[str, ReadinessCheck] = {}
+        # Takes some guarded responses off the response path: a candidate policy, recorded cases.
+        self.sampler: Sampler | None = None
 
     # -- start and close ----------------------------------------------------------------------
 
@@ -97,7 +100,10 @@ class Runtime:
         return True
 
     async def close(self) -> None:
-        """Write the queued decision records, close the store, and publish the batched counts."""
+        """Work on the sampled responses still queued, write the queued decision records, close the
+        store, and publish the batched counts."""
+        if self.sampler is not None:
+            self.sampler.close()
         await self.store.aclose()
         self.tally.flush()
 

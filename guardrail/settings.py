@@ -18,3 +18,9 @@ class Settings(BaseSettings):
     watch: bool = False  # GUARDRAIL_WATCH: the sidecar re-reads the policy file when it changes
     # GUARDRAIL_METRICS_PORT: the sidecar serves /metrics on this port (same host), and not on its public one.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # GUARDRAIL_CANDIDATE: a policy file evaluated beside the live one on a sample of guarded requests.
+    candidate: str | None = None
+    candidate_rate: float = Field(default=0.1, ge=0, le=1)  # GUARDRAIL_CANDIDATE_RATE: the share sampled
+    # GUARDRAIL_RECORD_CASES: a file to which sampled guarded requests are appended as cases for `guardrail diff`.
+    record_cases: str | None = None
+    record_rate: float = Field(default=0.01, ge=0, le=1)  # GUARDRAIL_RECORD_RATE: the share recorded

@@ -4,7 +4,8 @@ port, requests that came in on it get `/metrics` alone, and the public port answ
 
 - `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the environment
   (`GUARDRAIL_CONFIG`, `GUARDRAIL_UPSTREAM`, `GUARDRAIL_STORE`, `GUARDRAIL_UPSTREAM_TIMEOUT`,
-  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`, `GUARDRAIL_METRICS_PORT`), as each worker does.
+  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`, `GUARDRAIL_METRICS_PORT`, `GUARDRAIL_CANDIDATE[_RATE]`,
+  `GUARDRAIL_RECORD_CASES`, `GUARDRAIL_RECORD_RATE`), as each worker does.
 - SIGHUP re-reads the policy (`guardrail.reload`); with `--watch` each worker watches the file.
 - With workers, prometheus_client's multiprocess mode: every worker writes its values to files in
   `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` in any worker sums them.
@@ -129,10 +130,15 @@ def build_sidecar(
     registry: CollectorRegistry | None = None,
     snapshot: str | os.PathLike[str] | None = None,
     metrics_port: int | None = None,
+    candidate: str | os.PathLike[str] | None = None,
+    candidate_rate: float = 0.1,
+    record_cases: str | os.PathLike[str] | None = None,
+    record_rate: float = 0.01,
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
-    `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it)."""
+    `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it).
+    `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them."""
     multiprocess = multiprocess_mode()
     if multiprocess:
         registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
@@ -147,7 +153,14 @@ def build_sidecar(
 
     proxy = ReverseProxy(upstream, timeout=upstream_timeout, metrics=metrics, trusts_forwarded=trusts_forwarded)
     middleware = GuardrailMiddleware(
-        proxy, policy=load_or_snapshot(policy_path, snapshot), store=store, registry=registry
+        proxy,
+        policy=load_or_snapshot(policy_path, snapshot),
+        store=store,
+        registry=registry,
+        candidate=candidate,
+        candidate_rate=candidate_rate,
+        record_cases=record_cases,
+        record_rate=record_rate,
     )
     middleware.runtime.add_readiness_check("upstream", proxy.check)
     reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
@@ -175,6 +188,10 @@ def create_app() -> Sidecar:
         watch=settings.watch,
         snapshot=os.environ.get(SNAPSHOT_ENV),
         metrics_port=settings.metrics_port,
+        candidate=settings.candidate,
+        candidate_rate=settings.candidate_rate,
+        record_cases=settings.record_cases,
+        record_rate=settings.record_rate,
     )
     app.hangups_before_start = len(hangups)
     app.freeze_heap = True

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from guardrail.recording import open_cases
 from guardrail.sidecar.app import SNAPSHOT_ENV
 from guardrail.sidecar.proxy import ReverseProxy
 from guardrail.sidecar.supervisor import (
@@ -42,9 +43,15 @@ def serve(
     upstream_timeout: float,
     log_level: str,
     metrics_port: int | None = None,
+    candidate: str | None = None,
+    candidate_rate: float = 0.1,
+    record_cases: str | None = None,
+    record_rate: float = 0.01,
 ) -> int:
-    """Run the sidecar until SIGINT or SIGTERM. The policy and upstream are checked first: exit 1 or 2.
-    `metrics_port`: `/metrics` there (same host) rather than on `port`."""
+    """Run the sidecar until SIGINT or SIGTERM. The policy, the candidate, the cases file and the upstream
+    are checked first: exit 1 or 2. `metrics_port`: `/metrics` there (same host) rather than on `port`.
+    `candidate`: a policy file evaluated beside the live one on `candidate_rate` of guarded requests;
+    `record_cases`: a file every worker appends `record_rate` of guarded requests to, as cases."""
     import uvicorn
 
     from guardrail.errors import PolicyError
@@ -57,6 +64,18 @@ def serve(
     except PolicyError as exc:
         print(exc.report(), file=sys.stderr)
         return 1
+    if candidate is not None:
+        try:
+            parse_policy(read_policy_text(candidate), source=candidate)
+        except PolicyError as exc:
+            print(f"guardrail serve: the candidate policy is refused\n{exc.report()}", file=sys.stderr)
+            return 1
+    if record_cases is not None:
+        try:
+            os.close(open_cases(record_cases))
+        except OSError as exc:
+            print(f"guardrail serve: cannot append cases to {record_cases}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
         ReverseProxy(upstream)
     except ValueError as exc:
@@ -71,7 +90,14 @@ def serve(
         GUARDRAIL_UPSTREAM_TIMEOUT=str(upstream_timeout),
         GUARDRAIL_WATCH="true" if watch else "false",
         GUARDRAIL_LOG_LEVEL=log_level,
+        GUARDRAIL_CANDIDATE_RATE=str(candidate_rate),
+        GUARDRAIL_RECORD_RATE=str(record_rate),
     )
+    for name, value in (("GUARDRAIL_CANDIDATE", candidate), ("GUARDRAIL_RECORD_CASES", record_cases)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if metrics_port is None:
         os.environ.pop("GUARDRAIL_METRICS_PORT", None)
     else:
