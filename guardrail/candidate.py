@@ -14,7 +14,6 @@ import logging
 import os
 from collections import Counter
 
-from guardrail.authoring.scenario import guarded_route, scenario_guard
 from guardrail.bodies import BadBody, read_json
 from guardrail.engine import BadItem, RequestSignals, check_items
 from guardrail.guard import Guard
@@ -62,7 +61,7 @@ class Candidate:
     def use(self, policy: Policy) -> None:
         # The candidate never resolves who asks (the live caller is given), so it needs no identity
         # source of its own: a JWT key it names need not be at hand.
-        self.guard: Guard = scenario_guard(policy)
+        self.guard: Guard = Guard.for_scenarios(policy)
         self._routes: dict[str, GuardedRoute | None] = {}
 
     @property
@@ -76,7 +75,7 @@ class Candidate:
         except KeyError:
             pass
         try:
-            found: GuardedRoute | None = guarded_route(self.guard, template)
+            found: GuardedRoute | None = self.guard.route_named(template)
         except LookupError:
             found = None
         self._routes[template] = found

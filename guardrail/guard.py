@@ -18,9 +18,10 @@ from guardrail.explain.render import Notices, explanation
 from guardrail.identity import Identify, IdentityResolver
 from guardrail.locale import LocaleNegotiator
 from guardrail.mediation import HeaderScreen
+from guardrail.policy.models import Identity as IdentitySettings
 from guardrail.policy.models import Policy
 from guardrail.representation import REQUEST_HEADERS as REPRESENTATION_HEADERS
-from guardrail.routes import RouteTable
+from guardrail.routes import GuardedRoute, RouteTable
 from guardrail.state import UserState
 
 CONTEXT_CACHE_SIZE = 10_000
@@ -59,6 +60,26 @@ class Guard:
             CONTEXT_CACHE_SIZE
         )
         self._shared: BoundedCache[_SharedKey, ContextWithHeader] = BoundedCache(CONTEXT_CACHE_SIZE)
+
+    @classmethod
+    def for_scenarios(cls, policy: Policy) -> Guard:
+        """A guard for written-down users (`guardrail test`, `explain`, `diff`, a candidate policy). They are
+        named, not identified, so the policy's identity source is not used: its JWT key (an environment
+        variable on the servers) need not be at hand."""
+        return cls(policy.model_copy(update={"identity": IdentitySettings()}))
+
+    def route_named(self, path: str | None) -> GuardedRoute:
+        """The guarded route of `path`: the policy's spelling (`/feed/*`) or a request path it covers
+        (`/feed/top`); the policy's first route when None. `LookupError` names the routes there are."""
+        routes = self.policy.routes
+        wanted = path if path is not None else routes[0].path
+        request_path = wanted[:-1] if wanted.endswith("*") else wanted
+        for method in dict.fromkeys(method for route in routes for method in route.methods):
+            found = self.routes.match(request_path or "/", method)
+            if found is not None:
+                return found
+        names = ", ".join(route.path for route in routes)
+        raise LookupError(f"the policy has no route {wanted!r}; its routes: {names}")
 
     def context(
         self,

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guardrail.authoring.scenario import Scenario, guarded_route, scenario_guard, user_context
+from guardrail.authoring.scenario import Scenario, user_context
 from guardrail.engine import BadItem, Reason, check_items
 from guardrail.errors import InvalidControls, PolicyError
 from guardrail.guard import Guard
@@ -106,7 +106,7 @@ def run_file(path: Path, policy_override: str | None = None) -> Iterator[Outcome
     policy_path = policy_override or (os.path.join(path.parent, cases.policy) if cases.policy is not None else None)
     if policy_path is None:
         raise CaseError(f"{path}: no policy: add `policy: FILE` (relative to the case file) or pass --policy")
-    guard = scenario_guard(load_policy(policy_path))
+    guard = Guard.for_scenarios(load_policy(policy_path))
     for case in cases.cases:
         yield run_case(guard, case, str(path))
 
@@ -114,7 +114,7 @@ def run_file(path: Path, policy_override: str | None = None) -> Iterator[Outcome
 def run_case(guard: Guard, case: Case, file: str) -> Outcome:
     try:
         ctx = user_context(guard, case)
-        route = guarded_route(guard, case.route)
+        route = guard.route_named(case.route)
     except (InvalidControls, LookupError) as exc:
         return Outcome(file, case.name, [f"the case does not apply to the policy: {exc}"], frozenset())
     items = [dict(item) for item in case.items]

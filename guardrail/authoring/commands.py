@@ -122,12 +122,13 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from guardrail.authoring.explain import explain_item, render
-    from guardrail.authoring.scenario import Scenario, scenario_guard
+    from guardrail.authoring.scenario import Scenario
     from guardrail.errors import InvalidControls, PolicyError
+    from guardrail.guard import Guard
     from guardrail.policy.loading import load_policy
 
     try:
-        guard = scenario_guard(load_policy(args.policy))
+        guard = Guard.for_scenarios(load_policy(args.policy))
         item = _read_json(args.item, "ITEM")
         if not isinstance(item, dict):
             raise ValueError('ITEM must be a JSON object, such as {"id": 1, "categories": ["movies"]}')

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from guardrail.authoring.scenario import Scenario, guarded_route, scenario_guard, user_context
+from guardrail.authoring.scenario import Scenario, user_context
 from guardrail.engine import BadItem, ItemDecision, check_items
 from guardrail.errors import InvalidControls
 from guardrail.guard import Guard
@@ -96,7 +96,7 @@ def read_cases(lines: Iterable[str]) -> Iterator[tuple[int, Recorded | str]]:
 
 def diff(old: Policy, new: Policy, lines: Iterable[str]) -> DiffReport:
     report = DiffReport()
-    guards = (scenario_guard(old), scenario_guard(new))
+    guards = (Guard.for_scenarios(old), Guard.for_scenarios(new))
     for number, recorded in read_cases(lines):
         if isinstance(recorded, str):
             report.skipped.append(f"line {number}: {recorded}")
@@ -116,7 +116,7 @@ def diff(old: Policy, new: Policy, lines: Iterable[str]) -> DiffReport:
 
 
 def _decide(guard: Guard, recorded: Recorded) -> tuple[list[ItemDecision], str, list[Any]]:
-    route = guarded_route(guard, recorded.route)
+    route = guard.route_named(recorded.route)
     _, _, items = resolve(recorded.body, route.pointer)
     if type(items) is not list:
         raise ValueError(f"the items pointer names a {type(items).__name__}, not a list")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from guardrail.authoring.scenario import Scenario, guarded_route, user_context
+from guardrail.authoring.scenario import Scenario, user_context
 from guardrail.engine import Action
 from guardrail.engine.trace import HIDES, trace
 from guardrail.explain.render import explanation, receipt_text
@@ -16,7 +16,7 @@ def explain_item(
 ) -> dict[str, Any]:
     """The trace of `item` as JSON (`guardrail explain --json`), with the text the user would read."""
     ctx = user_context(guard, scenario, locale=locale)
-    route = guarded_route(guard, scenario.route)
+    route = guard.route_named(scenario.route)
     fields = route.fields
     signals = item.get(fields.signals)
     if signals is None:

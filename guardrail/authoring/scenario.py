@@ -7,7 +7,7 @@ fixed moment. The user context is built as the guard builds it for a request, at
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,8 +17,6 @@ from guardrail.controls import validate_patch
 from guardrail.engine import RequestSignals, UserContext
 from guardrail.explain.render import explanation
 from guardrail.guard import Guard
-from guardrail.policy.models import Identity, Policy
-from guardrail.routes import GuardedRoute
 from guardrail.state import UserState
 
 
@@ -45,12 +43,6 @@ class Scenario(BaseModel):
     # "down": the store cannot answer; the controls above are what the guardrail last saw (its cache), and
     # the policy's fail_mode decides, as for a live request (docs/reliability.md).
     store: Literal["ok", "down"] = "ok"
-
-
-def scenario_guard(policy: Policy) -> Guard:
-    """A guard for scenarios. A scenario names its user, so the policy's identity source is not used: its
-    JWT key (an environment variable on the servers) need not be at hand to test or explain a policy."""
-    return Guard(policy.model_copy(update={"identity": Identity()}))
 
 
 # What GET /v1/controls shows that a user does not set: a file saved from it is taken as the controls it shows.
@@ -92,17 +84,3 @@ def user_context(guard: Guard, scenario: Scenario, *, locale: str | None = None)
         degraded=down,
         explain=explanation,
     )
-
-
-def guarded_route(guard: Guard, path: str | None) -> GuardedRoute:
-    """The guarded route of `path`: the policy's spelling (`/feed/*`) or a request path it covers (`/feed/top`);
-    the policy's first route when None. `LookupError` names the routes there are."""
-    routes: Sequence[Any] = guard.policy.routes
-    wanted = path if path is not None else routes[0].path
-    request_path = wanted[:-1] if wanted.endswith("*") else wanted
-    for method in dict.fromkeys(method for route in routes for method in route.methods):
-        found = guard.routes.match(request_path or "/", method)
-        if found is not None:
-            return found
-    names = ", ".join(route.path for route in routes)
-    raise LookupError(f"the policy has no route {wanted!r}; its routes: {names}")

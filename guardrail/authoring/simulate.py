@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guardrail.authoring.scenario import Scenario, guarded_route, settable
+from guardrail.authoring.scenario import Scenario, settable
 from guardrail.controls import validate_patch
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.models import Identity, Policy
@@ -82,7 +82,7 @@ async def simulate(policy: Policy, scenario: Scenario, body: bytes) -> Simulated
         registry=CollectorRegistry(),  # counts nothing into the process's own metrics
         identify=identify,
     )
-    route = guarded_route(middleware.guard, scenario.route)
+    route = middleware.guard.route_named(scenario.route)
     if scenario.controls and not scenario.anonymous:
         now = datetime.now(UTC)
         patch = validate_patch(middleware.policy, settable(scenario.controls), now)
