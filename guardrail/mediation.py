@@ -20,9 +20,12 @@ The same pass gathers the headers the guardrail reads (`Guard.wanted`; identity 
 
 from __future__ import annotations
 
+from itertools import islice
+
 from starlette.types import Scope
 
 from guardrail.identity import IdentityResolver
+from guardrail.policy.models import NonPersonalized
 
 GUARDRAIL_CONTEXT = b"guardrail-context"
 # Where a request came from and what it asked for, in the words of whoever forwarded it.
@@ -124,3 +127,28 @@ class HeaderScreen:
             if not (name in dropped or _UNDERSCORE in name or (not trusted and name.startswith(FORWARDING_PREFIX)))
         ]
         return {**scope, "headers": kept}, found
+
+
+def non_personalized_scope(scope: Scope, route: NonPersonalized, identifying: frozenset[bytes]) -> Scope:
+    """Ask the upstream for the non-personalized route, with nothing that identifies the user:
+    profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38).
+    `identifying`: the identity source's headers. The last header of `scope` is the `Guardrail-Context`
+    (see `guardrail.representation.upstream_scope`): it stays."""
+    strip = {name.encode("latin-1") for name in route.strip_headers}
+    # Forwarding headers, even a trusted proxy's, name the client (X-Forwarded-For, True-Client-IP)
+    # or would steer the app back to the personalized route (X-Original-URL).
+    strip |= identifying | FORWARDING
+    target = route.rewrite_to
+    sent = scope["headers"]
+    kept = islice(sent, len(sent) - 1)
+    headers = [header for header in kept if header[0] not in strip and not header[0].startswith(FORWARDING_PREFIX)]
+    headers.append(sent[-1])
+    return {
+        **scope,
+        "path": target,
+        "raw_path": target.encode(),
+        "headers": headers,
+        # The client's address identifies them too: the app (or the sidecar's proxy, which would
+        # put it in X-Forwarded-For) does not get it.
+        "client": None,
+    }

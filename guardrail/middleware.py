@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable
 from datetime import timedelta
-from itertools import islice
-from types import FrameType
-from typing import Concatenate, NamedTuple, ParamSpec
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail._version import __version__
 from guardrail.callers import Caller
 from guardrail.candidate import Candidate, candidate_policy, check_rate, sample_for
 from guardrail.engine import RequestSignals, UserContext
-from guardrail.errors import GuardrailError, StoreError
+from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.identity import Identify
-from guardrail.mediation import FORWARDING, FORWARDING_PREFIX, GUARDRAIL_CONTEXT
+from guardrail.mediation import GUARDRAIL_CONTEXT, non_personalized_scope
 from guardrail.metrics import Metrics, metrics_for
 from guardrail.paths import PathError
 from guardrail.policy.loading import load_policy
@@ -36,16 +31,13 @@ from guardrail.runtime import ReadinessCheck, Runtime
 from guardrail.sampling import Asked
 from guardrail.settings import Settings
 from guardrail.speedups import ACCELERATED
+from guardrail.startup import answer_unavailable, kept_when_starlette_builds, serve_lifespan
 from guardrail.state import DEFAULT_STATE, UserState
 from guardrail.store import Store
 from guardrail.web.problem import problem
 from guardrail.web.router import build_management_app
 
 logger = logging.getLogger("guardrail")
-
-_P = ParamSpec("_P")
-# What the app sends at the end of its lifespan: after it, the store is closed. A failed startup ends it too.
-_LIFESPAN_ENDS = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"})
 
 
 class Served(NamedTuple):
@@ -70,41 +62,6 @@ class Resolved(NamedTuple):
 RESOLVED = "guardrail.resolved"
 
 
-def _kept_when_starlette_builds(
-    init: Callable[Concatenate[GuardrailMiddleware, _P], None],
-) -> Callable[Concatenate[GuardrailMiddleware, _P], None]:
-    """An error in `__init__` raises at the call, except when Starlette builds its middleware stack
-    (`app.add_middleware(GuardrailMiddleware, ...)` is built on the app's first call, its lifespan or
-    first request). Raised there, a server sees a broken app: uvicorn says "ASGI 'lifespan' protocol
-    appears unsupported" and answers 500 to every request. Kept instead, the middleware fails the
-    lifespan startup with the error's text, or, without a lifespan, answers 503 saying why."""
-
-    def init_or_keep_failure(self: GuardrailMiddleware, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
-        try:
-            init(self, *args, **kwargs)
-        except Exception as exc:
-            if not _built_by_starlette(sys._getframe(1)):
-                raise
-            self.failure = exc
-
-    functools.update_wrapper(init_or_keep_failure, init)  # its signature stays the one help() shows
-    return init_or_keep_failure
-
-
-def _built_by_starlette(frame: FrameType | None) -> bool:
-    """Whether `frame` is a Starlette (or FastAPI) app building its middleware stack."""
-    if frame is None or frame.f_code.co_name != "build_middleware_stack":
-        return False
-    from starlette.applications import Starlette
-
-    return isinstance(frame.f_locals.get("self"), Starlette)
-
-
-def _failure_text(error: Exception) -> str:
-    said = str(error) if isinstance(error, GuardrailError) else f"{type(error).__name__}: {error}"
-    return f"guardrail cannot start: {said}"
-
-
 class GuardrailMiddleware:
     """Check every item a guarded route returns against consent, invasiveness and the user's controls.
 
@@ -121,14 +78,14 @@ class GuardrailMiddleware:
     With a lifespan, the store is connected at startup and, after the app's own shutdown, its queued
     decision records are written and it is closed (`Runtime.start`, `Runtime.close`). A bad policy or
     store raises at the call; built by `app.add_middleware`, it fails the startup instead (see
-    `_kept_when_starlette_builds`).
+    `guardrail.startup.kept_when_starlette_builds`).
     """
 
     # Why it cannot serve, when Starlette built it and the policy or the store was refused.
     failure: Exception | None = None
     _failure_logged = False
 
-    @_kept_when_starlette_builds
+    @kept_when_starlette_builds
     def __init__(
         self,
         app: ASGIApp,
@@ -278,7 +235,8 @@ class GuardrailMiddleware:
         scope = upstream_scope(scope, headers, extra=context)
         rewritten = route.non_personalized is not None and not ctx.personalized_allowed
         if rewritten:
-            scope = self._non_personalized(scope, route, guard)
+            assert route.non_personalized is not None
+            scope = non_personalized_scope(scope, route.non_personalized, guard.identity.identifying_headers)
         else:
             # An app that checks its items in process (`guardrail.inprocess`) decides for this caller
             # without resolving them again. Not on the non-personalized route: it gets nobody's identity.
@@ -346,46 +304,18 @@ class GuardrailMiddleware:
         )
         return Resolved(guard, caller, ctx, header, Asked(state, gpc, age, tc_string, accept_language, degraded))
 
-    # -- lifespan, and a middleware that cannot start -------------------------------------------
+    # -- lifespan, and a middleware that cannot start (guardrail/startup.py) ---------------------
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app's lifespan, with the store connected before its startup and closed after its shutdown.
-
-        The app's own handlers (FastAPI's `lifespan=`, Starlette's) run as they would without the
-        guardrail. An app that does not speak the lifespan protocol fails it as before, and the store
-        is then connected by the first request that needs it."""
-        if self.failure is not None:
-            await receive()  # lifespan.startup
-            await send({"type": "lifespan.startup.failed", "message": _failure_text(self.failure)})
-            return
-        runtime = self.runtime
-
-        async def receive_after_starting() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await runtime.start()
-            return message
-
-        async def send_after_closing(message: Message) -> None:
-            if message["type"] in _LIFESPAN_ENDS:
-                await runtime.close()
-            await send(message)
-
-        await self.app(scope, receive_after_starting, send_after_closing)
+        # A middleware that could not start has no runtime: its lifespan only says why.
+        runtime = None if self.failure is not None else self.runtime
+        await serve_lifespan(self.app, runtime, self.failure, scope, receive, send)
 
     async def _unavailable(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every request, when the middleware could not start and the server has no lifespan to say so."""
         assert self.failure is not None
-        text = _failure_text(self.failure)
-        if not self._failure_logged:
-            self._failure_logged = True
-            logger.error("%s", text, exc_info=None if isinstance(self.failure, GuardrailError) else self.failure)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1011})
-            return
-        # The first line names the problem; every problem is in the log, not told to whoever asks.
-        detail = text.splitlines()[0]
-        await problem(503, "Service Unavailable", f"{detail} (the server log says more)")(scope, receive, send)
+        first = not self._failure_logged
+        self._failure_logged = True
+        await answer_unavailable(self.failure, scope, receive, send, log=first)
 
     async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
         """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults.
@@ -403,28 +333,3 @@ class GuardrailMiddleware:
             # and minor rules do not need the store.
             return (known if known is not None else DEFAULT_STATE), False, True
         return (state if state is not None else DEFAULT_STATE), False, False
-
-    @staticmethod
-    def _non_personalized(scope: Scope, route: GuardedRoute, guard: Guard) -> Scope:
-        """Ask the upstream for the non-personalized route, with nothing that identifies the user:
-        profiling is then impossible by construction, not merely filtered afterwards (DSA Art. 38).
-        The last header of `scope` is the `Guardrail-Context` (see `upstream_scope`): it stays."""
-        assert route.non_personalized is not None
-        strip = {name.encode("latin-1") for name in route.non_personalized.strip_headers}
-        # Forwarding headers, even a trusted proxy's, name the client (X-Forwarded-For, True-Client-IP)
-        # or would steer the app back to the personalized route (X-Original-URL).
-        strip |= guard.identity.identifying_headers | FORWARDING
-        target = route.non_personalized.rewrite_to
-        sent = scope["headers"]
-        kept = islice(sent, len(sent) - 1)
-        headers = [header for header in kept if header[0] not in strip and not header[0].startswith(FORWARDING_PREFIX)]
-        headers.append(sent[-1])
-        return {
-            **scope,
-            "path": target,
-            "raw_path": target.encode(),
-            "headers": headers,
-            # The client's address identifies them too: the app (or the sidecar's proxy, which would
-            # put it in X-Forwarded-For) does not get it.
-            "client": None,
-        }
