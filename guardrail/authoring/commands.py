@@ -7,9 +7,12 @@ import argparse
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from guardrail.errors import InvalidControls, PolicyError
+
+if TYPE_CHECKING:
+    from guardrail.authoring.scenario import Scenario
 
 
 def add_parsers(commands: Any) -> None:
@@ -103,27 +106,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     from guardrail.authoring.diff import diff, render
-    from guardrail.errors import PolicyError
     from guardrail.policy.loading import load_policy
 
     try:
         old, new = load_policy(args.old), load_policy(args.new)
         with sys.stdin if args.cases == "-" else open(args.cases, encoding="utf-8") as lines:
             report = diff(old, new, lines)
-    except PolicyError as exc:
-        print(exc.report(), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"guardrail diff: {exc}", file=sys.stderr)
-        return 1
+    except (PolicyError, OSError) as exc:
+        return _refused("diff", exc)
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else render(report))
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     from guardrail.authoring.explain import explain_item, render
-    from guardrail.authoring.scenario import Scenario
-    from guardrail.errors import InvalidControls, PolicyError
     from guardrail.guard import Guard
     from guardrail.policy.loading import load_policy
 
@@ -135,26 +131,12 @@ def _explain(args: argparse.Namespace) -> int:
         request: dict[str, Any] = {"gpc": args.gpc, "age": args.age, "tc_string": args.tc}
         if args.now is not None:
             request["now"] = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
-        scenario = Scenario.model_validate(
-            {
-                "controls": _read_json(args.controls, "--controls") if args.controls else None,
-                "anonymous": args.anonymous,
-                "request": request,
-                "route": args.route,
-            }
-        )
+        scenario = _scenario(args, request)
         if args.locale is not None and args.locale not in guard.policy.locales:
             raise ValueError(f"--locale {args.locale!r} is not one of the policy's locales: {guard.policy.locales}")
         report = explain_item(guard, scenario, item, locale=args.locale)
-    except PolicyError as exc:
-        print(exc.report(), file=sys.stderr)
-        return 1
-    except InvalidControls as exc:
-        print(f"guardrail explain: --controls: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, LookupError, ValidationError, OSError) as exc:
-        print(f"guardrail explain: {exc}", file=sys.stderr)
-        return 1
+    except _USER_ERRORS as exc:
+        return _refused("explain", exc)
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else render(report))
     return 0
 
@@ -163,37 +145,17 @@ def _simulate(args: argparse.Namespace) -> int:
     import asyncio
     from http import HTTPStatus
 
-    from guardrail.authoring.scenario import Scenario
     from guardrail.authoring.simulate import simulate
-    from guardrail.errors import InvalidControls, PolicyError
     from guardrail.policy.loading import load_policy
 
     try:
         policy = load_policy(args.policy)
-        scenario = Scenario.model_validate(
-            {
-                "controls": _read_json(args.controls, "--controls") if args.controls else None,
-                "anonymous": args.anonymous,
-                "request": {
-                    "gpc": args.gpc,
-                    "age": args.age,
-                    "tc_string": args.tc,
-                    "accept_language": args.accept_language,
-                },
-                "route": args.route,
-            }
-        )
+        request = {"gpc": args.gpc, "age": args.age, "tc_string": args.tc, "accept_language": args.accept_language}
+        scenario = _scenario(args, request)
         body = sys.stdin.buffer.read() if args.body == "-" else open(args.body, "rb").read()  # noqa: SIM115
         result = asyncio.run(simulate(policy, scenario, body))
-    except PolicyError as exc:
-        print(exc.report(), file=sys.stderr)
-        return 1
-    except InvalidControls as exc:
-        print(f"guardrail simulate: --controls: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, LookupError, ValidationError, OSError) as exc:
-        print(f"guardrail simulate: {exc}", file=sys.stderr)
-        return 1
+    except _USER_ERRORS as exc:
+        return _refused("simulate", exc)
     if result.unchecked is not None:
         print(
             f"guardrail simulate: the middleware could not check BODY: {result.unchecked}. "
@@ -221,6 +183,40 @@ def _simulate(args: argparse.Namespace) -> int:
 def _header_case(name: bytes) -> str:
     """`guardrail-decision` as `Guardrail-Decision`, the spelling docs/integrate.md uses."""
     return "-".join(part.capitalize() for part in name.decode("latin-1").split("-"))
+
+
+# What a user can get wrong in the files and flags they give: said in one line (a policy: every problem), no traceback.
+_USER_ERRORS = (
+    PolicyError,
+    InvalidControls,
+    ValueError,
+    LookupError,
+    OSError,
+)  # pydantic's ValidationError is a ValueError
+
+
+def _refused(command: str, exc: Exception) -> int:
+    if isinstance(exc, PolicyError):
+        print(exc.report(), file=sys.stderr)
+    elif isinstance(exc, InvalidControls):
+        print(f"guardrail {command}: --controls: {exc}", file=sys.stderr)
+    else:
+        print(f"guardrail {command}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _scenario(args: argparse.Namespace, request: dict[str, Any]) -> Scenario:
+    """The user and request the flags describe."""
+    from guardrail.authoring.scenario import Scenario
+
+    return Scenario.model_validate(
+        {
+            "controls": _read_json(args.controls, "--controls") if args.controls else None,
+            "anonymous": args.anonymous,
+            "request": request,
+            "route": args.route,
+        }
+    )
 
 
 def _read_json(where: str, what: str) -> Any:
