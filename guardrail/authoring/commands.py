@@ -185,14 +185,9 @@ def _header_case(name: bytes) -> str:
     return "-".join(part.capitalize() for part in name.decode("latin-1").split("-"))
 
 
-# What a user can get wrong in the files and flags they give: said in one line (a policy: every problem), no traceback.
-_USER_ERRORS = (
-    PolicyError,
-    InvalidControls,
-    ValueError,
-    LookupError,
-    OSError,
-)  # pydantic's ValidationError is a ValueError
+# What a user can get wrong in the files and flags they give: said in one line (a policy: every problem), no
+# traceback. pydantic's ValidationError is a ValueError.
+_USER_ERRORS = (PolicyError, InvalidControls, ValueError, LookupError, OSError)
 
 
 def _refused(command: str, exc: Exception) -> int:
