@@ -16,6 +16,7 @@ static PyObject *str_discreet;
 static PyObject *str_unknown;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
+static PyObject *str_notice_key;
 
 /* The Python loop turns these into a precise BadBody; other errors are real and propagate. */
 static int
@@ -32,9 +33,14 @@ typedef struct {
     int discreet;
     int unknown;
     PyObject *fragment;  /* what a kept item gets as its explanation, borrowed: the decision holds it */
+    PyObject *notice_key;  /* a hidden one's (deciding reason, muted topic), borrowed; NULL when kept */
+    Py_ssize_t items;  /* how many items of the page it decided (counted for the cached ones only) */
 } Facts;
 
+/* guardrail.engine.loop.DISTINCT: a page with more distinct decisions than this has no `index`. */
 #define FACTS_CACHED 32
+/* The page's index names the decision at position p of `distinct` by the character '0' + p. */
+#define INDEX_FIRST '0'
 
 static int
 read_facts(PyObject *decision, PyObject *attach, Facts *facts)
@@ -61,7 +67,21 @@ read_facts(PyObject *decision, PyObject *attach, Facts *facts)
         Py_DECREF(unknown);
         return -1;
     }
+    facts->notice_key = NULL;
+    if (hidden == Py_True) {
+        PyObject *notice_key = PyObject_GetAttr(decision, str_notice_key);
+        if (notice_key == NULL) {
+            Py_DECREF(hidden);
+            Py_DECREF(discreet);
+            Py_DECREF(unknown);
+            Py_DECREF(fragment);
+            return -1;
+        }
+        facts->notice_key = notice_key;  /* the decision keeps it alive, as its fragment */
+        Py_DECREF(notice_key);
+    }
     facts->decision = decision;
+    facts->items = 0;
     facts->hidden = hidden == Py_True;
     facts->discreet = discreet == Py_True;
     facts->unknown = unknown == Py_True;
@@ -74,13 +94,56 @@ read_facts(PyObject *decision, PyObject *attach, Facts *facts)
     return 0;
 }
 
+/* counts[key] += amount */
+static int
+add_count(PyObject *counts, PyObject *key, Py_ssize_t amount)
+{
+    PyObject *before = PyDict_GetItemWithError(counts, key);
+    if (before == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t total = amount;
+    if (before != NULL) {
+        Py_ssize_t counted = PyLong_AsSsize_t(before);
+        if (counted == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        total += counted;
+    }
+    PyObject *after = PyLong_FromSsize_t(total);
+    if (after == NULL) {
+        return -1;
+    }
+    int failed = PyDict_SetItem(counts, key, after);
+    Py_DECREF(after);
+    return failed;
+}
+
+/* Whether an integer id is beyond 64 bits (signed or unsigned): a decision record keeps it as its digits. */
+static int
+is_wide(PyObject *item_id)
+{
+    int overflow = 0;
+    PyLong_AsLongLongAndOverflow(item_id, &overflow);
+    if (overflow <= 0) {
+        return overflow < 0;
+    }
+    PyLong_AsUnsignedLongLong(item_id);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(check_doc,
 "check(items, id_field, categories_field, signals_field, age_field, inferred_field, defaults, memo,\n"
 "      fresh_seconds, annotate, miss, empty)\n"
 "--\n\n"
 "Decide every item of `items` (see guardrail.engine.loop.check_items); `annotate`: None, or the name of\n"
-"the decision attribute each kept item gets as its `explanation`. Returns\n"
-"(decisions, item_ids, kept, hidden, discreet, unknown), or None when the Python loop must run instead.");
+"the decision attribute each kept item gets as its `explanation`. Returns (decisions, item_ids, kept,\n"
+"hidden, discreet, unknown, distinct, index, hidden_by_kind, wide_ids), or None when the Python loop\n"
+"must run instead.");
 
 static PyObject *
 check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -112,13 +175,20 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *item_ids = PyList_New(count);
     PyObject *kept = PyList_New(0);
     PyObject *hidden = PyList_New(0);
+    PyObject *hidden_by_kind = PyDict_New();
+    /* Written as the items are decided: ASCII, one character per item. */
+    PyObject *index_string = PyUnicode_New(count, 127);
+    PyObject *distinct = NULL;
     PyObject *result = NULL;
     long discreet = 0, unknown = 0;
+    int wide_ids = 0;
     Facts cache[FACTS_CACHED];
-    int cached = 0;
-    if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL) {
-        goto done;
+    int cached = 0, overflowed = 0;
+    if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL || hidden_by_kind == NULL
+        || index_string == NULL) {
+        goto error;
     }
+    Py_UCS1 *index_chars = PyUnicode_1BYTE_DATA(index_string);
     /* Until every slot is filled, PyList_New's NULL slots are what a half-built list holds. */
 
     for (Py_ssize_t index = 0; index < count; index++) {
@@ -134,8 +204,13 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             goto fallback;
         }
-        if (!PyUnicode_CheckExact(item_id) && !PyLong_CheckExact(item_id)) {
-            goto fallback;
+        if (!PyUnicode_CheckExact(item_id)) {
+            if (!PyLong_CheckExact(item_id)) {
+                goto fallback;
+            }
+            if (!wide_ids && is_wide(item_id)) {
+                wide_ids = 1;
+            }
         }
         PyObject *categories = PyDict_GetItemWithError(item, categories_field);
         if (categories == NULL) {
@@ -228,21 +303,36 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(item_ids, index, Py_NewRef(item_id));
 
         Facts found_facts, *facts = NULL;
-        for (int at = 0; at < cached; at++) {
-            if (cache[at].decision == decision) {
-                facts = &cache[at];
+        int position = 0;
+        for (; position < cached; position++) {
+            if (cache[position].decision == decision) {
+                facts = &cache[position];
                 break;
             }
         }
         if (facts == NULL) {
-            facts = cached < FACTS_CACHED ? &cache[cached++] : &found_facts;
+            if (cached < FACTS_CACHED) {
+                facts = &cache[cached++];
+            }
+            else {
+                facts = &found_facts;
+                overflowed = 1;
+            }
             if (read_facts(decision, attach, facts) < 0) {
                 goto error;
             }
         }
+        if (facts != &found_facts) {
+            index_chars[index] = (Py_UCS1)(INDEX_FIRST + position);
+            facts->items++;
+        }
         unknown += facts->unknown;
         if (facts->hidden) {
             if (PyList_Append(hidden, decision) < 0) {
+                goto error;
+            }
+            /* The cached ones are counted once, after the loop. */
+            if (facts == &found_facts && add_count(hidden_by_kind, facts->notice_key, 1) < 0) {
                 goto error;
             }
             continue;
@@ -255,7 +345,24 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
-    result = Py_BuildValue("(OOOOll)", decisions, item_ids, kept, hidden, discreet, unknown);
+    distinct = PyList_New(cached);
+    if (distinct == NULL) {
+        goto error;
+    }
+    for (int at = 0; at < cached; at++) {
+        PyList_SET_ITEM(distinct, at, Py_NewRef(cache[at].decision));
+        if (cache[at].hidden && add_count(hidden_by_kind, cache[at].notice_key, cache[at].items) < 0) {
+            goto error;
+        }
+    }
+    if (overflowed) {
+        result = Py_BuildValue("(OOOOllOOOO)", decisions, item_ids, kept, hidden, discreet, unknown, Py_None,
+                               Py_None, hidden_by_kind, wide_ids ? Py_True : Py_False);
+    }
+    else {
+        result = Py_BuildValue("(OOOOllOOOO)", decisions, item_ids, kept, hidden, discreet, unknown, distinct,
+                               index_string, hidden_by_kind, wide_ids ? Py_True : Py_False);
+    }
     goto done;
 
 bad_item_or_error:
@@ -274,6 +381,9 @@ done:
     Py_XDECREF(item_ids);
     Py_XDECREF(kept);
     Py_XDECREF(hidden);
+    Py_XDECREF(hidden_by_kind);
+    Py_XDECREF(index_string);
+    Py_XDECREF(distinct);
     return result;
 }
 
@@ -341,10 +451,12 @@ speedups_exec(PyObject *module)
     str_unknown = PyUnicode_InternFromString("unknown");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    if (!str_hidden || !str_discreet || !str_unknown || !str_explanation_json || !str_explanation) {
+    str_notice_key = PyUnicode_InternFromString("notice_key");
+    if (!str_hidden || !str_discreet || !str_unknown || !str_explanation_json || !str_explanation
+        || !str_notice_key) {
         return -1;
     }
-    return 0;
+    return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
