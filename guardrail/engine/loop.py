@@ -23,7 +23,7 @@ _NUMBER_TYPES = (int, float)
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 # The most distinct decisions a page's `index` can name (the C loop's cache of what it read of each).
 DISTINCT = 32
-# `index` names the decision at position p of `distinct` by the character chr(INDEX_FIRST + p): '0' to 'O',
+# `per_item` names the decision at position p of `distinct` by the character chr(INDEX_FIRST + p): '0' to 'O',
 # none of which JSON escapes.
 INDEX_FIRST = ord("0")
 
@@ -54,11 +54,11 @@ class CheckedItems(NamedTuple):
     hidden: list[ItemDecision]
     discreet: int  # how many of the kept ones are discreet
     unknown: int  # how many carry a category the policy does not define, kept or not
-    # The page's distinct decisions (objects), first seen first, and one character per item naming its
-    # decision's position there (INDEX_FIRST + position): a page has a handful, so what is said once per
-    # decision (a record's parts) is said once. None for both beyond DISTINCT distinct decisions.
+    # The page's distinct decisions (objects), first seen first, and `per_item` one character per item
+    # naming its decision's position there (INDEX_FIRST + position): a page has a handful, so what is said
+    # once per decision (a record's parts) is said once. None for both beyond DISTINCT distinct decisions.
     distinct: list[ItemDecision] | None
-    index: str | None
+    per_item: str | None
     # How many items were hidden for each `notice_key` (deciding reason, muted topic): all the notice and
     # the hidden-item counters need, without going over the hidden items again.
     hidden_by_kind: dict[tuple[Reason, str | None], int]
@@ -162,7 +162,7 @@ def check_items_python(
             if position is None:
                 overflowed = True
                 if decision.hidden:
-                    hidden_by_kind[decision.notice_key] = hidden_by_kind.get(decision.notice_key, 0) + 1
+                    _count_hidden(hidden_by_kind, decision, 1)
             else:
                 index.append(chr(INDEX_FIRST + position))
                 counts[position] += 1
@@ -179,13 +179,19 @@ def check_items_python(
     item_ids = [item[id_field] for item in items]
     for decision, count in zip(distinct, counts, strict=True):
         if decision.hidden:
-            hidden_by_kind[decision.notice_key] = hidden_by_kind.get(decision.notice_key, 0) + count
+            _count_hidden(hidden_by_kind, decision, count)
     wide_ids = any(type(item_id) is int and not _INT64_MIN <= item_id <= _UINT64_MAX for item_id in item_ids)
     if overflowed:
         return CheckedItems(decisions, item_ids, kept, hidden, discreet, unknown, None, None, hidden_by_kind, wide_ids)
     return CheckedItems(
         decisions, item_ids, kept, hidden, discreet, unknown, distinct, "".join(index), hidden_by_kind, wide_ids
     )
+
+
+def _count_hidden(hidden_by_kind: dict[tuple[Reason, str | None], int], decision: ItemDecision, count: int) -> None:
+    key = decision.notice_key
+    assert key is not None  # a hidden decision has a deciding reason
+    hidden_by_kind[key] = hidden_by_kind.get(key, 0) + count
 
 
 def _reject_first_bad(items: list[Any], fields: ItemFields) -> NoReturn:
