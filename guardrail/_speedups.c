@@ -11,12 +11,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-static PyObject *str_hidden;
-static PyObject *str_discreet;
-static PyObject *str_unknown;
+static PyObject *str_loop_facts;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
-static PyObject *str_notice_key;
 
 /* The Python loop turns these into a precise BadBody; other errors are real and propagate. */
 static int
@@ -42,55 +39,32 @@ typedef struct {
 /* The page's index names the decision at position p of `distinct` by the character '0' + p. */
 #define INDEX_FIRST '0'
 
+/* Where ItemDecision.loop_facts keeps each fact. */
+enum { FACT_HIDDEN, FACT_DISCREET, FACT_UNKNOWN, FACT_EXPLANATION, FACT_EXPLANATION_JSON, FACT_NOTICE_KEY, FACTS };
+
+/* `explanation_at`: FACT_EXPLANATION or FACT_EXPLANATION_JSON, what a kept item gets. */
 static int
-read_facts(PyObject *decision, PyObject *attach, Facts *facts)
+read_facts(PyObject *decision, int explanation_at, Facts *facts)
 {
-    PyObject *hidden = PyObject_GetAttr(decision, str_hidden);
-    if (hidden == NULL) {
+    PyObject *found = PyObject_GetAttr(decision, str_loop_facts);
+    if (found == NULL) {
         return -1;
     }
-    PyObject *discreet = PyObject_GetAttr(decision, str_discreet);
-    if (discreet == NULL) {
-        Py_DECREF(hidden);
+    if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != FACTS) {
+        Py_DECREF(found);
+        PyErr_SetString(PyExc_TypeError, "check(): a decision's loop_facts is not what the loop reads");
         return -1;
-    }
-    PyObject *unknown = PyObject_GetAttr(decision, str_unknown);
-    if (unknown == NULL) {
-        Py_DECREF(hidden);
-        Py_DECREF(discreet);
-        return -1;
-    }
-    PyObject *fragment = PyObject_GetAttr(decision, attach);
-    if (fragment == NULL) {
-        Py_DECREF(hidden);
-        Py_DECREF(discreet);
-        Py_DECREF(unknown);
-        return -1;
-    }
-    facts->notice_key = NULL;
-    if (hidden == Py_True) {
-        PyObject *notice_key = PyObject_GetAttr(decision, str_notice_key);
-        if (notice_key == NULL) {
-            Py_DECREF(hidden);
-            Py_DECREF(discreet);
-            Py_DECREF(unknown);
-            Py_DECREF(fragment);
-            return -1;
-        }
-        facts->notice_key = notice_key;  /* the decision keeps it alive, as its fragment */
-        Py_DECREF(notice_key);
     }
     facts->decision = decision;
     facts->items = 0;
-    facts->hidden = hidden == Py_True;
-    facts->discreet = discreet == Py_True;
-    facts->unknown = unknown == Py_True;
-    /* The decision keeps its fragment alive (a frozen dataclass field), and the decision is in the list. */
-    facts->fragment = fragment;
-    Py_DECREF(hidden);
-    Py_DECREF(discreet);
-    Py_DECREF(unknown);
-    Py_DECREF(fragment);
+    facts->hidden = PyTuple_GET_ITEM(found, FACT_HIDDEN) == Py_True;
+    facts->discreet = PyTuple_GET_ITEM(found, FACT_DISCREET) == Py_True;
+    facts->unknown = PyTuple_GET_ITEM(found, FACT_UNKNOWN) == Py_True;
+    /* Borrowed: the decision keeps its facts alive (a frozen dataclass field), and the decision is in
+     * the decisions list. */
+    facts->fragment = PyTuple_GET_ITEM(found, explanation_at);
+    facts->notice_key = facts->hidden ? PyTuple_GET_ITEM(found, FACT_NOTICE_KEY) : NULL;
+    Py_DECREF(found);
     return 0;
 }
 
@@ -158,12 +132,14 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* The decision attribute to attach to kept items as their explanation, or None: do not annotate. */
     PyObject *attach = args[9];
     int annotate = attach != Py_None;
-    if (annotate && !PyUnicode_CheckExact(attach)) {
-        PyErr_SetString(PyExc_TypeError, "check(): annotate must be an attribute name or None");
-        return NULL;
-    }
-    if (!annotate) {
-        attach = str_explanation_json;
+    int explanation_at = FACT_EXPLANATION_JSON;
+    if (annotate) {
+        int is_dict = PyUnicode_Check(attach) ? PyUnicode_Compare(attach, str_explanation) == 0 : 0;
+        if (!is_dict && !(PyUnicode_Check(attach) && PyUnicode_Compare(attach, str_explanation_json) == 0)) {
+            PyErr_SetString(PyExc_TypeError, "check(): annotate must be 'explanation', 'explanation_json' or None");
+            return NULL;
+        }
+        explanation_at = is_dict ? FACT_EXPLANATION : FACT_EXPLANATION_JSON;
     }
     if (!PyList_CheckExact(items) || !PyDict_CheckExact(memo) || !PyList_CheckExact(defaults)
         || !PyList_CheckExact(empty)) {
@@ -318,7 +294,7 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 facts = &found_facts;
                 overflowed = 1;
             }
-            if (read_facts(decision, attach, facts) < 0) {
+            if (read_facts(decision, explanation_at, facts) < 0) {
                 goto error;
             }
         }
@@ -446,14 +422,10 @@ static PyMethodDef speedups_methods[] = {
 static int
 speedups_exec(PyObject *module)
 {
-    str_hidden = PyUnicode_InternFromString("hidden");
-    str_discreet = PyUnicode_InternFromString("discreet");
-    str_unknown = PyUnicode_InternFromString("unknown");
+    str_loop_facts = PyUnicode_InternFromString("loop_facts");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    str_notice_key = PyUnicode_InternFromString("notice_key");
-    if (!str_hidden || !str_discreet || !str_unknown || !str_explanation_json || !str_explanation
-        || !str_notice_key) {
+    if (!str_loop_facts || !str_explanation_json || !str_explanation) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);
