@@ -68,6 +68,113 @@ read_facts(PyObject *decision, int explanation_at, Facts *facts)
     return 0;
 }
 
+/* An item shape seen earlier in the page, and its decision: a page has a handful of shapes, and an item of
+ * a shape seen before is decided without building the memo's key and looking it up. Only shapes whose
+ * categories and signals are all exact strings are kept: for those, equal here means equal keys. */
+typedef struct {
+    Py_hash_t hash;
+    PyObject *categories;  /* borrowed, as the signals: an item of the page holds them, or the defaults do */
+    PyObject *signals;
+    int fresh;
+    PyObject *inferred;
+    PyObject *decision;  /* borrowed: the decisions list holds it; NULL: an empty slot */
+} Shape;
+
+/* Open addressing, never more than half full, so that a probe always ends at an empty slot. */
+#define SHAPE_SLOTS 64
+#define SHAPES_KEPT 32
+
+static int
+hash_strings(PyObject *strings, Py_uhash_t *hash)
+{
+    Py_ssize_t count = PyList_GET_SIZE(strings);
+    *hash = (*hash ^ (Py_uhash_t)count) * 1000003UL;
+    for (Py_ssize_t at = 0; at < count; at++) {
+        PyObject *string = PyList_GET_ITEM(strings, at);
+        if (!PyUnicode_CheckExact(string)) {
+            return -1;
+        }
+        Py_hash_t string_hash = PyObject_Hash(string);  /* cached in the string after the first time */
+        if (string_hash == -1) {
+            PyErr_Clear();
+            return -1;
+        }
+        *hash = (*hash ^ (Py_uhash_t)string_hash) * 1000003UL;
+    }
+    return 0;
+}
+
+/* The shape's hash, or -1 when a category or signal is not an exact string (then it is not kept). */
+static Py_hash_t
+shape_hash(PyObject *categories, PyObject *signals, int fresh, PyObject *inferred)
+{
+    Py_uhash_t hash = 0x345678UL + (Py_uhash_t)(fresh * 2 + (inferred == Py_True));
+    if (hash_strings(categories, &hash) < 0 || hash_strings(signals, &hash) < 0) {
+        return -1;
+    }
+    return (Py_hash_t)hash == -1 ? -2 : (Py_hash_t)hash;
+}
+
+/* Two lists of exact strings, equal element by element. */
+static int
+same_strings(PyObject *one, PyObject *other)
+{
+    if (one == other) {
+        return 1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(one);
+    if (count != PyList_GET_SIZE(other)) {
+        return 0;
+    }
+    for (Py_ssize_t at = 0; at < count; at++) {
+        PyObject *left = PyList_GET_ITEM(one, at), *right = PyList_GET_ITEM(other, at);
+        if (left != right && PyUnicode_Compare(left, right) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The item's decision from the memo, or decided by `miss` (which puts it there). The memo's key, as
+ * guardrail.engine.evaluate.memo_key builds it: (fresh, inferred, len(categories), *categories, *signals).
+ * NULL with an exception set: an unhashable category or signal (a bad item), or a real error. */
+static PyObject *
+memo_decision(PyObject *memo, PyObject *miss, PyObject *categories, PyObject *signals, int fresh, PyObject *age,
+              PyObject *inferred)
+{
+    Py_ssize_t category_count = PyList_GET_SIZE(categories), signal_count = PyList_GET_SIZE(signals);
+    PyObject *key = PyTuple_New(3 + category_count + signal_count);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *category_count_object = PyLong_FromSsize_t(category_count);
+    if (category_count_object == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(fresh ? Py_True : Py_False));
+    PyTuple_SET_ITEM(key, 1, Py_NewRef(inferred));
+    PyTuple_SET_ITEM(key, 2, category_count_object);
+    for (Py_ssize_t at = 0; at < category_count; at++) {
+        PyTuple_SET_ITEM(key, 3 + at, Py_NewRef(PyList_GET_ITEM(categories, at)));
+    }
+    for (Py_ssize_t at = 0; at < signal_count; at++) {
+        PyTuple_SET_ITEM(key, 3 + category_count + at, Py_NewRef(PyList_GET_ITEM(signals, at)));
+    }
+    PyObject *decision = PyDict_GetItemWithError(memo, key);
+    Py_DECREF(key);
+    if (decision != NULL) {
+        return Py_NewRef(decision);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *call_args[4] = {categories, signals, fresh ? age : Py_None, inferred};
+    /* The one call back into Python: the engine's decide(), which never sees the page, so the list and
+     * its items (borrowed by the caller) stay as they are. The caller checks anyway. */
+    return PyObject_Vectorcall(miss, call_args, 4, NULL);
+}
+
 /* counts[key] += amount */
 static int
 add_count(PyObject *counts, PyObject *key, Py_ssize_t amount)
@@ -160,6 +267,9 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int wide_ids = 0;
     Facts cache[FACTS_CACHED];
     int cached = 0, overflowed = 0;
+    Shape shapes[SHAPE_SLOTS];
+    int shapes_kept = 0;
+    memset(shapes, 0, sizeof shapes);
     if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL || hidden_by_kind == NULL
         || index_string == NULL) {
         goto error;
@@ -233,46 +343,35 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
 
-        /* The memo's key, as guardrail.engine.evaluate.memo_key builds it:
-         * (fresh, inferred, len(categories), *categories, *signals). */
-        Py_ssize_t category_count = PyList_GET_SIZE(categories), signal_count = PyList_GET_SIZE(signals);
-        PyObject *key = PyTuple_New(3 + category_count + signal_count);
-        if (key == NULL) {
-            goto error;
-        }
-        PyObject *category_count_object = PyLong_FromSsize_t(category_count);
-        if (category_count_object == NULL) {
-            Py_DECREF(key);
-            goto error;
-        }
-        PyTuple_SET_ITEM(key, 0, Py_NewRef(fresh ? Py_True : Py_False));
-        PyTuple_SET_ITEM(key, 1, Py_NewRef(inferred));
-        PyTuple_SET_ITEM(key, 2, category_count_object);
-        for (Py_ssize_t at = 0; at < category_count; at++) {
-            PyTuple_SET_ITEM(key, 3 + at, Py_NewRef(PyList_GET_ITEM(categories, at)));
-        }
-        for (Py_ssize_t at = 0; at < signal_count; at++) {
-            PyTuple_SET_ITEM(key, 3 + category_count + at, Py_NewRef(PyList_GET_ITEM(signals, at)));
-        }
-        PyObject *decision = PyDict_GetItemWithError(memo, key);
-        Py_DECREF(key);
-        if (decision != NULL) {
-            Py_INCREF(decision);
-        }
-        else {
-            if (PyErr_Occurred()) {
-                goto bad_item_or_error;  /* an unhashable category or signal */
+        Py_hash_t hash = shape_hash(categories, signals, fresh, inferred);
+        Shape *empty_slot = NULL;
+        PyObject *decision = NULL;
+        if (hash != -1) {
+            for (size_t at = (size_t)hash & (SHAPE_SLOTS - 1);; at = (at + 1) & (SHAPE_SLOTS - 1)) {
+                Shape *shape = &shapes[at];
+                if (shape->decision == NULL) {
+                    empty_slot = shape;
+                    break;
+                }
+                if (shape->hash == hash && shape->fresh == fresh && shape->inferred == inferred
+                    && same_strings(shape->categories, categories) && same_strings(shape->signals, signals)) {
+                    decision = Py_NewRef(shape->decision);
+                    break;
+                }
             }
-            PyObject *call_args[4] = {categories, signals, fresh ? age : Py_None, inferred};
-            /* The one call back into Python: the engine's decide(), which never sees the page, so
-             * the list and its items (borrowed above) stay as they are. Checked anyway. */
-            decision = PyObject_Vectorcall(miss, call_args, 4, NULL);
+        }
+        if (decision == NULL) {
+            decision = memo_decision(memo, miss, categories, signals, fresh, age, inferred);
             if (decision == NULL) {
                 goto bad_item_or_error;
             }
             if (PyList_GET_SIZE(items) != count) {
                 Py_DECREF(decision);
                 goto fallback;
+            }
+            if (empty_slot != NULL && shapes_kept < SHAPES_KEPT) {
+                *empty_slot = (Shape){hash, categories, signals, fresh, inferred, decision};
+                shapes_kept++;
             }
         }
         PyList_SET_ITEM(decisions, index, decision);  /* steals the reference */
