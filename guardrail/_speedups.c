@@ -11,9 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-static PyObject *str_hidden;
-static PyObject *str_discreet;
-static PyObject *str_unknown;
+static PyObject *str_loop_facts;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
 
@@ -32,45 +30,190 @@ typedef struct {
     int discreet;
     int unknown;
     PyObject *fragment;  /* what a kept item gets as its explanation, borrowed: the decision holds it */
+    PyObject *notice_key;  /* a hidden one's (deciding reason, muted topic), borrowed; NULL when kept */
+    Py_ssize_t items;  /* how many items of the page it decided (counted for the cached ones only) */
 } Facts;
 
+/* guardrail.engine.loop.DISTINCT: a page with more distinct decisions than this has no `index`. */
 #define FACTS_CACHED 32
+/* The page's index names the decision at position p of `distinct` by the character '0' + p. */
+#define INDEX_FIRST '0'
 
+/* Where ItemDecision.loop_facts keeps each fact. */
+enum { FACT_HIDDEN, FACT_DISCREET, FACT_UNKNOWN, FACT_EXPLANATION, FACT_EXPLANATION_JSON, FACT_NOTICE_KEY, FACTS };
+
+/* `explanation_at`: FACT_EXPLANATION or FACT_EXPLANATION_JSON, what a kept item gets. */
 static int
-read_facts(PyObject *decision, PyObject *attach, Facts *facts)
+read_facts(PyObject *decision, int explanation_at, Facts *facts)
 {
-    PyObject *hidden = PyObject_GetAttr(decision, str_hidden);
-    if (hidden == NULL) {
+    PyObject *found = PyObject_GetAttr(decision, str_loop_facts);
+    if (found == NULL) {
         return -1;
     }
-    PyObject *discreet = PyObject_GetAttr(decision, str_discreet);
-    if (discreet == NULL) {
-        Py_DECREF(hidden);
-        return -1;
-    }
-    PyObject *unknown = PyObject_GetAttr(decision, str_unknown);
-    if (unknown == NULL) {
-        Py_DECREF(hidden);
-        Py_DECREF(discreet);
-        return -1;
-    }
-    PyObject *fragment = PyObject_GetAttr(decision, attach);
-    if (fragment == NULL) {
-        Py_DECREF(hidden);
-        Py_DECREF(discreet);
-        Py_DECREF(unknown);
+    if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != FACTS) {
+        Py_DECREF(found);
+        PyErr_SetString(PyExc_TypeError, "check(): a decision's loop_facts is not what the loop reads");
         return -1;
     }
     facts->decision = decision;
-    facts->hidden = hidden == Py_True;
-    facts->discreet = discreet == Py_True;
-    facts->unknown = unknown == Py_True;
-    /* The decision keeps its fragment alive (a frozen dataclass field), and the decision is in the list. */
-    facts->fragment = fragment;
-    Py_DECREF(hidden);
-    Py_DECREF(discreet);
-    Py_DECREF(unknown);
-    Py_DECREF(fragment);
+    facts->items = 0;
+    facts->hidden = PyTuple_GET_ITEM(found, FACT_HIDDEN) == Py_True;
+    facts->discreet = PyTuple_GET_ITEM(found, FACT_DISCREET) == Py_True;
+    facts->unknown = PyTuple_GET_ITEM(found, FACT_UNKNOWN) == Py_True;
+    /* Borrowed: the decision keeps its facts alive (a frozen dataclass field), and the decision is in
+     * the decisions list. */
+    facts->fragment = PyTuple_GET_ITEM(found, explanation_at);
+    facts->notice_key = facts->hidden ? PyTuple_GET_ITEM(found, FACT_NOTICE_KEY) : NULL;
+    Py_DECREF(found);
+    return 0;
+}
+
+/* An item shape seen earlier in the page, and its decision: a page has a handful of shapes, and an item of
+ * a shape seen before is decided without building the memo's key and looking it up. Only shapes whose
+ * categories and signals are all exact strings are kept: for those, equal here means equal keys. */
+typedef struct {
+    Py_hash_t hash;
+    PyObject *categories;  /* borrowed, as the signals: an item of the page holds them, or the defaults do */
+    PyObject *signals;
+    int fresh;
+    PyObject *inferred;
+    PyObject *decision;  /* borrowed: the decisions list holds it; NULL: an empty slot */
+} Shape;
+
+/* Open addressing, never more than half full, so that a probe always ends at an empty slot. */
+#define SHAPE_SLOTS 64
+#define SHAPES_KEPT 32
+
+static int
+hash_strings(PyObject *strings, Py_uhash_t *hash)
+{
+    Py_ssize_t count = PyList_GET_SIZE(strings);
+    *hash = (*hash ^ (Py_uhash_t)count) * 1000003UL;
+    for (Py_ssize_t at = 0; at < count; at++) {
+        PyObject *string = PyList_GET_ITEM(strings, at);
+        if (!PyUnicode_CheckExact(string)) {
+            return -1;
+        }
+        Py_hash_t string_hash = PyObject_Hash(string);  /* cached in the string after the first time */
+        if (string_hash == -1) {
+            PyErr_Clear();
+            return -1;
+        }
+        *hash = (*hash ^ (Py_uhash_t)string_hash) * 1000003UL;
+    }
+    return 0;
+}
+
+/* The shape's hash, or -1 when a category or signal is not an exact string (then it is not kept). */
+static Py_hash_t
+shape_hash(PyObject *categories, PyObject *signals, int fresh, PyObject *inferred)
+{
+    Py_uhash_t hash = 0x345678UL + (Py_uhash_t)(fresh * 2 + (inferred == Py_True));
+    if (hash_strings(categories, &hash) < 0 || hash_strings(signals, &hash) < 0) {
+        return -1;
+    }
+    return (Py_hash_t)hash == -1 ? -2 : (Py_hash_t)hash;
+}
+
+/* Two lists of exact strings, equal element by element. */
+static int
+same_strings(PyObject *one, PyObject *other)
+{
+    if (one == other) {
+        return 1;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(one);
+    if (count != PyList_GET_SIZE(other)) {
+        return 0;
+    }
+    for (Py_ssize_t at = 0; at < count; at++) {
+        PyObject *left = PyList_GET_ITEM(one, at), *right = PyList_GET_ITEM(other, at);
+        if (left != right && PyUnicode_Compare(left, right) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The item's decision from the memo, or decided by `miss` (which puts it there). The memo's key, as
+ * guardrail.engine.evaluate.memo_key builds it: (fresh, inferred, len(categories), *categories, *signals).
+ * NULL with an exception set: an unhashable category or signal (a bad item), or a real error. */
+static PyObject *
+memo_decision(PyObject *memo, PyObject *miss, PyObject *categories, PyObject *signals, int fresh, PyObject *age,
+              PyObject *inferred)
+{
+    Py_ssize_t category_count = PyList_GET_SIZE(categories), signal_count = PyList_GET_SIZE(signals);
+    PyObject *key = PyTuple_New(3 + category_count + signal_count);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *category_count_object = PyLong_FromSsize_t(category_count);
+    if (category_count_object == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(fresh ? Py_True : Py_False));
+    PyTuple_SET_ITEM(key, 1, Py_NewRef(inferred));
+    PyTuple_SET_ITEM(key, 2, category_count_object);
+    for (Py_ssize_t at = 0; at < category_count; at++) {
+        PyTuple_SET_ITEM(key, 3 + at, Py_NewRef(PyList_GET_ITEM(categories, at)));
+    }
+    for (Py_ssize_t at = 0; at < signal_count; at++) {
+        PyTuple_SET_ITEM(key, 3 + category_count + at, Py_NewRef(PyList_GET_ITEM(signals, at)));
+    }
+    PyObject *decision = PyDict_GetItemWithError(memo, key);
+    Py_DECREF(key);
+    if (decision != NULL) {
+        return Py_NewRef(decision);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *call_args[4] = {categories, signals, fresh ? age : Py_None, inferred};
+    /* The one call back into Python: the engine's decide(), which never sees the page, so the list and
+     * its items (borrowed by the caller) stay as they are. The caller checks anyway. */
+    return PyObject_Vectorcall(miss, call_args, 4, NULL);
+}
+
+/* counts[key] += amount */
+static int
+add_count(PyObject *counts, PyObject *key, Py_ssize_t amount)
+{
+    PyObject *before = PyDict_GetItemWithError(counts, key);
+    if (before == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t total = amount;
+    if (before != NULL) {
+        Py_ssize_t counted = PyLong_AsSsize_t(before);
+        if (counted == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        total += counted;
+    }
+    PyObject *after = PyLong_FromSsize_t(total);
+    if (after == NULL) {
+        return -1;
+    }
+    int failed = PyDict_SetItem(counts, key, after);
+    Py_DECREF(after);
+    return failed;
+}
+
+/* Whether an integer id is beyond 64 bits (signed or unsigned): a decision record keeps it as its digits. */
+static int
+is_wide(PyObject *item_id)
+{
+    int overflow = 0;
+    PyLong_AsLongLongAndOverflow(item_id, &overflow);
+    if (overflow <= 0) {
+        return overflow < 0;
+    }
+    PyLong_AsUnsignedLongLong(item_id);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
     return 0;
 }
 
@@ -79,8 +222,9 @@ PyDoc_STRVAR(check_doc,
 "      fresh_seconds, annotate, miss, empty)\n"
 "--\n\n"
 "Decide every item of `items` (see guardrail.engine.loop.check_items); `annotate`: None, or the name of\n"
-"the decision attribute each kept item gets as its `explanation`. Returns\n"
-"(decisions, item_ids, kept, hidden, discreet, unknown), or None when the Python loop must run instead.");
+"the decision attribute each kept item gets as its `explanation`. Returns (decisions, item_ids, kept,\n"
+"hidden, discreet, unknown, distinct, index, hidden_by_kind, wide_ids), or None when the Python loop\n"
+"must run instead.");
 
 static PyObject *
 check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -95,12 +239,14 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* The decision attribute to attach to kept items as their explanation, or None: do not annotate. */
     PyObject *attach = args[9];
     int annotate = attach != Py_None;
-    if (annotate && !PyUnicode_CheckExact(attach)) {
-        PyErr_SetString(PyExc_TypeError, "check(): annotate must be an attribute name or None");
-        return NULL;
-    }
-    if (!annotate) {
-        attach = str_explanation_json;
+    int explanation_at = FACT_EXPLANATION_JSON;
+    if (annotate) {
+        int is_dict = PyUnicode_Check(attach) ? PyUnicode_Compare(attach, str_explanation) == 0 : 0;
+        if (!is_dict && !(PyUnicode_Check(attach) && PyUnicode_Compare(attach, str_explanation_json) == 0)) {
+            PyErr_SetString(PyExc_TypeError, "check(): annotate must be 'explanation', 'explanation_json' or None");
+            return NULL;
+        }
+        explanation_at = is_dict ? FACT_EXPLANATION : FACT_EXPLANATION_JSON;
     }
     if (!PyList_CheckExact(items) || !PyDict_CheckExact(memo) || !PyList_CheckExact(defaults)
         || !PyList_CheckExact(empty)) {
@@ -112,13 +258,23 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *item_ids = PyList_New(count);
     PyObject *kept = PyList_New(0);
     PyObject *hidden = PyList_New(0);
+    PyObject *hidden_by_kind = PyDict_New();
+    /* Written as the items are decided: ASCII, one character per item. */
+    PyObject *index_string = PyUnicode_New(count, 127);
+    PyObject *distinct = NULL;
     PyObject *result = NULL;
     long discreet = 0, unknown = 0;
+    int wide_ids = 0;
     Facts cache[FACTS_CACHED];
-    int cached = 0;
-    if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL) {
-        goto done;
+    int cached = 0, overflowed = 0;
+    Shape shapes[SHAPE_SLOTS];
+    int shapes_kept = 0;
+    memset(shapes, 0, sizeof shapes);
+    if (decisions == NULL || item_ids == NULL || kept == NULL || hidden == NULL || hidden_by_kind == NULL
+        || index_string == NULL) {
+        goto error;
     }
+    Py_UCS1 *index_chars = PyUnicode_1BYTE_DATA(index_string);
     /* Until every slot is filled, PyList_New's NULL slots are what a half-built list holds. */
 
     for (Py_ssize_t index = 0; index < count; index++) {
@@ -134,8 +290,13 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             goto fallback;
         }
-        if (!PyUnicode_CheckExact(item_id) && !PyLong_CheckExact(item_id)) {
-            goto fallback;
+        if (!PyUnicode_CheckExact(item_id)) {
+            if (!PyLong_CheckExact(item_id)) {
+                goto fallback;
+            }
+            if (!wide_ids && is_wide(item_id)) {
+                wide_ids = 1;
+            }
         }
         PyObject *categories = PyDict_GetItemWithError(item, categories_field);
         if (categories == NULL) {
@@ -182,40 +343,25 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
 
-        /* The memo's key, as guardrail.engine.evaluate.memo_key builds it:
-         * (fresh, inferred, len(categories), *categories, *signals). */
-        Py_ssize_t category_count = PyList_GET_SIZE(categories), signal_count = PyList_GET_SIZE(signals);
-        PyObject *key = PyTuple_New(3 + category_count + signal_count);
-        if (key == NULL) {
-            goto error;
-        }
-        PyObject *category_count_object = PyLong_FromSsize_t(category_count);
-        if (category_count_object == NULL) {
-            Py_DECREF(key);
-            goto error;
-        }
-        PyTuple_SET_ITEM(key, 0, Py_NewRef(fresh ? Py_True : Py_False));
-        PyTuple_SET_ITEM(key, 1, Py_NewRef(inferred));
-        PyTuple_SET_ITEM(key, 2, category_count_object);
-        for (Py_ssize_t at = 0; at < category_count; at++) {
-            PyTuple_SET_ITEM(key, 3 + at, Py_NewRef(PyList_GET_ITEM(categories, at)));
-        }
-        for (Py_ssize_t at = 0; at < signal_count; at++) {
-            PyTuple_SET_ITEM(key, 3 + category_count + at, Py_NewRef(PyList_GET_ITEM(signals, at)));
-        }
-        PyObject *decision = PyDict_GetItemWithError(memo, key);
-        Py_DECREF(key);
-        if (decision != NULL) {
-            Py_INCREF(decision);
-        }
-        else {
-            if (PyErr_Occurred()) {
-                goto bad_item_or_error;  /* an unhashable category or signal */
+        Py_hash_t hash = shape_hash(categories, signals, fresh, inferred);
+        Shape *empty_slot = NULL;
+        PyObject *decision = NULL;
+        if (hash != -1) {
+            for (size_t at = (size_t)hash & (SHAPE_SLOTS - 1);; at = (at + 1) & (SHAPE_SLOTS - 1)) {
+                Shape *shape = &shapes[at];
+                if (shape->decision == NULL) {
+                    empty_slot = shape;
+                    break;
+                }
+                if (shape->hash == hash && shape->fresh == fresh && shape->inferred == inferred
+                    && same_strings(shape->categories, categories) && same_strings(shape->signals, signals)) {
+                    decision = Py_NewRef(shape->decision);
+                    break;
+                }
             }
-            PyObject *call_args[4] = {categories, signals, fresh ? age : Py_None, inferred};
-            /* The one call back into Python: the engine's decide(), which never sees the page, so
-             * the list and its items (borrowed above) stay as they are. Checked anyway. */
-            decision = PyObject_Vectorcall(miss, call_args, 4, NULL);
+        }
+        if (decision == NULL) {
+            decision = memo_decision(memo, miss, categories, signals, fresh, age, inferred);
             if (decision == NULL) {
                 goto bad_item_or_error;
             }
@@ -223,26 +369,45 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(decision);
                 goto fallback;
             }
+            if (empty_slot != NULL && shapes_kept < SHAPES_KEPT) {
+                *empty_slot = (Shape){hash, categories, signals, fresh, inferred, decision};
+                shapes_kept++;
+            }
         }
         PyList_SET_ITEM(decisions, index, decision);  /* steals the reference */
         PyList_SET_ITEM(item_ids, index, Py_NewRef(item_id));
 
         Facts found_facts, *facts = NULL;
-        for (int at = 0; at < cached; at++) {
-            if (cache[at].decision == decision) {
-                facts = &cache[at];
+        int position = 0;
+        for (; position < cached; position++) {
+            if (cache[position].decision == decision) {
+                facts = &cache[position];
                 break;
             }
         }
         if (facts == NULL) {
-            facts = cached < FACTS_CACHED ? &cache[cached++] : &found_facts;
-            if (read_facts(decision, attach, facts) < 0) {
+            if (cached < FACTS_CACHED) {
+                facts = &cache[cached++];
+            }
+            else {
+                facts = &found_facts;
+                overflowed = 1;
+            }
+            if (read_facts(decision, explanation_at, facts) < 0) {
                 goto error;
             }
+        }
+        if (facts != &found_facts) {
+            index_chars[index] = (Py_UCS1)(INDEX_FIRST + position);
+            facts->items++;
         }
         unknown += facts->unknown;
         if (facts->hidden) {
             if (PyList_Append(hidden, decision) < 0) {
+                goto error;
+            }
+            /* The cached ones are counted once, after the loop. */
+            if (facts == &found_facts && add_count(hidden_by_kind, facts->notice_key, 1) < 0) {
                 goto error;
             }
             continue;
@@ -255,7 +420,24 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
-    result = Py_BuildValue("(OOOOll)", decisions, item_ids, kept, hidden, discreet, unknown);
+    distinct = PyList_New(cached);
+    if (distinct == NULL) {
+        goto error;
+    }
+    for (int at = 0; at < cached; at++) {
+        PyList_SET_ITEM(distinct, at, Py_NewRef(cache[at].decision));
+        if (cache[at].hidden && add_count(hidden_by_kind, cache[at].notice_key, cache[at].items) < 0) {
+            goto error;
+        }
+    }
+    if (overflowed) {
+        result = Py_BuildValue("(OOOOllOOOO)", decisions, item_ids, kept, hidden, discreet, unknown, Py_None,
+                               Py_None, hidden_by_kind, wide_ids ? Py_True : Py_False);
+    }
+    else {
+        result = Py_BuildValue("(OOOOllOOOO)", decisions, item_ids, kept, hidden, discreet, unknown, distinct,
+                               index_string, hidden_by_kind, wide_ids ? Py_True : Py_False);
+    }
     goto done;
 
 bad_item_or_error:
@@ -274,6 +456,9 @@ done:
     Py_XDECREF(item_ids);
     Py_XDECREF(kept);
     Py_XDECREF(hidden);
+    Py_XDECREF(hidden_by_kind);
+    Py_XDECREF(index_string);
+    Py_XDECREF(distinct);
     return result;
 }
 
@@ -336,15 +521,13 @@ static PyMethodDef speedups_methods[] = {
 static int
 speedups_exec(PyObject *module)
 {
-    str_hidden = PyUnicode_InternFromString("hidden");
-    str_discreet = PyUnicode_InternFromString("discreet");
-    str_unknown = PyUnicode_InternFromString("unknown");
+    str_loop_facts = PyUnicode_InternFromString("loop_facts");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    if (!str_hidden || !str_discreet || !str_unknown || !str_explanation_json || !str_explanation) {
+    if (!str_loop_facts || !str_explanation_json || !str_explanation) {
         return -1;
     }
-    return 0;
+    return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);
 }
 
 static PyModuleDef_Slot speedups_slots[] = {

@@ -1,7 +1,9 @@
 from collections.abc import Callable
 from typing import Any
 
-from guardrail.engine import ItemDecision
+from guardrail.engine import ItemDecision, Reason
+
+DISTINCT: int
 
 def check(
     items: list[Any],
@@ -13,8 +15,22 @@ def check(
     defaults: list[str],
     memo: dict[object, ItemDecision],
     fresh_seconds: float,
-    annotate: bool,
+    annotate: str | None,
     miss: Callable[[list[str], list[str], float | None, bool], ItemDecision],
     empty: list[str],
-) -> tuple[list[ItemDecision], list[str | int], list[dict[str, Any]], list[ItemDecision], int, int] | None: ...
+) -> (
+    tuple[
+        list[ItemDecision],
+        list[str | int],
+        list[dict[str, Any]],
+        list[ItemDecision],
+        int,
+        int,
+        list[ItemDecision] | None,
+        str | None,
+        dict[tuple[Reason, str | None], int],
+        bool,
+    ]
+    | None
+): ...
 def has_digit_run(body: bytes, length: int) -> bool: ...

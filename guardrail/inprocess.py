@@ -100,12 +100,12 @@ class InProcess:
         # On the items themselves, as the middleware annotates the page it reads: a copy of each would
         # cost more than deciding it. Each kept item's explanation is for this caller.
         found = check_items(ctx, target.fields, given, target.default_signals, annotate=enforce, as_dicts=True)
-        if int in set(map(type, found.item_ids)):  # an integer beyond 64 bits is recorded as its digits
+        if found.wide_ids:  # an integer beyond 64 bits is recorded as its digits
             found = found._replace(item_ids=storable_ids(found.item_ids))
         decisions, hidden = found.decisions, found.hidden
         kept = found.kept if enforce else given
         degraded = ctx.degraded
-        notice = guard.notice(ctx.locale, hidden) if hidden else None
+        notice = guard.notice.by_kind(ctx.locale, found.hidden_by_kind) if hidden else None
         page = summary(decision, mode, policy.policy_id, len(found.kept), len(hidden), degraded, notice)
         headers = header_map(decision, mode, len(hidden), degraded)
         if degraded:

@@ -197,7 +197,7 @@ class GuardedResponder:
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
             hidden = checked.hidden
-            summary_notice = self.guard.notice(self.ctx.locale, hidden) if hidden else None
+            summary_notice = self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind) if hidden else None
             # Shadow mode sends the body as it came, byte for byte.
             out = (
                 encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)
@@ -354,4 +354,6 @@ def decision_record(
         # and the receipt is spelled out only if someone asks for it.
         item_ids=checked.item_ids,
         decisions=checked.decisions,
+        distinct=checked.distinct,
+        per_item=checked.per_item,
     )

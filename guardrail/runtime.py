@@ -10,14 +10,12 @@ responder and the management surface, so it depends on neither: it sits below bo
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from guardrail.engine import CheckedItems
@@ -31,8 +29,6 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
 logger = logging.getLogger("guardrail")
-
-_FIRST_REASON = attrgetter("first_reason")
 
 # What /readyz awaits besides the store: None when ready, else a short reason shown to anyone who asks.
 ReadinessCheck = Callable[[], Awaitable[str | None]]
@@ -164,9 +160,9 @@ class Runtime:
         for action, count in (("keep", kept), ("discreet", checked.discreet), ("hide", len(hidden))):
             if count:
                 add(self._count(route, "items", action), count)
-        if hidden:
-            for reason, count in collections.Counter(map(_FIRST_REASON, hidden)).items():
-                add(self._count(route, "hidden_items", reason), count)
+        # A handful of kinds, counted by the per-item loop; one reason may come with several muted topics.
+        for (reason, _), count in checked.hidden_by_kind.items():
+            add(self._count(route, "hidden_items", reason), count)
         if checked.unknown:
             add(self._count(route, "unknown_categories"), checked.unknown)
         if record is not None:

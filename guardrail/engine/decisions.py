@@ -58,6 +58,9 @@ class ItemDecision:
     explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
     # [action, reasons, because] serialized once, for decision records written to a store.
     record_json: orjson.Fragment = field(init=False, repr=False, compare=False)
+    # What the C loop (guardrail/_speedups.c) reads of a decision, in one attribute: (hidden, discreet,
+    # unknown, explanation, explanation_json, notice_key).
+    loop_facts: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", self.action is Action.HIDE)
@@ -69,3 +72,5 @@ class ItemDecision:
         object.__setattr__(self, "explanation_json", fragment)
         record = orjson.dumps([self.action.value, [r.value for r in self.reasons], list(self.because)])
         object.__setattr__(self, "record_json", orjson.Fragment(record))
+        facts = (self.hidden, self.discreet, self.unknown, self.explanation, fragment, self.notice_key)
+        object.__setattr__(self, "loop_facts", facts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, NoReturn, Protocol
 
 from guardrail.engine.context import UserContext
-from guardrail.engine.decisions import ItemDecision
+from guardrail.engine.decisions import ItemDecision, Reason
 from guardrail.engine.evaluate import decide
 from guardrail.speedups import native
 
@@ -19,6 +19,13 @@ _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categorie
 _AS_JSON, _AS_DICT = "explanation_json", "explanation"
 _ID_TYPES = (str, int)
 _NUMBER_TYPES = (int, float)
+# Integers a decision record keeps as they are; beyond these, as their digits (guardrail.bodies.storable_ids).
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+# The most distinct decisions a page's `index` can name (the C loop's cache of what it read of each).
+DISTINCT = 32
+# `per_item` names the decision at position p of `distinct` by the character chr(INDEX_FIRST + p): '0' to 'O',
+# none of which JSON escapes.
+INDEX_FIRST = ord("0")
 
 
 class ItemFields(Protocol):
@@ -47,6 +54,15 @@ class CheckedItems(NamedTuple):
     hidden: list[ItemDecision]
     discreet: int  # how many of the kept ones are discreet
     unknown: int  # how many carry a category the policy does not define, kept or not
+    # The page's distinct decisions (objects), first seen first, and `per_item` one character per item
+    # naming its decision's position there (INDEX_FIRST + position): a page has a handful, so what is said
+    # once per decision (a record's parts) is said once. None for both beyond DISTINCT distinct decisions.
+    distinct: list[ItemDecision] | None
+    per_item: str | None
+    # How many items were hidden for each `notice_key` (deciding reason, muted topic): all the notice and
+    # the hidden-item counters need, without going over the hidden items again.
+    hidden_by_kind: dict[tuple[Reason, str | None], int]
+    wide_ids: bool  # some id is an integer beyond 64 bits
 
 
 def check_items(
@@ -103,6 +119,14 @@ def check_items_python(
     hidden: list[ItemDecision] = []
     add_decision, add_kept = decisions.append, kept.append
     discreet = unknown = 0
+    # As the C loop: the first DISTINCT distinct decisions (by identity) get a position and are counted
+    # by it; the hidden ones past those are counted by kind one by one.
+    positions: dict[int, int] = {}
+    distinct: list[ItemDecision] = []
+    counts: list[int] = []
+    index: list[str] = []
+    hidden_by_kind: dict[tuple[Reason, str | None], int] = {}
+    overflowed = False
     # Every statement here runs once per item: locals are bound above, and an item that is not
     # an object (no `.get`) or has unhashable lists ends the loop with an exception that the
     # slow path below turns into a precise message.
@@ -130,6 +154,18 @@ def check_items_python(
             if decision is None:
                 decision = decide(ctx, categories, signals, age if fresh else None, inferred)
             add_decision(decision)
+            position = positions.get(id(decision))
+            if position is None and len(distinct) < DISTINCT:
+                position = positions[id(decision)] = len(distinct)
+                distinct.append(decision)
+                counts.append(0)
+            if position is None:
+                overflowed = True
+                if decision.hidden:
+                    _count_hidden(hidden_by_kind, decision, 1)
+            else:
+                index.append(chr(INDEX_FIRST + position))
+                counts[position] += 1
             unknown += decision.unknown
             if decision.hidden:
                 hidden.append(decision)
@@ -141,7 +177,21 @@ def check_items_python(
     except (TypeError, AttributeError):
         _reject_first_bad(items, fields)
     item_ids = [item[id_field] for item in items]
-    return CheckedItems(decisions, item_ids, kept, hidden, discreet, unknown)
+    for decision, count in zip(distinct, counts, strict=True):
+        if decision.hidden:
+            _count_hidden(hidden_by_kind, decision, count)
+    wide_ids = any(type(item_id) is int and not _INT64_MIN <= item_id <= _UINT64_MAX for item_id in item_ids)
+    if overflowed:
+        return CheckedItems(decisions, item_ids, kept, hidden, discreet, unknown, None, None, hidden_by_kind, wide_ids)
+    return CheckedItems(
+        decisions, item_ids, kept, hidden, discreet, unknown, distinct, "".join(index), hidden_by_kind, wide_ids
+    )
+
+
+def _count_hidden(hidden_by_kind: dict[tuple[Reason, str | None], int], decision: ItemDecision, count: int) -> None:
+    key = decision.notice_key
+    assert key is not None  # a hidden decision has a deciding reason
+    hidden_by_kind[key] = hidden_by_kind.get(key, 0) + count
 
 
 def _reject_first_bad(items: list[Any], fields: ItemFields) -> NoReturn:

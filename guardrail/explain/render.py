@@ -6,8 +6,7 @@ as its explainer, and the responder asks a `Notices` for the sentence about what
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -60,21 +59,31 @@ class Notices:
         self._cache: BoundedCache[tuple[object, ...], str | None] = BoundedCache(NOTICES)
 
     def __call__(self, locale: str, hidden: Sequence[ItemDecision]) -> str | None:
-        key = (locale, len(hidden), frozenset(map(_NOTICE_KEY, hidden)))
+        return self._notice(locale, len(hidden), frozenset(map(_NOTICE_KEY, hidden)))
+
+    def by_kind(self, locale: str, hidden_by_kind: Mapping[tuple[Reason, str | None], int]) -> str | None:
+        """The same sentence, from how many items were hidden for each notice key (as the per-item loop
+        counts them: `CheckedItems.hidden_by_kind`)."""
+        return self._notice(locale, sum(hidden_by_kind.values()), frozenset(hidden_by_kind))
+
+    def _notice(self, locale: str, count: int, kinds: frozenset[tuple[Reason, str | None]]) -> str | None:
+        key = (locale, count, kinds)
         found = self._cache.get(key, key)
         if found is key:
-            found = self._cache.put(key, _notice(self.compiled, locale, hidden))
+            found = self._cache.put(key, _notice(self.compiled, locale, count, kinds))
         return found  # type: ignore[return-value]
 
 
-def _notice(compiled: CompiledPolicy, locale: str, hidden: Iterable[ItemDecision]) -> str | None:
-    deciding: Counter[Reason] = Counter()
+def _notice(
+    compiled: CompiledPolicy, locale: str, count: int, kinds: Iterable[tuple[Reason, str | None]]
+) -> str | None:
+    """`kinds`: the (deciding reason, muted topic) of the `count` hidden items."""
+    deciding: set[Reason] = set()
     topics: set[str] = set()
-    for decision in hidden:
-        deciding[decision.reasons[0]] += 1
-        if decision.reasons[0] is Reason.TOPIC_MUTED and decision.muted_topic is not None:
-            topics.add(decision.muted_topic)
-    count = sum(deciding.values())
+    for reason, muted_topic in kinds:
+        deciding.add(reason)
+        if reason is Reason.TOPIC_MUTED and muted_topic is not None:
+            topics.add(muted_topic)
     if not count:
         return None
     if len(deciding) > 1:

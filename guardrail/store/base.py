@@ -8,7 +8,7 @@ rate limiter's counters) it hands out through the protocol.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -38,6 +38,11 @@ class DecisionRecord:
     degraded: bool
     item_ids: Sequence[str | int]
     decisions: Sequence[ItemDecision]
+    # The same decisions said once each: the page's distinct ones, and one character per item naming its
+    # decision's position among them (guardrail.engine.CheckedItems). A store writes a record this way
+    # when it has them; they say nothing `decisions` does not.
+    distinct: Sequence[ItemDecision] | None = field(default=None, compare=False, repr=False)
+    per_item: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def items(self) -> tuple[ItemRecord, ...]:

@@ -22,6 +22,7 @@ import orjson
 
 from guardrail.caching import BoundedCache
 from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.engine.loop import INDEX_FIRST
 from guardrail.state import REMOVE, UNSET, ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord
 
@@ -91,21 +92,25 @@ _RECORD_JSON = attrgetter("record_json")
 
 
 def encode_record(record: DecisionRecord) -> bytes:
-    return orjson.dumps(
-        {
-            "id": record.id,
-            "t": record.created_at,
-            "route": record.route,
-            "mode": record.mode,
-            "policy": record.policy,
-            "locale": record.locale,
-            "degraded": record.degraded,
-            # Two flat lists, item ids and [action, reasons, because] per item (each serialized once per
-            # decision shape): half the cost of a list of pairs, which costs one small list per item.
-            "ids": record.item_ids,
-            "d": list(map(_RECORD_JSON, record.decisions)),
-        }
-    )
+    fields = {
+        "id": record.id,
+        "t": record.created_at,
+        "route": record.route,
+        "mode": record.mode,
+        "policy": record.policy,
+        "locale": record.locale,
+        "degraded": record.degraded,
+        "ids": record.item_ids,
+    }
+    if record.per_item is not None and record.distinct is not None:
+        # Each distinct decision's [action, reasons, because] once, and a character per item naming it:
+        # a page has a handful of decisions, each serialized once when made.
+        fields["s"] = list(map(_RECORD_JSON, record.distinct))
+        fields["i"] = record.per_item
+    else:
+        # [action, reasons, because] per item: two flat lists cost half a list of pairs.
+        fields["d"] = list(map(_RECORD_JSON, record.decisions))
+    return orjson.dumps(fields)
 
 
 # Decoded decisions by (action, reasons, because): a page has a handful of shapes, and a list of
@@ -125,11 +130,19 @@ def _decision(action: str, reasons: list[str], because: list[str]) -> ItemDecisi
 
 def decode_record(user: str, raw: bytes) -> DecisionRecord:
     data = orjson.loads(raw)
-    if "items" in data:  # written before 2026-11-26: [id, [action, reasons, because]] per item
-        item_ids = [item[0] for item in data["items"]]
-        parts = [item[1] for item in data["items"]]
+    distinct: list[ItemDecision] | None = None
+    per_item: str | None = data.get("i")
+    if per_item is not None:  # the page's distinct decisions, and a character per item naming one
+        item_ids = data["ids"]
+        distinct = [_decision(action, reasons, because) for action, reasons, because in data["s"]]
+        decisions = [distinct[ord(char) - INDEX_FIRST] for char in per_item]
     else:
-        item_ids, parts = data["ids"], data["d"]
+        if "items" in data:  # written before 2026-11-26: [id, [action, reasons, because]] per item
+            item_ids = [item[0] for item in data["items"]]
+            parts = [item[1] for item in data["items"]]
+        else:  # written before 2026-12-06, or a page with more distinct decisions than `per_item` names
+            item_ids, parts = data["ids"], data["d"]
+        decisions = [_decision(action, reasons, because) for action, reasons, because in parts]
     return DecisionRecord(
         id=data["id"],
         user=user,
@@ -140,5 +153,7 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
         locale=data["locale"],
         degraded=data["degraded"],
         item_ids=item_ids,
-        decisions=[_decision(action, reasons, because) for action, reasons, because in parts],
+        decisions=decisions,
+        distinct=distinct,
+        per_item=per_item,
     )

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 from guardrail.bodies import has_digit_run, has_digit_run_python
 from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
-from guardrail.engine.loop import BadItem, CheckedItems, check_items, check_items_python
+from guardrail.engine.loop import DISTINCT, INDEX_FIRST, BadItem, CheckedItems, check_items, check_items_python
 from guardrail.explain.render import explanation
 from guardrail.policy.models import Policy
 from guardrail.routes import RouteTable
 from guardrail.speedups import ACCELERATED
-from tests.engine.support import NOW
+from guardrail.state import UserState
+from tests.engine.support import COMPILED, CONSENTED, NOW, context
 from tests.strategies import examples, items, policies, request_signals, states
 
 # What an upstream sends where the item contract wants something else.
@@ -78,6 +79,10 @@ def outcome(check: Any, ctx: UserContext, page: list[Any], annotate: bool, as_di
         checked.hidden,
         checked.discreet,
         checked.unknown,
+        checked.distinct,
+        checked.per_item,
+        checked.hidden_by_kind,
+        checked.wide_ids,
     )
 
 
@@ -138,3 +143,56 @@ def test_has_digit_run_refuses_what_it_cannot_read() -> None:
         _speedups.has_digit_run(b"123", 0)
     with pytest.raises(TypeError, match="bytes and a length"):
         _speedups.has_digit_run("123", 3)  # type: ignore[arg-type]
+
+
+def _shapes_page(count: int) -> list[dict[str, Any]]:
+    """`count` items, each of a shape of its own (and so a decision of its own), every third one hidden
+    by a muted topic; the hidden seventh one has an integer id beyond 64 bits."""
+    categories = ["movies", "sports", "gambling", "health", "dating", "movies.horror"]
+    signals = ["watch_history", "search_history", "location_precise", "partner_data", "shared_segments"]
+    page: list[dict[str, Any]] = []
+    for index in range(count):
+        picked = [signals[at] for at in range(len(signals)) if index >> at & 1]
+        page.append(
+            {
+                "id": 2**70 if index == 6 else f"rec-{index}",
+                "categories": ["sports"] if index % 3 == 0 else [categories[index % len(categories)]],
+                "signals": [*picked, *(["play_count"] * (index // 32))],
+            }
+        )
+    return page
+
+
+@pytest.mark.parametrize("count", [0, 3, 31, 32, 33, 70])
+def test_both_loops_name_a_pages_distinct_decisions_up_to_the_limit(count: int) -> None:
+    """`distinct` and `index` spell out every item's decision, or are None past DISTINCT distinct ones;
+    `hidden_by_kind` counts the hidden items by notice key; `wide_ids` says an id needs more than 64 bits."""
+    state = UserState(consent=CONSENTED.consent, muted={"sports": None})
+    page = _shapes_page(count)
+    route = RouteTable(COMPILED.policy.routes).match("/recommendations", "GET")
+    assert route is not None
+    seen = []
+    for check in (check_items_python, check_items) if ACCELERATED else (check_items_python,):
+        ctx = context(state)
+        for _ in range(2):  # the memo filled, then read
+            checked = check(ctx, route.fields, copy.deepcopy(page), route.default_signals, annotate=True)
+            seen.append((orjson.dumps(checked.kept), *checked[:2], *checked[3:]))
+        if len(set(map(id, checked.decisions))) > DISTINCT:
+            assert checked.distinct is None and checked.per_item is None
+        else:
+            assert checked.distinct is not None and checked.per_item is not None
+            assert [checked.distinct[ord(char) - INDEX_FIRST] for char in checked.per_item] == checked.decisions
+            assert len(set(map(id, checked.distinct))) == len(checked.distinct)
+        by_kind: dict[Any, int] = {}
+        for decision in checked.hidden:
+            by_kind[decision.notice_key] = by_kind.get(decision.notice_key, 0) + 1
+        assert checked.hidden_by_kind == by_kind
+        assert checked.wide_ids is (count > 6)
+    assert all(found == seen[0] for found in seen)
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="GUARDRAIL_PURE_PYTHON: the C module is not there")
+def test_both_loops_have_the_same_limit_on_distinct_decisions() -> None:
+    from guardrail import _speedups
+
+    assert _speedups.DISTINCT == DISTINCT

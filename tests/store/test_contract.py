@@ -426,6 +426,31 @@ async def test_no_decisions_for_a_user_without_records(store: Store, user: str) 
     assert await store.decision(user, uuid4().hex) is None
 
 
+async def test_a_record_naming_a_pages_distinct_decisions_reads_back(store: Store, user: str) -> None:
+    """As the per-item loop gives it: each distinct decision once, and a character per item naming one."""
+    hidden, kept = make_record(user).decisions
+    record = DecisionRecord(
+        **{**vars_of(make_record(user)), "item_ids": ["a", 2, "c", "d"], "decisions": [kept, hidden, kept, kept]},
+        distinct=[kept, hidden],
+        per_item="0100",
+    )
+    store.record(record)
+
+    (listed,) = await wait_for_decisions(store, user, [record.id])
+    assert listed.items == (
+        ("a", "keep", (), ("watch_history",)),
+        ("2", "hide", ("topic_muted",), ("watch_history",)),
+        ("c", "keep", (), ("watch_history",)),
+        ("d", "keep", (), ("watch_history",)),
+    )
+
+
+def vars_of(record: DecisionRecord) -> dict[str, Any]:
+    """A record's fields but the two that only make it cheaper to write."""
+    cheaper = ("distinct", "per_item")
+    return {name: getattr(record, name) for name in DecisionRecord.__dataclass_fields__ if name not in cheaper}
+
+
 async def test_a_recorded_decision_reads_back(store: Store, user: str) -> None:
     assert not inspect.iscoroutinefunction(store.record), "record() is synchronous: it must never be awaited"
     record = make_record(user)

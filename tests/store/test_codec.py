@@ -1,0 +1,85 @@
+"""How a decision record is written as bytes (guardrail/store/codec.py), in every format a store may
+still hold: a record written by an older version reads back as it was written."""
+
+from __future__ import annotations
+
+import orjson
+
+from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.store import DecisionRecord
+from guardrail.store.codec import decode_record, encode_record
+
+HIDDEN = ItemDecision(Action.HIDE, (Reason.TOPIC_MUTED,), 0, ("watch_history",), None, muted_topic="sports")
+KEPT = ItemDecision(Action.KEEP, (), 10, ("watch_history",), {"text": "t"})
+ITEMS = (
+    ("a", "keep", (), ("watch_history",)),
+    ("2", "hide", ("topic_muted",), ("watch_history",)),
+    ("c", "keep", (), ("watch_history",)),
+)
+HEADER = {
+    "id": "d-1",
+    "t": 1764147600.5,
+    "route": "/recommendations",
+    "mode": "enforce",
+    "policy": "test-policy",
+    "locale": "en",
+    "degraded": False,
+}
+
+
+def record(**cheaper: object) -> DecisionRecord:
+    return DecisionRecord(
+        id="d-1",
+        user="ana",
+        created_at=1764147600.5,
+        route="/recommendations",
+        mode="enforce",
+        policy="test-policy",
+        locale="en",
+        degraded=False,
+        item_ids=["a", 2, "c"],
+        decisions=[KEPT, HIDDEN, KEPT],
+        **cheaper,  # type: ignore[arg-type]
+    )
+
+
+def test_a_record_with_its_distinct_decisions_says_each_once() -> None:
+    written = encode_record(record(distinct=[KEPT, HIDDEN], per_item="010"))
+
+    assert orjson.loads(written) == {
+        **HEADER,
+        "ids": ["a", 2, "c"],
+        "s": [["keep", [], ["watch_history"]], ["hide", ["topic_muted"], ["watch_history"]]],
+        "i": "010",
+    }
+    found = decode_record("ana", written)
+    assert found.items == ITEMS
+    assert found == decode_record("ana", encode_record(record()))
+
+
+def test_a_record_without_an_index_says_each_items_decision() -> None:
+    written = encode_record(record())
+
+    assert orjson.loads(written)["d"] == [
+        ["keep", [], ["watch_history"]],
+        ["hide", ["topic_muted"], ["watch_history"]],
+        ["keep", [], ["watch_history"]],
+    ]
+    assert decode_record("ana", written).items == ITEMS
+
+
+def test_records_written_by_older_versions_read_back() -> None:
+    parts = [
+        ["keep", [], ["watch_history"]],
+        ["hide", ["topic_muted"], ["watch_history"]],
+        ["keep", [], ["watch_history"]],
+    ]
+    per_item = orjson.dumps({**HEADER, "ids": ["a", 2, "c"], "d": parts})
+    pairs = orjson.dumps(
+        {**HEADER, "items": [[item_id, part] for item_id, part in zip(["a", 2, "c"], parts, strict=True)]}
+    )
+
+    for written in (per_item, pairs):
+        found = decode_record("ana", written)
+        assert (found.id, found.user, found.created_at, found.locale) == ("d-1", "ana", 1764147600.5, "en")
+        assert found.items == ITEMS
