@@ -24,6 +24,9 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Characters a route's path cannot hold: requests are matched without `;` parameters, percent-encodings
 # decoded, and a backslash is a separator to some servers.
 _NOT_IN_PATHS = frozenset(";%\\?#")
+# The most decision records a store keeps per user, whatever the policy: `GET /v1/export` asks for this
+# many, since after a reload the running store keeps the bound it was made with.
+MAX_DECISIONS_PER_USER = 1000
 
 
 def _token(value: str, what: str) -> str:
@@ -273,7 +276,7 @@ class Policy(Model):
     decision_retention_days: Annotated[float, Field(gt=0, le=366)] = 7
     # How often one user may change their controls, in the `limits` notation ("30/minute").
     controls_rate_limit: str = "30/minute"
-    decisions_per_user: Annotated[int, Field(ge=1, le=1000)] = 50
+    decisions_per_user: Annotated[int, Field(ge=1, le=MAX_DECISIONS_PER_USER)] = 50
     # /Recommendations is the route /recommendations (as many servers route it); false: case counts.
     case_insensitive_paths: bool = True
     routes: list[Route] = Field(min_length=1)

@@ -1,5 +1,6 @@
-"""What the management surface's modules share: who is asking, reading a bounded body, the answer
-when the store is down, counting changes, routes whose wrong-method answer is problem+json, JSON."""
+"""What the management surface's modules share: who is asking and in which language, reading a bounded
+body, the answer when the store is down, counting changes, routes whose wrong-method answer is
+problem+json, JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from guardrail.guard import Guard
+from guardrail.messages import CATALOGS, SOURCE_LOCALE
 from guardrail.runtime import Runtime
 from guardrail.web.problem import problem
 
@@ -27,6 +29,17 @@ ERASE = ("erase",)
 async def caller(guard: Guard, request: Request) -> str | None:
     """The user asking, from the policy's identity source; None when the request does not say."""
     return (await guard.identity.caller(request.scope)).user
+
+
+def choose_locale(guard: Guard, request: Request, user_locale: str | None = None) -> str:
+    """The language of the texts for this caller: their locale control, else Accept-Language, else the
+    policy's default (a language the message catalog has, else the catalog's source language)."""
+    accept = request.headers.get("accept-language")
+    locale = guard.locales.choose(user_locale, accept.encode("latin-1") if accept else None)
+    if locale in CATALOGS:
+        return locale
+    default = guard.policy.default_locale
+    return default if default in CATALOGS else SOURCE_LOCALE
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

@@ -30,10 +30,19 @@ from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
-from guardrail.messages import CATALOGS, SOURCE_LOCALE, message
+from guardrail.messages import message
 from guardrail.runtime import Runtime
 from guardrail.state import format_time
-from guardrail.web.common import ERASE, STORE_DOWN_HEADERS, STORE_DOWN_STATUS, caller, count_changes, read_body, route
+from guardrail.web.common import (
+    ERASE,
+    STORE_DOWN_HEADERS,
+    STORE_DOWN_STATUS,
+    caller,
+    choose_locale,
+    count_changes,
+    read_body,
+    route,
+)
 from guardrail.web.ratelimit import ChangeLimiter
 
 CSRF_WINDOW_SECONDS = 3600
@@ -114,12 +123,7 @@ class ControlsPage:
         return f"{self.prefix}/controls"
 
     def _locale(self, request: Request, user_locale: str | None = None) -> str:
-        accept = request.headers.get("accept-language")
-        locale = self.guard.locales.choose(user_locale, accept.encode("latin-1") if accept else None)
-        if locale in CATALOGS:
-            return locale
-        default = self.policy.default_locale
-        return default if default in CATALOGS else SOURCE_LOCALE
+        return choose_locale(self.guard, request, user_locale)
 
     def _render(self, template: str, locale: str, status: int = 200, headers: Mapping[str, str] | None = None,
                 **context: Any) -> Response:  # fmt: skip

@@ -1,6 +1,6 @@
 """The management surface as one ASGI app (docs/architecture.md §7): health, controls, decisions, the
-OpenAPI document and the page under the policy's prefix, and the GPC statement. A path none of them
-serves is a problem+json 404.
+data export, the OpenAPI document and the page under the policy's prefix, and the GPC statement. A path
+none of them serves is a problem+json 404.
 
 The middleware builds one for each guard it serves and swaps the two together, so a reloaded policy
 brings its own routes, rules and identity to the API and the page at once.
@@ -16,6 +16,7 @@ from guardrail.runtime import Runtime
 from guardrail.web.common import route
 from guardrail.web.controls_api import controls_routes
 from guardrail.web.decisions import decision_routes
+from guardrail.web.export import export_routes
 from guardrail.web.gpc import gpc_route
 from guardrail.web.health import health_routes
 from guardrail.web.openapi import openapi_endpoint
@@ -34,6 +35,7 @@ def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
             *health_routes(runtime, guard, prefix),
             *controls_routes(runtime, guard, limiter, prefix),
             *decision_routes(runtime, guard, prefix),
+            *export_routes(runtime, guard, prefix),
             route(f"{prefix}/v1/openapi.json", openapi_endpoint(guard.policy), "GET"),
             *page_routes(runtime, guard, limiter, prefix),
             gpc_route(),
