@@ -97,5 +97,5 @@ def reason_glossary(locale: str, records: Sequence[DecisionRecord]) -> dict[str,
     codes: dict[str, None] = {}
     for record in records:
         for _, _, reasons, _ in record.items:
-            codes.update(dict.fromkeys(reasons))
+            codes.update(dict.fromkeys(map(str, reasons)))  # a `Reason` is a str; JSON keys must be plain ones
     return {code: message(locale, f"reason.{code}") for code in codes}

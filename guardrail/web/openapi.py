@@ -67,7 +67,8 @@ def _build(policy: Policy) -> dict[str, Any]:
             "version": __version__,
             "summary": f"Your personalization controls and decision receipts under policy {policy.policy_id}.",
             "description": (
-                "Read and change your personalization controls, and ask why a recommendation was kept or hidden. "
+                "Read and change your personalization controls, ask why a recommendation was kept or hidden, "
+                "and download everything stored about you. "
                 "Errors are RFC 9457 problem details (application/problem+json) with a human-readable `detail`. "
                 f"Valid keys and values follow the policy `{policy.policy_id}`."
             ),
@@ -225,6 +226,37 @@ def _paths(prefix: str) -> dict[str, Any]:
                 "responses": {
                     "200": _json_response("The decision.", {"$ref": "#/components/schemas/Decision"}),
                     **_refs("401", "404", "503"),
+                },
+            }
+        },
+        f"{prefix}/v1/export": {
+            "get": {
+                "tags": ["export"],
+                "operationId": "exportData",
+                "summary": "Everything stored about you, as one JSON file to download",
+                "description": (
+                    "The answer to a GDPR access (Art. 15) or portability (Art. 20) request: your controls, every "
+                    "decision record kept about you with each item explained, what each reason code used means, "
+                    "and your reports, in your language (your `locale` control, else Accept-Language, else the "
+                    "policy's default)."
+                ),
+                "responses": {
+                    "200": {
+                        **_json_response("Your data.", {"$ref": "#/components/schemas/Export"}),
+                        "headers": {
+                            "Content-Disposition": {
+                                "description": 'Always `attachment; filename="guardrail-export.json"`.',
+                                "required": True,
+                                "schema": {"type": "string"},
+                            },
+                            "Cache-Control": {
+                                "description": "Always `no-store`.",
+                                "required": True,
+                                "schema": {"const": "no-store"},
+                            },
+                        },
+                    },
+                    **_refs("401", "503"),
                 },
             }
         },

@@ -1,4 +1,5 @@
-"""The schemas of the OpenAPI document (`guardrail.web.openapi`): controls, patches, decisions, problems.
+"""The schemas of the OpenAPI document (`guardrail.web.openapi`): controls, patches, decisions, the export,
+problems.
 
 The maps in the controls are keyed by the policy's own purposes, signals and categories
 (`propertyNames`), so a client generated from the document knows what it may send.
@@ -149,6 +150,45 @@ def schemas(policy: Policy) -> dict[str, Any]:
                     "description": "The signals the recommendation relied on.",
                 },
                 "text": {"type": "string", "description": "The same, in plain language."},
+            },
+        },
+        "ExportedDecision": {
+            "allOf": [
+                {"$ref": "#/components/schemas/Decision"},
+                {
+                    "type": "object",
+                    "required": ["locale"],
+                    "properties": {"locale": {"type": "string", "description": "The language the page was in."}},
+                },
+            ],
+            "description": "A decision record, every item's `text` in the export's language.",
+        },
+        "Export": {
+            "type": "object",
+            "description": "Everything stored about you (GDPR Art. 15 access, Art. 20 portability).",
+            "required": ["user", "exported_at", "policy", "locale", "controls", "decisions", "reasons", "reports"],
+            "properties": {
+                "user": {"type": "string"},
+                "exported_at": _TIME,
+                "policy": {"type": "string", "description": "The id of the policy in force when exported."},
+                "locale": {"type": "string", "description": "The language of every text in this export."},
+                "controls": {"$ref": "#/components/schemas/Controls"},
+                "decisions": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/ExportedDecision"},
+                    "description": "Every decision record kept, newest first.",
+                },
+                "reasons": {
+                    "type": "object",
+                    "propertyNames": {"enum": [reason.value for reason in Reason]},
+                    "additionalProperties": {"type": "string"},
+                    "description": "What each reason code used in `decisions` means, in plain language.",
+                },
+                "reports": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "Your reports about recommendations; none are stored yet, so empty.",
+                },
             },
         },
         "Problem": {

@@ -231,6 +231,7 @@ class ControlsPage:
             locale,
             action=self.action,
             erase_action=f"{self.action}/erase",
+            export_url=f"{self.prefix}/v1/export",
             csrf=self.csrf.issue(user),
             saved=request.query_params.get("saved") == "1",
             erased=request.query_params.get("erased") == "1",

@@ -215,6 +215,14 @@ def test_a_real_decision_matches_its_schema() -> None:
     assert {item["action"] for item in response.json()["items"]} >= {"keep", "hide"}
 
 
+def test_a_real_export_matches_its_schema() -> None:
+    with asgi.get_client(schema.app) as client:
+        assert client.get("/recommendations", headers=USER).status_code == 200
+    response = schema["/guardrail/v1/export"]["GET"].Case(headers=USER).call_and_validate(checks=CHECKS)
+    assert response.status_code == 200
+    assert response.json()["decisions"] and response.json()["reasons"], "the export has records and reasons"
+
+
 def test_stored_controls_and_anonymous_callers_match_the_document() -> None:
     operation = schema["/guardrail/v1/controls"]["GET"]
     # The users the fuzzing above changed (if it ran first), and one who never changed anything.
