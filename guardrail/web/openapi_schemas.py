@@ -12,6 +12,7 @@ from typing import Any
 
 from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS
 from guardrail.engine.compiled import is_sensitive_category
+from guardrail.bodies import TITLE_CHARS
 from guardrail.engine.decisions import Action, Reason
 from guardrail.policy.models import Policy
 from guardrail.state import DEFAULT_STATE
@@ -137,6 +138,14 @@ def schemas(policy: Policy) -> dict[str, Any]:
             "required": ["id", "action", "reasons", "because", "text"],
             "properties": {
                 "id": {"type": "string"},
+                "title": {
+                    "type": ["string", "null"],
+                    "maxLength": TITLE_CHARS,
+                    "description": (
+                        "The item's title, when the route names a display field (`fields: {title: ...}`);"
+                        " null for an item without one."
+                    ),
+                },
                 "action": {"enum": [action.value for action in Action]},
                 "reasons": {
                     "type": "array",
