@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from guardrail.bodies import TITLE_CHARS
 from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS
 from guardrail.engine.compiled import is_sensitive_category
-from guardrail.bodies import TITLE_CHARS
 from guardrail.engine.decisions import Action, Reason
 from guardrail.policy.models import Policy
 from guardrail.state import DEFAULT_STATE
