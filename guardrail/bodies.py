@@ -121,6 +121,33 @@ def storable_ids(item_ids: list[str | int]) -> list[str | int]:
     ]
 
 
+# How much of an item's title a decision record keeps (`fields: {title: ...}`), in characters.
+TITLE_CHARS = 120
+
+
+def item_titles(items: list[Any], field: str) -> list[str | None]:
+    """Each item's title as a decision record keeps it: its `field` as text (a string, or a number's digits),
+    at most TITLE_CHARS characters (a longer one cut, ending in "…"); None when it has none. The items are
+    the checked ones, so each is an object."""
+    return [_title(item.get(field)) for item in items]
+
+
+def _title(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        text: str = value
+    elif kind is int or kind is float:
+        text = str(value)
+    else:
+        return None
+    if len(text) > TITLE_CHARS:
+        text = text[: TITLE_CHARS - 1] + "…"
+    if not text.isascii():
+        # A string made in process may hold a lone surrogate, which no JSON encoder writes.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def has_digit_run_python(body: bytes, length: int) -> bool:
     """Whether `body` holds `length` ASCII digits in a row: the reference the C version is tested against."""
     return b"0" * length in body.translate(_DIGITS_ONLY)

@@ -23,7 +23,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from guardrail.bodies import storable_ids, write_json
+from guardrail.bodies import item_titles, storable_ids, write_json
 from guardrail.context_header import GuardrailContext, guardrail_context
 from guardrail.engine import ItemDecision, check_items
 from guardrail.middleware import RESOLVED, Resolved
@@ -111,8 +111,12 @@ class InProcess:
         if degraded:
             runtime.count_fail_mode(policy.fail_mode)
         user = resolved.caller.user
+        title_field = target.fields.title
+        titles = item_titles(given, title_field) if title_field is not None and user else None
         runtime.after_decision(
-            target.template, found, decision_record(decision, user, target.template, mode, policy.policy_id, ctx, found)
+            target.template,
+            found,
+            decision_record(decision, user, target.template, mode, policy.policy_id, ctx, found, titles),
         )
         overhead = time.perf_counter() - started
         if not in_front:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Send
 
-from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
+from guardrail.bodies import BadBody, decode_body, encode_body, item_titles, read_json, storable_ids, write_json
 from guardrail.callers import Caller
 from guardrail.echo import inert
 from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
@@ -196,6 +196,9 @@ class GuardedResponder:
                 raise BadBody("bad_item", str(exc)) from None
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
+            # Titles are read only when the route names a display field and someone can ask for the receipt.
+            title_field = self.route.fields.title
+            titles = item_titles(items, title_field) if title_field is not None and self.caller.user else None
             hidden = checked.hidden
             summary_notice = self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind) if hidden else None
             # Shadow mode sends the body as it came, byte for byte.
@@ -227,7 +230,7 @@ class GuardedResponder:
         await self.send({"type": "http.response.body", "body": out})
         started = time.perf_counter()
         runtime = self.runtime
-        runtime.after_decision(self.route.template, checked, self.record(checked))
+        runtime.after_decision(self.route.template, checked, self.record(checked, titles))
         sampler = runtime.sampler
         if sampler is not None and self.asked is not None:
             sampler.offer(self.route.template, decoded, checked.decisions, self.caller.user, self.asked)
@@ -316,7 +319,7 @@ class GuardedResponder:
         )
         await self.send({"type": "http.response.body", "body": body})
 
-    def record(self, checked: CheckedItems) -> DecisionRecord | None:
+    def record(self, checked: CheckedItems, titles: list[str | None] | None = None) -> DecisionRecord | None:
         return decision_record(
             self.decision_id,
             self.caller.user,
@@ -325,6 +328,7 @@ class GuardedResponder:
             self.guard.policy.policy_id,
             self.ctx,
             checked,
+            titles,
         )
 
 
@@ -336,9 +340,17 @@ def outcome(mode: str, degraded: bool) -> str:
 
 
 def decision_record(
-    decision: str, user: str | None, route: str, mode: str, policy: str, ctx: UserContext, checked: CheckedItems
+    decision: str,
+    user: str | None,
+    route: str,
+    mode: str,
+    policy: str,
+    ctx: UserContext,
+    checked: CheckedItems,
+    titles: list[str | None] | None = None,
 ) -> DecisionRecord | None:
-    """What the user can look up later about one checked page (`route` its template)."""
+    """What the user can look up later about one checked page (`route` its template); `titles`: each
+    item's title (`guardrail.bodies.item_titles`) when the route names a display field."""
     if user is None:
         return None  # nobody could ever ask for an anonymous receipt
     return DecisionRecord(
@@ -356,4 +368,5 @@ def decision_record(
         decisions=checked.decisions,
         distinct=checked.distinct,
         per_item=checked.per_item,
+        titles=titles,
     )

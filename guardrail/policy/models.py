@@ -203,6 +203,8 @@ class Fields(Model):
     signals: str = "signals"
     signal_age_seconds: str = "signal_age_seconds"
     inferred: str = "inferred"
+    # The item's display field, if any: decision records then keep each item's title for its receipts.
+    title: str | None = None
 
 
 class NonPersonalized(Model):

@@ -43,6 +43,12 @@ class DecisionRecord:
     # when it has them; they say nothing `decisions` does not.
     distinct: Sequence[ItemDecision] | None = field(default=None, compare=False, repr=False)
     per_item: str | None = field(default=None, compare=False, repr=False)
+    # Each item's title (at most TITLE_CHARS characters; None for an item without one), when the route
+    # names a display field (`fields: {title: ...}`); None when it does not.
+    titles: Sequence[str | None] | None = None
+
+    def title(self, index: int) -> str | None:
+        return self.titles[index] if self.titles is not None else None
 
     @property
     def items(self) -> tuple[ItemRecord, ...]:

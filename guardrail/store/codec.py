@@ -110,6 +110,8 @@ def encode_record(record: DecisionRecord) -> bytes:
     else:
         # [action, reasons, because] per item: two flat lists cost half a list of pairs.
         fields["d"] = list(map(_RECORD_JSON, record.decisions))
+    if record.titles is not None:  # the route names a display field: each item's title, or null
+        fields["n"] = record.titles
     return orjson.dumps(fields)
 
 
@@ -156,4 +158,5 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
         decisions=decisions,
         distinct=distinct,
         per_item=per_item,
+        titles=data.get("n"),  # records written before 2026-12-06 have none
     )

@@ -63,12 +63,14 @@ class Receipts:
                 "items": [
                     {
                         "id": item_id,
+                        # Only when the route names a display field (`fields: {title: ...}`).
+                        **({"title": record.title(index)} if record.titles is not None else {}),
                         "action": action,
                         "reasons": list(reasons),
                         "because": list(because),
                         "text": receipt_text(self.guard.compiled, locale, reasons, because),
                     }
-                    for item_id, action, reasons, because in record.items
+                    for index, (item_id, action, reasons, because) in enumerate(record.items)
                 ],
             }
         )

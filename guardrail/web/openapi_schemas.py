@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from guardrail.bodies import TITLE_CHARS
 from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS
 from guardrail.engine.compiled import is_sensitive_category
 from guardrail.engine.decisions import Action, Reason
@@ -138,6 +139,14 @@ def schemas(policy: Policy) -> dict[str, Any]:
             "required": ["id", "action", "reasons", "because", "text"],
             "properties": {
                 "id": {"type": "string"},
+                "title": {
+                    "type": ["string", "null"],
+                    "maxLength": TITLE_CHARS,
+                    "description": (
+                        "The item's title, when the route names a display field (`fields: {title: ...}`);"
+                        " null for an item without one."
+                    ),
+                },
                 "action": {"enum": [action.value for action in Action]},
                 "reasons": {
                     "type": "array",

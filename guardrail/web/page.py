@@ -15,7 +15,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +33,7 @@ from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.runtime import Runtime
 from guardrail.state import format_time
+from guardrail.store import DecisionRecord
 from guardrail.web.common import (
     ERASE,
     STORE_DOWN_HEADERS,
@@ -213,19 +214,7 @@ class ControlsPage:
                     "until": until.strftime("%Y-%m-%d %H:%M UTC") if until is not None else None,
                 }
             )
-        hidden: list[dict[str, Any]] = []
-        for record in records:
-            moment = datetime.fromtimestamp(record.created_at, UTC)
-            for item_id, action, reasons, because in record.items:
-                if action == "hide" and len(hidden) < MAX_HIDDEN_SHOWN:
-                    hidden.append(
-                        {
-                            "item": item_id,
-                            "when": format_time(moment),
-                            "when_text": moment.strftime("%Y-%m-%d %H:%M UTC"),
-                            "text": receipt_text(compiled, locale, reasons, because),
-                        }
-                    )
+        hidden = self._hidden(records, locale)
         return self._render(
             "controls.html",
             locale,
@@ -261,6 +250,31 @@ class ControlsPage:
             user_locale=state.locale if state is not None else None,
             hidden=hidden,
         )
+
+    def _hidden(self, records: Sequence[DecisionRecord], locale: str) -> list[dict[str, Any]]:
+        """What was hidden recently, newest first: each item once (per route), with its title when the route
+        names one, when it was last hidden and why, and how many times it was hidden in these records."""
+        compiled = self.guard.compiled
+        hidden: dict[tuple[str, str], dict[str, Any]] = {}
+        for record in records:
+            for index, (item_id, action, reasons, because) in enumerate(record.items):
+                if action != "hide":
+                    continue
+                entry = hidden.get((record.route, item_id))
+                if entry is not None:
+                    entry["count"] += 1
+                    entry["title"] = entry["title"] or record.title(index)
+                elif len(hidden) < MAX_HIDDEN_SHOWN:
+                    moment = datetime.fromtimestamp(record.created_at, UTC)
+                    hidden[record.route, item_id] = {
+                        "item": item_id,
+                        "title": record.title(index),
+                        "count": 1,
+                        "when": format_time(moment),
+                        "when_text": moment.strftime("%Y-%m-%d %H:%M UTC"),
+                        "text": receipt_text(compiled, locale, reasons, because),
+                    }
+        return list(hidden.values())
 
     async def _save(self, request: Request) -> Response:
         checked = await self._guard_change(request)

@@ -83,3 +83,16 @@ def test_records_written_by_older_versions_read_back() -> None:
         found = decode_record("ana", written)
         assert (found.id, found.user, found.created_at, found.locale) == ("d-1", "ana", 1764147600.5, "en")
         assert found.items == ITEMS
+        assert found.titles is None and found.title(0) is None
+
+
+def test_a_record_keeps_its_items_titles_when_the_route_names_them() -> None:
+    titled = record(distinct=[KEPT, HIDDEN], per_item="010", titles=["Alien", None, "Cars 2"])
+    written = encode_record(titled)
+
+    assert orjson.loads(written)["n"] == ["Alien", None, "Cars 2"]
+    found = decode_record("ana", written)
+    assert found.items == ITEMS and found.titles == titled.titles
+    assert [found.title(i) for i in range(3)] == ["Alien", None, "Cars 2"]
+    # A route without a display field writes no titles at all.
+    assert "n" not in orjson.loads(encode_record(record()))

@@ -16,7 +16,7 @@ from guardrail.errors import StoreError
 from guardrail.messages import CATALOGS, message
 from guardrail.web.page import CsrfTokens
 from tests.conftest import ClientFactory, make_policy
-from tests.upstream import Upstream
+from tests.upstream import Upstream, item
 
 PAGE = "/guardrail/controls"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -278,3 +278,40 @@ async def test_a_user_never_asked_can_say_yes_on_the_page(client: httpx.AsyncCli
     assert (await post(client, full_form(token, consent="personalization"), **as_user("dora"))).status_code == 303
     after = await client.get("/recommendations", headers=as_user("dora"))
     assert "m1" in {i["id"] for i in after.json()["items"]}
+
+
+async def receipt_actions(client: httpx.AsyncClient, user: str = "alice") -> dict[str, tuple[str, list[str]]]:
+    """What a fresh page of recommendations did with each item, from its receipt: item -> (action, reasons)."""
+    page = await client.get("/recommendations", headers=as_user(user))
+    receipt = await client.get(f"/guardrail/v1/decisions/{page.headers['guardrail-decision']}", headers=as_user(user))
+    return {i["id"]: (i["action"], i["reasons"]) for i in receipt.json()["items"]}
+
+
+async def test_the_sensitive_topics_help_says_what_the_rule_does(client_for: ClientFactory) -> None:
+    # Issue 18, point 6: the opt-in only governs suggestions picked from the user's activity. Items everyone
+    # sees are still shown (discreetly) in a sensitive topic; only muting the topic hides them, and the help
+    # text says so and points there, in every language.
+    for locale in CATALOGS:
+        help_text = message(locale, "page.sensitive.help")
+        assert message(locale, "page.topics.legend") in help_text, locale
+        assert message(locale, "page.topic.mute").casefold() in help_text.casefold(), locale
+    body = {"items": [item("g0", ["gambling"], []), item("g1", ["gambling"], ["watch_history"])]}
+    client = client_for(GuardrailMiddleware(Upstream(body=body), policy=make_policy(), registry=CollectorRegistry()))
+    await grant_consent(client)
+    page = await client.get(PAGE, headers=as_user())
+    assert html.escape(message("en", "page.sensitive.help"), quote=False) in page.text
+    assert 'name="sensitive.gambling" value="on">' in page.text  # not opted in
+
+    # Not opted in: the personal pick is hidden, the item everyone sees is kept, discreetly.
+    assert await receipt_actions(client) == {"g0": ("discreet", []), "g1": ("hide", ["sensitive_needs_opt_in"])}
+
+    # Opting in lets the personal pick through, still discreetly.
+    form = full_form(await page_token(client), consent="personalization", **{"sensitive.gambling": "on"})
+    assert (await post(client, form, **as_user())).status_code == 303
+    assert await receipt_actions(client) == {"g0": ("discreet", []), "g1": ("discreet", [])}
+
+    # Muting the topic, as the help text says, hides both, opted in or not.
+    changes = {"sensitive.gambling": "on", "topic.gambling": "mute"}
+    form = full_form(await page_token(client), consent="personalization", **changes)
+    assert (await post(client, form, **as_user())).status_code == 303
+    assert await receipt_actions(client) == {"g0": ("hide", ["topic_muted"]), "g1": ("hide", ["topic_muted"])}
