@@ -197,7 +197,11 @@ class GuardedResponder:
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
             hidden = checked.hidden
-            summary_notice = self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind) if hidden else None
+            summary_notice = (
+                self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind, self.ctx.paused_until)
+                if hidden
+                else None
+            )
             # Shadow mode sends the body as it came, byte for byte.
             out = (
                 encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)

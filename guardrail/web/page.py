@@ -1,4 +1,5 @@
-"""The HTML controls page (docs/api.md, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/erase`.
+"""The HTML controls page (docs/api.md, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/pause`
+and `POST {prefix}/controls/erase`.
 
 It works without JavaScript: plain forms, native controls, server-side rendering (Jinja2, autoescaped).
 A POST applies the whole form as one validated merge patch, the same way `PATCH /v1/controls` does.
@@ -28,7 +29,7 @@ from starlette.routing import Route
 from guardrail.controls import validate_patch
 from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
-from guardrail.explain.render import receipt_text
+from guardrail.explain.render import receipt_text, until_text
 from guardrail.guard import Guard
 from guardrail.messages import CATALOGS, SOURCE_LOCALE, message
 from guardrail.runtime import Runtime
@@ -41,6 +42,9 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_HIDDEN_SHOWN = 10
 FORM_TYPE = "application/x-www-form-urlencoded"
 TOPIC_CHOICES = ("keep", "show", "snooze7", "snooze30", "mute")
+# The "take a break" buttons (templates/controls.html): how many days each pauses personal suggestions
+# for; "resume" ends a pause.
+PAUSE_DAYS = (1, 7, 30)
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 # No external resources, no scripts, no framing: the page needs nothing but its own inline style.
 PAGE_HEADERS = {
@@ -68,6 +72,7 @@ def page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: 
     page = ControlsPage(runtime, guard, limiter, prefix)
     return [
         route(f"{prefix}/controls", page.controls, "GET", "POST"),
+        route(f"{prefix}/controls/pause", page.pause, "POST"),
         route(f"{prefix}/controls/erase", page.erase, "POST"),
     ]
 
@@ -195,6 +200,7 @@ class ControlsPage:
         now = datetime.now(UTC)
         policy, compiled = self.policy, self.guard.compiled
         mutes = state.active_mutes(now) if state is not None else {}
+        paused = state.pause_end(now) if state is not None else None
         signals = state.signals if state is not None else {}
         opted_in = state.sensitive if state is not None else {}
         topics = []
@@ -206,7 +212,7 @@ class ControlsPage:
                     "name": name,
                     "label": compiled.label("category", name, locale),
                     "state": ("mute" if until is None else "snoozed") if muted else "show",
-                    "until": until.strftime("%Y-%m-%d %H:%M UTC") if until is not None else None,
+                    "until": until_text(until) if until is not None else None,
                 }
             )
         hidden: list[dict[str, Any]] = []
@@ -218,7 +224,7 @@ class ControlsPage:
                         {
                             "item": item_id,
                             "when": format_time(moment),
-                            "when_text": moment.strftime("%Y-%m-%d %H:%M UTC"),
+                            "when_text": until_text(moment),
                             "text": receipt_text(compiled, locale, reasons, because),
                         }
                     )
@@ -227,6 +233,9 @@ class ControlsPage:
             locale,
             action=self.action,
             erase_action=f"{self.action}/erase",
+            pause_action=f"{self.action}/pause",
+            paused_until=until_text(paused) if paused is not None else None,
+            paused_at=format_time(paused),
             csrf=self.csrf.issue(user),
             saved=request.query_params.get("saved") == "1",
             erased=request.query_params.get("erased") == "1",
@@ -322,6 +331,32 @@ class ControlsPage:
         if muted:
             body["muted"] = muted
         return body, problems
+
+    async def pause(self, request: Request) -> Response:
+        """The "take a break" form: `pause` is a number of days (PAUSE_DAYS) or "resume"."""
+        checked = await self._guard_change(request)
+        if isinstance(checked, Response):
+            return checked
+        user, locale, form = checked
+        choice = form.get("pause", "")
+        choices = [str(days) for days in PAUSE_DAYS]
+        if choice not in (*choices, "resume"):
+            return self._error(locale, 422, fields=[("pause", f"must be one of {', '.join(choices)} or resume")])
+        limited = await self._rate_limited(user, locale)
+        if limited is not None:
+            return limited
+        now = datetime.now(UTC)
+        until = None if choice == "resume" else format_time(now + timedelta(days=int(choice)))
+        try:
+            patch = validate_patch(self.policy, {"paused_until": until}, now)
+        except InvalidControls as exc:
+            return self._error(locale, 422, fields=exc.problems)
+        try:
+            await self.runtime.store.patch(user, patch, if_match=None, now=now)
+        except StoreError:
+            return self._store_down(locale)
+        count_changes(self.runtime, patch.changed_fields())
+        return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
 
     async def erase(self, request: Request) -> Response:
         checked = await self._guard_change(request)
