@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from guardrail.echo import echo
@@ -19,6 +19,8 @@ from guardrail.policy.models import Policy
 from guardrail.state import REMOVE, UNSET, ControlsPatch, TimeOutOfRange, parse_time
 
 MAX_MUTED_TOPICS = 200
+# A pause of personal suggestions ends by itself, at most this far ahead.
+MAX_PAUSE = timedelta(days=90)
 # A refused change lists this many problems at most: the answer to a change naming thousands of
 # unknown keys stays small.
 MAX_PROBLEMS_LISTED = 10
@@ -36,9 +38,10 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
 
     personalization: Any = UNSET
     locale: Any = UNSET
+    paused_until: Any = UNSET
     maps: dict[str, Mapping[str, Any] | None] = {}
     read_only = ("user", "revision", "updated_at")
-    allowed = ("personalization", "locale", *MAPS)
+    allowed = ("personalization", "locale", *MAPS, "paused_until")
     for key, value in body.items():
         if key in read_only:
             problems.append((key, "is read-only; leave it out of the patch"))
@@ -50,6 +53,8 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
             if value is not None and value not in policy.locales:
                 problems.append((key, f"must be one of {', '.join(policy.locales)} or null"))
             locale = value
+        elif key == "paused_until":
+            paused_until = None if value is None else _validate_pause(value, now, problems)
         elif key in MAPS:
             if value is None:
                 maps[key] = None
@@ -77,7 +82,7 @@ def validate_patch(policy: Policy, body: Any, now: datetime) -> ControlsPatch:
             more = len(problems) - MAX_PROBLEMS_LISTED
             problems[MAX_PROBLEMS_LISTED:] = [("(more)", f"{more} more problems like these are not listed")]
         raise InvalidControls(problems)
-    return ControlsPatch(personalization=personalization, locale=locale, maps=maps)
+    return ControlsPatch(personalization=personalization, locale=locale, paused_until=paused_until, maps=maps)
 
 
 def _valid_names(policy: Policy, name: str) -> Mapping[str, Any]:
@@ -126,6 +131,31 @@ def _validate_map(
     return result
 
 
+def _validate_pause(value: Any, now: datetime, problems: list[tuple[str, str]]) -> datetime | None:
+    moment = _time(value, "paused_until", problems)
+    if moment is None:
+        return None
+    if moment <= now:
+        problems.append(("paused_until", "is in the past; a pause must end in the future (null resumes now)"))
+    elif moment - now > MAX_PAUSE:
+        problems.append(("paused_until", f"is too far ahead; a pause ends within {MAX_PAUSE.days} days"))
+    return moment
+
+
+def _time(value: Any, where: str, problems: list[tuple[str, str]]) -> datetime | None:
+    """An ISO 8601 time with a zone, in UTC; None (with the problem noted) if it is not one."""
+    try:
+        moment = parse_time(value) if isinstance(value, str) else None
+    except TimeOutOfRange:
+        problems.append((where, "is out of range: in UTC it falls before year 1 or after year 9999"))
+        return None
+    except ValueError:
+        moment = None
+    if moment is None:
+        problems.append((where, "must be an ISO 8601 time with a zone, e.g. 2026-12-26T00:00:00Z, or null"))
+    return moment
+
+
 def _validate_mute(where: str, value: Any, now: datetime, problems: list[tuple[str, str]]) -> datetime | None:
     if not isinstance(value, Mapping) or set(value) - {"until"}:
         problems.append(
@@ -138,20 +168,8 @@ def _validate_mute(where: str, value: Any, now: datetime, problems: list[tuple[s
     until = value.get("until")
     if until is None:
         return None
-    try:
-        moment = parse_time(until) if isinstance(until, str) else None
-    except TimeOutOfRange:
-        problems.append((f"{where}.until", "is out of range: in UTC it falls before year 1 or after year 9999"))
-        return None
-    except ValueError:
-        moment = None
+    moment = _time(until, f"{where}.until", problems)
     if moment is None:
-        problems.append(
-            (
-                f"{where}.until",
-                "must be an ISO 8601 time with a zone, e.g. 2026-12-26T00:00:00Z, or null",
-            )
-        )
         return None
     if moment <= now:
         problems.append((f"{where}.until", "is in the past; a snooze must end in the future"))

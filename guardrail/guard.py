@@ -131,4 +131,5 @@ def _meaning(state: UserState | None) -> Hashable:
         frozenset(state.signals.items()),
         frozenset(state.muted.items()),
         frozenset(state.sensitive.items()),
+        state.paused_until,
     )

@@ -105,7 +105,7 @@ class InProcess:
         decisions, hidden = found.decisions, found.hidden
         kept = found.kept if enforce else given
         degraded = ctx.degraded
-        notice = guard.notice.by_kind(ctx.locale, found.hidden_by_kind) if hidden else None
+        notice = guard.notice.by_kind(ctx.locale, found.hidden_by_kind, ctx.paused_until) if hidden else None
         page = summary(decision, mode, policy.policy_id, len(found.kept), len(hidden), degraded, notice)
         headers = header_map(decision, mode, len(hidden), degraded)
         if degraded:

@@ -200,7 +200,11 @@ class GuardedResponder:
             title_field = self.route.fields.title
             titles = item_titles(items, title_field) if title_field is not None and self.caller.user else None
             hidden = checked.hidden
-            summary_notice = self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind) if hidden else None
+            summary_notice = (
+                self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind, self.ctx.paused_until)
+                if hidden
+                else None
+            )
             # Shadow mode sends the body as it came, byte for byte.
             out = (
                 encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)

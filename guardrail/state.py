@@ -19,7 +19,8 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class UserState:
-    """What the store keeps for one user. `muted` maps a category to when the snooze ends (None: muted)."""
+    """What the store keeps for one user. `muted` maps a category to when the snooze ends (None: muted).
+    `paused_until`: personal suggestions are paused (as if personalization were off) until then."""
 
     personalization: bool = True
     consent: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
@@ -27,11 +28,17 @@ class UserState:
     muted: Mapping[str, datetime | None] = field(default_factory=lambda: _EMPTY)
     sensitive: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
     locale: str | None = None
+    paused_until: datetime | None = None
     revision: int = 0
     updated_at: datetime | None = None
 
     def active_mutes(self, now: datetime) -> dict[str, datetime | None]:
         return {topic: until for topic, until in self.muted.items() if until is None or until > now}
+
+    def pause_end(self, now: datetime) -> datetime | None:
+        """When the pause in force at `now` ends; None when there is none (a pause that has ended is none)."""
+        until = self.paused_until
+        return until if until is not None and until > now else None
 
     def to_json(self, user: str, now: datetime) -> dict[str, Any]:
         return {
@@ -42,6 +49,7 @@ class UserState:
             "muted": {topic: {"until": format_time(until)} for topic, until in sorted(self.active_mutes(now).items())},
             "sensitive": dict(self.sensitive),
             "locale": self.locale,
+            "paused_until": format_time(self.pause_end(now)),
             "revision": self.revision,
             "updated_at": format_time(self.updated_at),
         }
@@ -68,10 +76,11 @@ REMOVE = _Remove()
 class ControlsPatch:
     personalization: bool | object | None = UNSET
     locale: str | object | None = UNSET
+    paused_until: datetime | object | None = UNSET  # None: resume now
     maps: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
 
     def changed_fields(self) -> list[str]:
-        fields = [name for name in ("personalization", "locale") if getattr(self, name) is not UNSET]
+        fields = [name for name in ("personalization", "locale", "paused_until") if getattr(self, name) is not UNSET]
         return fields + list(self.maps)
 
     def apply(self, state: UserState, now: datetime) -> UserState:
@@ -81,6 +90,10 @@ class ControlsPatch:
             values["personalization"] = True if self.personalization is None else self.personalization
         if self.locale is not UNSET:
             values["locale"] = self.locale
+        if self.paused_until is not UNSET:
+            values["paused_until"] = self.paused_until
+        elif state.paused_until is not None and state.paused_until <= now:
+            values["paused_until"] = None  # a pause that has ended is dropped, like an ended snooze
         for name, changes in self.maps.items():
             current = dict(getattr(state, name))
             if changes is None:

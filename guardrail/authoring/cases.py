@@ -123,7 +123,7 @@ def run_case(guard: Guard, case: Case, file: str) -> Outcome:
     except BadItem as exc:
         return Outcome(file, case.name, [f"an item does not follow the item contract: {exc}"], frozenset())
     decisions = dict(zip(checked.item_ids, checked.decisions, strict=True))
-    notice = (guard.notice(ctx.locale, checked.hidden) if checked.hidden else None) or ""
+    notice = (guard.notice(ctx.locale, checked.hidden, ctx.paused_until) if checked.hidden else None) or ""
     failures: list[str] = []
     for expected in case.expect:
         decision = decisions.get(expected.id)

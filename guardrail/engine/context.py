@@ -50,6 +50,7 @@ class UserContext:
         "memo",
         "minor",
         "muted",
+        "paused_until",
         "personalized_allowed",
         "sensitive_opt_ins",
         "signal_reasons",
@@ -79,8 +80,12 @@ class UserContext:
         self.memo: BoundedCache[tuple[object, ...], ItemDecision] = BoundedCache(MEMO_SIZE)
         known = state if state is not None else UserState()
         self.muted = frozenset(known.active_mutes(now))
+        # While the user has paused personal suggestions, they are off as if personalization were (§6).
+        self.paused_until = known.pause_end(now) if state is not None and not store_unavailable else None
         upcoming = [until for until in known.muted.values() if until is not None and until > now]
-        # A snooze ending makes this context stale: the caller rebuilds it after this moment.
+        if self.paused_until is not None:
+            upcoming.append(self.paused_until)
+        # A snooze or a pause ending makes this context stale: the caller rebuilds it after this moment.
         self.valid_until = min(upcoming).timestamp() if upcoming else float("inf")
         self.sensitive_opt_ins = frozenset(name for name, on in known.sensitive.items() if on)
 
@@ -111,7 +116,7 @@ class UserContext:
             if request.gpc and info.sale_or_share:
                 reasons.append(Reason.GPC_OPT_OUT)
             if state is not None and not store_unavailable:
-                if not known.personalization:
+                if not known.personalization or self.paused_until is not None:
                     reasons.append(Reason.PERSONALIZATION_OFF)
                 if known.signals.get(name) is False:
                     reasons.append(Reason.SIGNAL_OFF)

@@ -7,6 +7,7 @@ as its explainer, and the responder asks a `Notices` for the sentence about what
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -17,6 +18,11 @@ from guardrail.messages import message
 _NOTICE_KEY = attrgetter("notice_key")
 # Distinct (locale, count, reasons) mixes whose notice is kept.
 NOTICES = 1024
+
+
+def until_text(moment: datetime) -> str:
+    """A moment as the page and the explanations show it (already in UTC)."""
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def explanation(ctx: UserContext, action: Action, signals: Sequence[str], inferred: bool) -> dict[str, Any]:
@@ -33,6 +39,8 @@ def explanation(ctx: UserContext, action: Action, signals: Sequence[str], inferr
         text = message(locale, "item.inferred" if inferred else "item.because", signals=labels)
     if ctx.gpc and signals:
         text = f"{text} {message(locale, 'item.gpc')}"
+    if ctx.paused_until is not None:
+        text = f"{text} {message(locale, 'item.paused', until=until_text(ctx.paused_until))}"
     return {"text": text, "because": because, "controls": ctx.compiled.controls_url}
 
 
@@ -58,24 +66,36 @@ class Notices:
         self.compiled = compiled
         self._cache: BoundedCache[tuple[object, ...], str | None] = BoundedCache(NOTICES)
 
-    def __call__(self, locale: str, hidden: Sequence[ItemDecision]) -> str | None:
-        return self._notice(locale, len(hidden), frozenset(map(_NOTICE_KEY, hidden)))
+    def __call__(self, locale: str, hidden: Sequence[ItemDecision], paused_until: datetime | None = None) -> str | None:
+        """`paused_until`: the end of the user's pause (`UserContext.paused_until`), which the sentence names."""
+        return self._notice(locale, len(hidden), frozenset(map(_NOTICE_KEY, hidden)), paused_until)
 
-    def by_kind(self, locale: str, hidden_by_kind: Mapping[tuple[Reason, str | None], int]) -> str | None:
+    def by_kind(
+        self,
+        locale: str,
+        hidden_by_kind: Mapping[tuple[Reason, str | None], int],
+        paused_until: datetime | None = None,
+    ) -> str | None:
         """The same sentence, from how many items were hidden for each notice key (as the per-item loop
         counts them: `CheckedItems.hidden_by_kind`)."""
-        return self._notice(locale, sum(hidden_by_kind.values()), frozenset(hidden_by_kind))
+        return self._notice(locale, sum(hidden_by_kind.values()), frozenset(hidden_by_kind), paused_until)
 
-    def _notice(self, locale: str, count: int, kinds: frozenset[tuple[Reason, str | None]]) -> str | None:
-        key = (locale, count, kinds)
+    def _notice(
+        self, locale: str, count: int, kinds: frozenset[tuple[Reason, str | None]], paused_until: datetime | None
+    ) -> str | None:
+        key = (locale, count, kinds, paused_until)
         found = self._cache.get(key, key)
         if found is key:
-            found = self._cache.put(key, _notice(self.compiled, locale, count, kinds))
+            found = self._cache.put(key, _notice(self.compiled, locale, count, kinds, paused_until))
         return found  # type: ignore[return-value]
 
 
 def _notice(
-    compiled: CompiledPolicy, locale: str, count: int, kinds: Iterable[tuple[Reason, str | None]]
+    compiled: CompiledPolicy,
+    locale: str,
+    count: int,
+    kinds: Iterable[tuple[Reason, str | None]],
+    paused_until: datetime | None = None,
 ) -> str | None:
     """`kinds`: the (deciding reason, muted topic) of the `count` hidden items."""
     deciding: set[Reason] = set()
@@ -104,4 +124,6 @@ def _notice(
                 topic=compiled.label("category", topic, locale),
             )
         return message(locale, "notice.topics_muted", n=count)
+    if reason is Reason.PERSONALIZATION_OFF and paused_until is not None:
+        return message(locale, "notice.paused", n=count, until=until_text(paused_until))
     return message(locale, f"notice.{reason}", n=count)

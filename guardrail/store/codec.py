@@ -8,6 +8,7 @@ fields it names and two devices changing different keys never overwrite each oth
     c:<purpose>   consent "granted"/"denied"          s:<signal>  "1"/"0"
     m:<category>  muted until, epoch seconds ("" = no end)
     o:<category>  sensitive opt-in "1"/"0"
+    u        paused until, epoch seconds (absent: not paused; states stored before pauses have none)
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def patch_ops(patch: ControlsPatch) -> list[str]:
             ops += ["set", "p", "1" if patch.personalization else "0"]
     if patch.locale is not UNSET:
         ops += ["del", "l", ""] if patch.locale is None else ["set", "l", str(patch.locale)]
+    if patch.paused_until is not UNSET:
+        until = patch.paused_until
+        ops += ["set", "u", repr(until.timestamp())] if isinstance(until, datetime) else ["del", "u", ""]
     for name, changes in patch.maps.items():
         prefix = _PREFIXES[name]
         if changes is None:
@@ -79,6 +83,8 @@ def decode_state(fields: Mapping[bytes, bytes]) -> UserState | None:
             values["personalization"] = value == "1"
         elif name == "l":
             values["locale"] = value
+        elif name == "u":
+            values["paused_until"] = datetime.fromtimestamp(float(value), UTC)
         elif name == "r":
             values["revision"] = int(value)
         elif name == "t":

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guardrail.bodies import TITLE_CHARS
-from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS
+from guardrail.controls import CONSENT_VALUES, MAX_MUTED_TOPICS, MAX_PAUSE
 from guardrail.engine.compiled import is_sensitive_category
 from guardrail.engine.decisions import Action, Reason
 from guardrail.policy.models import Policy
@@ -80,6 +80,11 @@ def schemas(policy: Policy) -> dict[str, Any]:
                     "description": "true: recommendations may use this sensitive category.",
                 },
                 "locale": {**_or_null(locale), "description": "The language of explanations; null: as asked."},
+                "paused_until": {
+                    **_NULLABLE_TIME,
+                    "description": "Until then, nothing is personalized, as if `personalization` were false; "
+                    "null: not paused (a pause that has ended reads as null).",
+                },
                 "revision": {"type": "integer", "minimum": 0},
                 "updated_at": _NULLABLE_TIME,
             },
@@ -94,6 +99,11 @@ def schemas(policy: Policy) -> dict[str, Any]:
             "properties": {
                 "personalization": {"type": ["boolean", "null"], "description": "null: back to true."},
                 "locale": _or_null(locale),
+                "paused_until": {
+                    **_NULLABLE_TIME,
+                    "description": f"A future time, at most {MAX_PAUSE.days} days ahead, pauses personal suggestions "
+                    "until then; null resumes them now.",
+                },
                 "consent": _keyed_by(purposes, _or_null(consent), nullable=True),
                 "signals": _keyed_by(signals, {"type": ["boolean", "null"]}, nullable=True),
                 "muted": {

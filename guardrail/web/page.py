@@ -1,20 +1,13 @@
-"""The HTML controls page (docs/api.md, issue 4): `GET/POST {prefix}/controls`, `POST {prefix}/controls/erase`.
+"""The HTML controls page (docs/api.md, "The controls page"): `GET/POST {prefix}/controls`,
+`POST {prefix}/controls/pause` and `POST {prefix}/controls/erase`.
 
 It works without JavaScript: plain forms, native controls, server-side rendering (Jinja2, autoescaped).
-A POST applies the whole form as one validated merge patch, the same way `PATCH /v1/controls` does.
-
-CSRF: a signed token in a hidden field, an HMAC (key `GUARDRAIL_CSRF_KEY`, else random per process, or
-per `guardrail serve` for all its workers) over the caller's id and an hour-long window; a POST must carry
-the token of the current or the previous window.
+A POST applies the whole form as one validated merge patch (guardrail/web/page_form.py), the same way
+`PATCH /v1/controls` does, with a signed CSRF token in a hidden field (guardrail/web/csrf.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +19,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from guardrail.controls import validate_patch
-from guardrail.echo import echo
 from guardrail.errors import InvalidControls, StoreError
-from guardrail.explain.render import receipt_text
+from guardrail.explain.render import receipt_text, until_text
 from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.runtime import Runtime
@@ -44,13 +36,16 @@ from guardrail.web.common import (
     read_body,
     route,
 )
+from guardrail.web.csrf import CsrfTokens, csrf_key
+from guardrail.web.page_form import form_patch
 from guardrail.web.ratelimit import ChangeLimiter
 
-CSRF_WINDOW_SECONDS = 3600
 MAX_FORM_BYTES = 64 * 1024
 MAX_HIDDEN_SHOWN = 10
 FORM_TYPE = "application/x-www-form-urlencoded"
-TOPIC_CHOICES = ("keep", "show", "snooze7", "snooze30", "mute")
+# The "take a break" buttons (templates/controls.html): how many days each pauses personal suggestions
+# for; "resume" ends a pause.
+PAUSE_DAYS = (1, 7, 30)
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 # No external resources, no scripts, no framing: the page needs nothing but its own inline style.
 PAGE_HEADERS = {
@@ -70,7 +65,6 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_PROCESS_KEY = secrets.token_bytes(32)
 
 
 def page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> list[Route]:
@@ -78,34 +72,9 @@ def page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: 
     page = ControlsPage(runtime, guard, limiter, prefix)
     return [
         route(f"{prefix}/controls", page.controls, "GET", "POST"),
+        route(f"{prefix}/controls/pause", page.pause, "POST"),
         route(f"{prefix}/controls/erase", page.erase, "POST"),
     ]
-
-
-def csrf_key() -> bytes:
-    configured = os.environ.get("GUARDRAIL_CSRF_KEY", "")
-    return configured.encode() if configured else _PROCESS_KEY
-
-
-class CsrfTokens:
-    def __init__(self, key: bytes, window: int = CSRF_WINDOW_SECONDS) -> None:
-        self.key = key
-        self.window = window
-
-    def _sign(self, user: str, window: int) -> str:
-        return hmac.new(self.key, f"{window}\n{user}".encode(), hashlib.sha256).hexdigest()
-
-    def issue(self, user: str, now: float | None = None) -> str:
-        return self._sign(user, int((time.time() if now is None else now) // self.window))
-
-    def verify(self, user: str, token: str | None, now: float | None = None) -> bool:
-        if not token:
-            return False
-        current = int((time.time() if now is None else now) // self.window)
-        given = token.encode("utf-8", "replace")
-        # Both windows are always compared, so the time taken says nothing about which one matched.
-        matches = [hmac.compare_digest(self._sign(user, w).encode(), given) for w in (current, current - 1)]
-        return any(matches)
 
 
 class ControlsPage:
@@ -200,6 +169,7 @@ class ControlsPage:
         now = datetime.now(UTC)
         policy, compiled = self.policy, self.guard.compiled
         mutes = state.active_mutes(now) if state is not None else {}
+        paused = state.pause_end(now) if state is not None else None
         signals = state.signals if state is not None else {}
         opted_in = state.sensitive if state is not None else {}
         topics = []
@@ -211,7 +181,7 @@ class ControlsPage:
                     "name": name,
                     "label": compiled.label("category", name, locale),
                     "state": ("mute" if until is None else "snoozed") if muted else "show",
-                    "until": until.strftime("%Y-%m-%d %H:%M UTC") if until is not None else None,
+                    "until": until_text(until) if until is not None else None,
                 }
             )
         hidden = self._hidden(records, locale)
@@ -221,6 +191,9 @@ class ControlsPage:
             action=self.action,
             erase_action=f"{self.action}/erase",
             export_url=f"{self.prefix}/v1/export",
+            pause_action=f"{self.action}/pause",
+            paused_until=until_text(paused) if paused is not None else None,
+            paused_at=format_time(paused),
             csrf=self.csrf.issue(user),
             saved=request.query_params.get("saved") == "1",
             erased=request.query_params.get("erased") == "1",
@@ -285,7 +258,7 @@ class ControlsPage:
         if limited is not None:
             return limited
         now = datetime.now(UTC)
-        body, problems = self._patch_body(form, now)
+        body, problems = form_patch(self.policy, self.guard.compiled.sensitive_categories, form, now)
         try:
             patch = validate_patch(self.policy, body, now)
         except InvalidControls as exc:
@@ -299,48 +272,31 @@ class ControlsPage:
         count_changes(self.runtime, patch.changed_fields())
         return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
 
-    def _patch_body(self, form: Mapping[str, str], now: datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        """The merge patch the whole form stands for, and the problems only the form can have.
-        Names the policy does not know are passed on, so `validate_patch` names them like the API does."""
-        policy = self.policy
-        problems: list[tuple[str, str]] = []
-        signals: dict[str, Any] = {name: f"signal.{name}" in form for name in policy.signals}
-        sensitive: dict[str, Any] = {
-            name: f"sensitive.{name}" in form for name in self.guard.compiled.sensitive_categories
-        }
-        muted: dict[str, Any] = {}
-        # Every purpose gets the answer the user gave on the page: ticked is a yes, unticked a no.
-        consent = {name: "granted" if f"consent.{name}" in form else "denied" for name in policy.purposes}
-        body: dict[str, Any] = {"personalization": "personalization" in form, "consent": consent}
-        for key, value in form.items():
-            kind, _, name = key.partition(".")
-            if kind == "signal":
-                signals.setdefault(name, True)
-            elif kind == "consent":
-                consent.setdefault(name, "granted")
-            elif kind == "sensitive":
-                sensitive.setdefault(name, True)
-            elif kind == "topic":
-                if value not in TOPIC_CHOICES:
-                    problems.append((f"muted.{echo(name)}", f"must be one of {', '.join(TOPIC_CHOICES)}"))
-                elif value == "show":
-                    muted[name] = None
-                elif value == "mute":
-                    muted[name] = {"until": None}
-                elif value.startswith("snooze"):
-                    days = int(value.removeprefix("snooze"))
-                    muted[name] = {"until": format_time(now + timedelta(days=days))}
-                elif name not in policy.categories:  # "keep" of a topic that does not exist
-                    muted[name] = None
-            elif key == "locale":
-                body["locale"] = value or None
-            elif key not in ("csrf", "personalization"):
-                problems.append((echo(key), "is not a field of this form"))
-        body["signals"] = signals
-        body["sensitive"] = sensitive
-        if muted:
-            body["muted"] = muted
-        return body, problems
+    async def pause(self, request: Request) -> Response:
+        """The "take a break" form: `pause` is a number of days (PAUSE_DAYS) or "resume"."""
+        checked = await self._guard_change(request)
+        if isinstance(checked, Response):
+            return checked
+        user, locale, form = checked
+        choice = form.get("pause", "")
+        choices = [str(days) for days in PAUSE_DAYS]
+        if choice not in (*choices, "resume"):
+            return self._error(locale, 422, fields=[("pause", f"must be one of {', '.join(choices)} or resume")])
+        limited = await self._rate_limited(user, locale)
+        if limited is not None:
+            return limited
+        now = datetime.now(UTC)
+        until = None if choice == "resume" else format_time(now + timedelta(days=int(choice)))
+        try:
+            patch = validate_patch(self.policy, {"paused_until": until}, now)
+        except InvalidControls as exc:
+            return self._error(locale, 422, fields=exc.problems)
+        try:
+            await self.runtime.store.patch(user, patch, if_match=None, now=now)
+        except StoreError:
+            return self._store_down(locale)
+        count_changes(self.runtime, patch.changed_fields())
+        return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
 
     async def erase(self, request: Request) -> Response:
         checked = await self._guard_change(request)

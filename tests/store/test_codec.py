@@ -3,11 +3,14 @@ still hold: a record written by an older version reads back as it was written.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 
 from guardrail.engine.decisions import Action, ItemDecision, Reason
+from guardrail.state import ControlsPatch
 from guardrail.store import DecisionRecord
-from guardrail.store.codec import decode_record, encode_record
+from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
 
 HIDDEN = ItemDecision(Action.HIDE, (Reason.TOPIC_MUTED,), 0, ("watch_history",), None, muted_topic="sports")
 KEPT = ItemDecision(Action.KEEP, (), 10, ("watch_history",), {"text": "t"})
@@ -96,3 +99,21 @@ def test_a_record_keeps_its_items_titles_when_the_route_names_them() -> None:
     assert [found.title(i) for i in range(3)] == ["Alien", None, "Cars 2"]
     # A route without a display field writes no titles at all.
     assert "n" not in orjson.loads(encode_record(record()))
+
+
+def test_a_state_stored_before_pauses_reads_back_not_paused() -> None:
+    old = {b"p": b"0", b"l": b"ko", b"r": b"3", b"t": b"1764147600.0", b"m:sports": b""}
+    state = decode_state(old)
+    assert state is not None
+    assert state.paused_until is None and state.personalization is False and state.locale == "ko"
+    assert dict(state.muted) == {"sports": None} and state.revision == 3
+
+
+def test_a_pause_is_written_and_read_as_epoch_seconds() -> None:
+    until = datetime(2026, 12, 13, 9, 0, tzinfo=UTC)
+    ops = patch_ops(ControlsPatch(paused_until=until))
+    assert ops == ["set", "u", repr(until.timestamp())]
+    state = decode_state({b"u": ops[2].encode(), b"r": b"1"})
+    assert state is not None and state.paused_until == until
+    assert patch_ops(ControlsPatch(paused_until=None)) == ["del", "u", ""]
+    assert patch_ops(ControlsPatch(locale="ko")) == ["set", "l", "ko"]  # a patch without it leaves it be

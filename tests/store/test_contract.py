@@ -373,6 +373,30 @@ async def test_a_snooze_ends_on_time_and_a_mute_does_not(store: Store, user: str
     assert state.active_mutes(utcnow()) == {"gambling": None, "dating": None}
 
 
+async def test_a_pause_is_stored_kept_across_changes_resumed_and_ends_by_itself(store: Store, user: str) -> None:
+    until = later(days=7)
+    state = await change(store, user, {"paused_until": until.isoformat()})
+    assert state.paused_until == until
+    loaded = await store.load(user)
+    assert loaded is not None and loaded.paused_until == until and loaded.pause_end(utcnow()) == until
+    # A change to something else keeps the pause; null resumes now.
+    state = await change(store, user, {"signals": {"location_precise": False}})
+    assert state.paused_until == until
+    state = await change(store, user, {"paused_until": None})
+    assert state.paused_until is None
+    assert (await store.load(user)) == state
+
+    pause_end = utcnow() + timedelta(seconds=1)
+    await change(store, user, {"paused_until": pause_end.isoformat()})
+    await asyncio.sleep((pause_end - utcnow()).total_seconds() + 0.1)
+    loaded = await store.load(user)
+    assert loaded is not None and loaded.pause_end(utcnow()) is None
+    assert loaded.to_json(user, utcnow())["paused_until"] is None
+    # The next change drops the ended pause, as it drops ended snoozes.
+    state = await change(store, user, {"signals": {"location_precise": True}})
+    assert state.paused_until is None
+
+
 # ---------------------------------------------------------------------------------------------
 # Decision records
 

@@ -36,6 +36,7 @@ async def test_defaults_before_any_change(client: httpx.AsyncClient) -> None:
         "muted": {},
         "sensitive": {},
         "locale": None,
+        "paused_until": None,
         "revision": 0,
         "updated_at": None,
     }

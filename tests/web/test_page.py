@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from guardrail import GuardrailMiddleware
 from guardrail.errors import StoreError
 from guardrail.messages import CATALOGS, message
-from guardrail.web.page import CsrfTokens
+from guardrail.web.csrf import CsrfTokens
 from tests.conftest import ClientFactory, make_policy
 from tests.upstream import Upstream, item
 

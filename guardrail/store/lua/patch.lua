@@ -31,12 +31,14 @@ for i = 6, #ARGV, 3 do
     end
   end
 end
--- Snoozes that have ended are dropped on every change, so the hash does not grow with them.
+-- Snoozes and a pause that have ended are dropped on every change, so the hash does not grow with them.
 local now = tonumber(ARGV[2])
 local fields = redis.call("HGETALL", key)
 for i = 1, #fields, 2 do
   local name, value = fields[i], fields[i + 1]
   if string.sub(name, 1, 2) == "m:" and value ~= "" and tonumber(value) <= now then
+    redis.call("HDEL", key, name)
+  elseif name == "u" and tonumber(value) <= now then
     redis.call("HDEL", key, name)
   end
 end
