@@ -27,9 +27,9 @@ from guardrail.bodies import item_titles, storable_ids, write_json
 from guardrail.context_header import GuardrailContext, guardrail_context
 from guardrail.engine import ItemDecision, check_items
 from guardrail.middleware import RESOLVED, Resolved
-from guardrail.responder import CHECKED_IN_PROCESS, decision_record, outcome
+from guardrail.responder import CHECKED_IN_PROCESS
 from guardrail.routes import GuardedRoute
-from guardrail.summary import header_map, summary
+from guardrail.summary import decision_record, header_map, outcome, summary
 
 if TYPE_CHECKING:
     from guardrail.guard import Guard

@@ -25,7 +25,7 @@ from guardrail.routes import GuardedRoute
 from guardrail.runtime import Runtime
 from guardrail.sampling import Asked
 from guardrail.store import DecisionRecord
-from guardrail.summary import decision_headers, summary
+from guardrail.summary import decision_headers, decision_record, outcome, summary
 from guardrail.web.problem import PROBLEM_JSON
 
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
@@ -334,43 +334,3 @@ class GuardedResponder:
             checked,
             titles,
         )
-
-
-def outcome(mode: str, degraded: bool) -> str:
-    """The `outcome` label of a checked page (guardrail_requests_total)."""
-    if mode != "enforce":
-        return "shadow"
-    return "degraded" if degraded else "enforced"
-
-
-def decision_record(
-    decision: str,
-    user: str | None,
-    route: str,
-    mode: str,
-    policy: str,
-    ctx: UserContext,
-    checked: CheckedItems,
-    titles: list[str | None] | None = None,
-) -> DecisionRecord | None:
-    """What the user can look up later about one checked page (`route` its template); `titles`: each
-    item's title (`guardrail.bodies.item_titles`) when the route names a display field."""
-    if user is None:
-        return None  # nobody could ever ask for an anonymous receipt
-    return DecisionRecord(
-        id=decision,
-        user=user,
-        created_at=time.time(),
-        route=route,
-        mode=mode,
-        policy=policy,
-        locale=ctx.locale,
-        degraded=ctx.degraded,
-        # The decisions are shared, immutable objects: keeping references costs nothing now,
-        # and the receipt is spelled out only if someone asks for it.
-        item_ids=checked.item_ids,
-        decisions=checked.decisions,
-        distinct=checked.distinct,
-        per_item=checked.per_item,
-        titles=titles,
-    )

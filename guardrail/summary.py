@@ -1,5 +1,5 @@
-"""What a checked page says about itself: the `guardrail` summary and the `Guardrail-*` headers
-(docs/integrate.md, "What comes back").
+"""What a checked page says about itself: the `guardrail` summary, the `Guardrail-*` headers, its outcome
+label and the decision record the user can look up later (docs/integrate.md, "What comes back").
 
 One source for both ways of checking a page: the responder (the middleware's buffered JSON) and
 `InProcess.check` (items the service holds as Python objects) write exactly these.
@@ -7,9 +7,12 @@ One source for both ways of checking a page: the responder (the middleware's buf
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from guardrail.engine import CheckedItems, UserContext
 from guardrail.representation import PRIVATE
+from guardrail.store import DecisionRecord
 
 _PRIVATE = PRIVATE[1].decode()
 
@@ -51,3 +54,43 @@ def header_map(decision: str, mode: str, hidden: int, degraded: bool) -> dict[st
     if mode == "enforce":
         headers["Cache-Control"] = _PRIVATE
     return headers
+
+
+def outcome(mode: str, degraded: bool) -> str:
+    """The `outcome` label of a checked page (guardrail_requests_total)."""
+    if mode != "enforce":
+        return "shadow"
+    return "degraded" if degraded else "enforced"
+
+
+def decision_record(
+    decision: str,
+    user: str | None,
+    route: str,
+    mode: str,
+    policy: str,
+    ctx: UserContext,
+    checked: CheckedItems,
+    titles: list[str | None] | None = None,
+) -> DecisionRecord | None:
+    """What the user can look up later about one checked page (`route` its template); `titles`: each
+    item's title (`guardrail.bodies.item_titles`) when the route names a display field."""
+    if user is None:
+        return None  # nobody could ever ask for an anonymous receipt
+    return DecisionRecord(
+        id=decision,
+        user=user,
+        created_at=time.time(),
+        route=route,
+        mode=mode,
+        policy=policy,
+        locale=ctx.locale,
+        degraded=ctx.degraded,
+        # The decisions are shared, immutable objects: keeping references costs nothing now,
+        # and the receipt is spelled out only if someone asks for it.
+        item_ids=checked.item_ids,
+        decisions=checked.decisions,
+        distinct=checked.distinct,
+        per_item=checked.per_item,
+        titles=titles,
+    )
