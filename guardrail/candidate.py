@@ -15,7 +15,7 @@ import os
 from collections import Counter
 
 from guardrail.bodies import BadBody, read_json
-from guardrail.engine import BadItem, RequestSignals, check_items
+from guardrail.engine import BadItem, check_items
 from guardrail.guard import Guard
 from guardrail.metrics import Metrics
 from guardrail.pointer import PointerError, resolve
@@ -94,19 +94,17 @@ class Candidate:
         if type(items) is not list or len(items) != len(sampled.live):
             return  # another list of items than the live one decided: not comparable item by item
         asked = sampled.asked
-        policy = guard.policy
-        minor = asked.age is not None and asked.age < policy.minors.age_of_majority
-        tc_string = asked.tc_string
-        verdict = guard.tcf.verdict(tc_string) if tc_string is not None and guard.tcf.mapping else None
         # The store down: the candidate's own fail mode decides, as a scenario with `store: down`.
-        down = asked.degraded and asked.state is not None
+        unavailable, degraded = (
+            guard.when_store_is_down() if asked.degraded and asked.state is not None else (False, False)
+        )
         ctx, _ = guard.context(
             sampled.user,
             asked.state,
-            RequestSignals(asked.gpc, minor, verdict),
+            guard.request_signals(asked.gpc, asked.age, asked.tc_string),
             asked.accept_language,
-            store_unavailable=down and policy.fail_mode == "closed",
-            degraded=down,
+            store_unavailable=unavailable,
+            degraded=degraded,
         )
         try:
             checked = check_items(ctx, route.fields, items, route.default_signals, annotate=False)

@@ -81,6 +81,18 @@ class Guard:
         names = ", ".join(route.path for route in routes)
         raise LookupError(f"the policy has no route {wanted!r}; its routes: {names}")
 
+    def request_signals(self, gpc: bool, age: int | None, tc_string: str | None) -> RequestSignals:
+        """What the request says, as this policy reads it: a minor by its age of majority, consent by its
+        TC-string mapping (a string it maps nothing from says nothing)."""
+        minor = age is not None and age < self.policy.minors.age_of_majority
+        tcf = self.tcf
+        return RequestSignals(gpc, minor, tcf.verdict(tc_string) if tc_string is not None and tcf.mapping else None)
+
+    def when_store_is_down(self) -> tuple[bool, bool]:
+        """(store unavailable, degraded) while the store cannot answer: closed mode trusts none of the
+        user's consents; open mode keeps them but not sensitive opt-ins (the engine decides so)."""
+        return self.policy.fail_mode == "closed", True
+
     def context(
         self,
         user: str | None,

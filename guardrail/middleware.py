@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guardrail._version import __version__
 from guardrail.callers import Caller
 from guardrail.candidate import Candidate, candidate_policy, check_rate, sample_for
-from guardrail.engine import RequestSignals, UserContext
+from guardrail.engine import UserContext
 from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.identity import Identify
@@ -284,16 +284,15 @@ class GuardrailMiddleware:
         gpc = sec_gpc is not None and any(part.strip(b" \t") == b"1" for part in sec_gpc.split(b","))
         caller = await guard.identity.resolve(scope, headers)
         age = caller.age
-        minor = age is not None and age < guard.policy.minors.age_of_majority
         tcf = guard.tcf
         tc_string = tcf.find(headers, scope["query_string"]) if tcf.mapping else None
-        request = RequestSignals(gpc, minor, tcf.verdict(tc_string) if tc_string is not None else None)
+        request = guard.request_signals(gpc, age, tc_string)
         accept_language = headers.get(b"accept-language")
 
         state: UserState | None = None
         unavailable = degraded = False
         if caller.user is not None:
-            state, unavailable, degraded = await self._state_of(caller.user, guard.policy)
+            state, unavailable, degraded = await self._state_of(caller.user, guard)
         ctx, header = guard.context(
             caller.user,
             state,
@@ -317,19 +316,14 @@ class GuardrailMiddleware:
         self._failure_logged = True
         await answer_unavailable(self.failure, scope, receive, send, log=first)
 
-    async def _state_of(self, user: str, policy: Policy) -> tuple[UserState, bool, bool]:
-        """(state, store unavailable, degraded). Closed: as if no consent; open: purpose defaults.
-
-        Either way the last state seen, if any, still restricts: a topic the user muted stays
-        hidden while the store is down (closed mode trusts none of its consents)."""
+    async def _state_of(self, user: str, guard: Guard) -> tuple[UserState, bool, bool]:
+        """(state, store unavailable, degraded). When the store is down the policy's fail mode decides
+        (`Guard.when_store_is_down`), and the last state seen, if any, still restricts: a topic the user
+        muted stays hidden while the store is down. Minor rules do not need the store."""
         store = self.runtime.store
         try:
             state = await store.load(user)
         except StoreError:
             known = store.last_known(user)
-            if policy.fail_mode == "closed":
-                return (known if known is not None else DEFAULT_STATE), True, True
-            # Open: sensitive opt-ins are not trusted while degraded (the engine hides those items),
-            # and minor rules do not need the store.
-            return (known if known is not None else DEFAULT_STATE), False, True
+            return (known if known is not None else DEFAULT_STATE), *guard.when_store_is_down()
         return (state if state is not None else DEFAULT_STATE), False, False

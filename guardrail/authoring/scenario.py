@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from guardrail.controls import validate_patch
-from guardrail.engine import RequestSignals, UserContext
+from guardrail.engine import UserContext
 from guardrail.explain.render import explanation
 from guardrail.guard import Guard
 from guardrail.state import UserState
@@ -68,19 +68,18 @@ def user_context(guard: Guard, scenario: Scenario, *, locale: str | None = None)
     request = scenario.request
     now = request.now or datetime.now(UTC)
     state = user_state(guard, scenario, now)
-    minor = request.age is not None and request.age < guard.policy.minors.age_of_majority
-    verdict = guard.tcf.verdict(request.tc_string) if request.tc_string is not None and guard.tcf.mapping else None
     if locale is None:
         accept = request.accept_language.encode("latin-1", "replace") if request.accept_language else None
         locale = guard.locales.choose(state.locale if state is not None else None, accept)
     down = scenario.store == "down" and not scenario.anonymous
+    unavailable, degraded = guard.when_store_is_down() if down else (False, False)
     return UserContext(
         guard.compiled,
         state,
-        RequestSignals(request.gpc, minor, verdict),
+        guard.request_signals(request.gpc, request.age, request.tc_string),
         locale=locale,
         now=now,
-        store_unavailable=down and guard.policy.fail_mode == "closed",
-        degraded=down,
+        store_unavailable=unavailable,
+        degraded=degraded,
         explain=explanation,
     )
