@@ -12,7 +12,6 @@ package's attribute of that name, which would hide the function `guardrail.insta
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,9 +27,8 @@ from guardrail.inprocess import Checked, InProcess
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.reload import adopt, refuse
 from guardrail.store import Store
-
-logger = logging.getLogger("guardrail")
 
 # `fn(scope) -> (user, age) | None`: who asks, instead of the policy's identity source.
 
@@ -54,28 +52,13 @@ class Guardrail:
 
         Requests already running finish on the policy they started with. A bad policy raises
         `PolicyError` naming every problem, and the live one keeps serving. Counted in
-        `guardrail_policy_reloads_total`, like a reload on SIGHUP (`guardrail.reload`)."""
-        middleware = self.middleware
-        previous = middleware.policy
+        `guardrail_policy_reloads_total` and logged, like a reload on SIGHUP (`guardrail.reload`)."""
         try:
             loaded = policy if isinstance(policy, Policy) else load_policy(policy)
         except PolicyError as exc:
-            middleware.metrics.policy_reloads.labels("error").inc()
-            logger.error(
-                "policy reload refused, %s is still live: %s",
-                previous.policy_id,
-                exc.report(),
-                extra={"policy": previous.policy_id},
-            )
+            refuse(self.middleware, exc)
             raise
-        middleware.use_policy(loaded)
-        middleware.metrics.policy_reloads.labels("success").inc()
-        logger.info(
-            "policy reloaded: %s is live (was %s)",
-            loaded.policy_id,
-            previous.policy_id,
-            extra={"policy": loaded.policy_id, "previous": previous.policy_id},
-        )
+        adopt(self.middleware, loaded)
         return loaded
 
     async def ready(self) -> dict[str, str]:

@@ -124,40 +124,52 @@ class PolicyReloader:
             policy = parse_policy(text, source=str(self.path))
         except PolicyError as exc:
             return self._refuse(exc)
-        previous = self.middleware.policy
-        self.middleware.use_policy(policy)
-        self.middleware.runtime.metrics.policy_reloads.labels("success").inc()
-        logger.info(
-            "policy reloaded: %s is live (was %s)",
-            policy.policy_id,
-            previous.policy_id,
-            extra={"policy": policy.policy_id, "previous": previous.policy_id, "file": str(self.path)},
-        )
-        changed = [name for name in _STORE_SETTINGS if getattr(policy, name) != getattr(previous, name)]
-        if changed:
-            logger.warning(
-                "the store keeps its settings until the next start: %s changed",
-                ", ".join(changed),
-                extra={"policy": policy.policy_id, "file": str(self.path)},
-            )
+        adopt(self.middleware, policy, file=str(self.path))
         if self.snapshot is not None:
             _keep(self.snapshot, text)
         return True
 
     def _refuse(self, error: PolicyError) -> bool:
-        live = self.middleware.policy.policy_id
-        self.middleware.runtime.metrics.policy_reloads.labels("error").inc()
-        logger.error(
-            "policy reload refused, %s is still live: %s",
-            live,
-            error.report(),
-            extra={
-                "policy": live,
-                "file": str(self.path),
-                "problems": [f"{path or '(top)'}: {message}" for path, message in error.issues],
-            },
-        )
+        refuse(self.middleware, error, file=str(self.path))
         return False
+
+
+def adopt(middleware: GuardrailMiddleware, policy: Policy, **where: str) -> None:
+    """Make `policy` the live one (swapped atomically: running requests finish on theirs), counted in
+    `guardrail_policy_reloads_total` and logged; say which store settings wait for the next start.
+    `where`: what the log adds (the file it came from)."""
+    previous = middleware.policy
+    middleware.use_policy(policy)
+    middleware.runtime.metrics.policy_reloads.labels("success").inc()
+    logger.info(
+        "policy reloaded: %s is live (was %s)",
+        policy.policy_id,
+        previous.policy_id,
+        extra={"policy": policy.policy_id, "previous": previous.policy_id, **where},
+    )
+    changed = [name for name in _STORE_SETTINGS if getattr(policy, name) != getattr(previous, name)]
+    if changed:
+        logger.warning(
+            "the store keeps its settings until the next start: %s changed",
+            ", ".join(changed),
+            extra={"policy": policy.policy_id, **where},
+        )
+
+
+def refuse(middleware: GuardrailMiddleware, error: PolicyError, **where: str) -> None:
+    """A policy that does not load: the live one keeps serving; counted and logged with every problem."""
+    live = middleware.policy.policy_id
+    middleware.runtime.metrics.policy_reloads.labels("error").inc()
+    logger.error(
+        "policy reload refused, %s is still live: %s",
+        live,
+        error.report(),
+        extra={
+            "policy": live,
+            **where,
+            "problems": [f"{path or '(top)'}: {message}" for path, message in error.issues],
+        },
+    )
 
 
 def load_or_snapshot(path: str | os.PathLike[str], snapshot: str | os.PathLike[str] | None) -> Policy:
