@@ -24,7 +24,7 @@ from guardrail.explain.render import receipt_text, until_text
 from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.runtime import Runtime
-from guardrail.state import format_time
+from guardrail.state import ControlsPatch, format_time
 from guardrail.store import DecisionRecord
 from guardrail.web.common import (
     ERASE,
@@ -265,6 +265,10 @@ class ControlsPage:
             problems.extend(exc.problems)
         if problems:
             return self._error(locale, 422, fields=problems)
+        return await self._apply(user, locale, patch, now)
+
+    async def _apply(self, user: str, locale: str, patch: ControlsPatch, now: datetime) -> Response:
+        """A validated change stored and counted, then back to the page, which says it was saved."""
         try:
             await self.runtime.store.patch(user, patch, if_match=None, now=now)
         except StoreError:
@@ -291,12 +295,7 @@ class ControlsPage:
             patch = validate_patch(self.policy, {"paused_until": until}, now)
         except InvalidControls as exc:
             return self._error(locale, 422, fields=exc.problems)
-        try:
-            await self.runtime.store.patch(user, patch, if_match=None, now=now)
-        except StoreError:
-            return self._store_down(locale)
-        count_changes(self.runtime, patch.changed_fields())
-        return RedirectResponse(f"{self.action}?saved=1", status_code=303, headers={"Cache-Control": "no-store"})
+        return await self._apply(user, locale, patch, now)
 
     async def erase(self, request: Request) -> Response:
         checked = await self._guard_change(request)
