@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from guardrail.engine import CompiledPolicy
 from guardrail.errors import StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
@@ -57,23 +58,27 @@ class Receipts:
             # 404, not 403: whether someone else's decision exists is nobody else's business.
             return problem(404, "Not Found", f"You have no decision {decision_id!r}.")
         locale = record.locale if record.locale in self.policy.locales else self.policy.default_locale
-        return json_response(
+        return json_response(receipt(record, self.guard.compiled, locale))
+
+
+def receipt(record: DecisionRecord, compiled: CompiledPolicy, locale: str) -> dict[str, Any]:
+    """One decision as its owner reads it: the summary, then every item with its action, reasons and a
+    sentence in `locale` (and its title when the route names a display field)."""
+    return {
+        **summary(record),
+        "items": [
             {
-                **summary(record),
-                "items": [
-                    {
-                        "id": item_id,
-                        # Only when the route names a display field (`fields: {title: ...}`).
-                        **({"title": record.title(index)} if record.titles is not None else {}),
-                        "action": action,
-                        "reasons": list(reasons),
-                        "because": list(because),
-                        "text": receipt_text(self.guard.compiled, locale, reasons, because),
-                    }
-                    for index, (item_id, action, reasons, because) in enumerate(record.items)
-                ],
+                "id": item_id,
+                # Only when the route names a display field (`fields: {title: ...}`).
+                **({"title": record.title(index)} if record.titles is not None else {}),
+                "action": action,
+                "reasons": list(reasons),
+                "because": list(because),
+                "text": receipt_text(compiled, locale, reasons, because),
             }
-        )
+            for index, (item_id, action, reasons, because) in enumerate(record.items)
+        ],
+    }
 
 
 def summary(record: DecisionRecord) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from guardrail.errors import StoreError
-from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.policy.models import MAX_DECISIONS_PER_USER
@@ -26,7 +25,7 @@ from guardrail.runtime import Runtime
 from guardrail.state import DEFAULT_STATE, format_time
 from guardrail.store import DecisionRecord
 from guardrail.web.common import caller, choose_locale, json_response, route, store_down, unauthorized
-from guardrail.web.decisions import summary
+from guardrail.web.decisions import receipt
 
 FILENAME = "guardrail-export.json"
 EXPORT_HEADERS = {
@@ -75,21 +74,11 @@ class DataExport:
         )
 
     def _decision(self, record: DecisionRecord, locale: str) -> dict[str, Any]:
-        compiled = self.guard.compiled
-        return {
-            **summary(record),
-            "locale": record.locale,
-            "items": [
-                {
-                    "id": item_id,
-                    "action": action,
-                    "reasons": list(reasons),
-                    "because": list(because),
-                    "text": receipt_text(compiled, locale, reasons, because),
-                }
-                for item_id, action, reasons, because in record.items
-            ],
-        }
+        """The record's receipt, as `GET /v1/decisions/{id}` shows it but in the caller's language, with
+        the language the record was made in."""
+        found = receipt(record, self.guard.compiled, locale)
+        items = found.pop("items")
+        return {**found, "locale": record.locale, "items": items}
 
 
 def reason_glossary(locale: str, records: Sequence[DecisionRecord]) -> dict[str, str]:

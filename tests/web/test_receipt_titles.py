@@ -79,6 +79,16 @@ async def test_the_receipt_names_each_item_by_its_title(client_for: ClientFactor
     ]
 
 
+async def test_the_export_names_each_item_by_its_title_as_the_receipt_does(client_for: ClientFactory) -> None:
+    client = client_for(middleware())
+    await mute(client, "sports", "gambling")
+    found = await receipt(client)
+    exported = (await client.get("/guardrail/v1/export", headers=ALICE)).json()
+    (record,) = [d for d in exported["decisions"] if d["decision"] == found["decision"]]
+    assert record["items"] == found["items"]
+    assert [i["title"] for i in record["items"]][:2] == ["Alien", "Poker <night> & more"]
+
+
 async def test_without_a_display_field_receipts_are_as_before(client_for: ClientFactory) -> None:
     client = client_for(middleware(None))
     await mute(client, "sports")
