@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from guardrail._version import __version__
+from guardrail.state import REPORT_REASONS
 
 # From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
 OVERHEAD_BUCKETS = (
@@ -149,6 +150,12 @@ class Metrics:
             "Sampled requests dropped, not queued for the candidate or the case recording: the queue was full.",
             registry=registry,
         )
+        self.reports = Counter(
+            "guardrail_reports",
+            "Items users reported from their suggestions, by the reason they gave.",
+            ["reason"],
+            registry=registry,
+        )
         self._live_policy: str | None = None
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears
@@ -159,6 +166,8 @@ class Metrics:
             self.fail_mode.labels(mode)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        for reason in REPORT_REASONS:
+            self.reports.labels(reason)
 
     def set_build_info(self, accelerated: bool) -> None:
         """Say which per-item loop runs: whoever runs the engine knows, the metrics do not import it."""
