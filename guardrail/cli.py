@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--metrics-port",
         type=_port,
-        help="serve /metrics on this port of the same host, and not on the public one "
-        "(default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
+        help="serve /metrics on this port of the same host; the public port then passes /metrics on to the "
+        "upstream (default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
     )
     serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
     serve.add_argument(
