@@ -22,6 +22,13 @@ OVERHEAD_BUCKETS = (
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "interrupted")
+# The upstream's own time, from a fast local service (1 ms) to past the default 30 s timeout.
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# `status_class` of the sidecar's proxied requests: the status's first digit, or `error` for no answer.
+NO_ANSWER = "error"
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", NO_ANSWER)
+# `route` of a proxied request that no policy route guards.
+OTHER_ROUTE = "other"
 # With several worker processes a scrape reaches one of them, which reads every worker's counts from
 # files: the others' batched counts must reach those files soon, so they are added every 0.1 s.
 MULTIPROCESS_TALLY_DELAY = 0.1
@@ -123,6 +130,19 @@ class Metrics:
             "guardrail_upstream_errors",
             "Requests the sidecar could not get answered by the upstream, by why.",
             ["kind"],
+            registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "guardrail_upstream_requests",
+            "Requests the sidecar proxied, by policy route (or other) and the upstream's status class (error: none).",
+            ["route", "status_class"],
+            registry=registry,
+        )
+        self.upstream_seconds = Histogram(
+            "guardrail_upstream_seconds",
+            "Time the upstream took to answer the sidecar (to the status line and headers), or to fail, by route.",
+            ["route"],
+            buckets=UPSTREAM_BUCKETS,
             registry=registry,
         )
         self.build_info = Gauge(
