@@ -4,6 +4,8 @@
     python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
     python benchmarks/instructions.py inprocess  # `InProcess.check` per 50-item list (inprocess.py)
     python benchmarks/instructions.py candidate  # guarded with and without a candidate policy at 10%
+    python benchmarks/instructions.py why        # guarded with and without the `why` links and the categories
+                                                 # the "why?" page reads from the decision record
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
 is the tool for comparing two versions of the hot path. It runs this file under
@@ -41,16 +43,28 @@ def _run(arm: str, requests: int) -> None:
         for _ in range(requests):
             orjson.dumps(orjson.loads(body))
         return
-    app = make_guarded() if arm == "guarded" else make_bare()
+    if arm == "without-why":
+        _without_why()
+    app = make_guarded() if arm in ("guarded", "without-why") else make_bare()
 
     async def main() -> None:
-        if arm == "guarded":
+        if arm in ("guarded", "without-why"):
             await grant_consent(app)  # type: ignore[arg-type]
         await serve(app, Sink(), 50)  # warm: memo, caches, first-call paths
         if requests:
             await serve(app, Sink(), requests)
 
     asyncio.run(main())
+
+
+def _without_why() -> None:
+    """The guardrail as it was before each kept item linked to its "why?" page: no link, and no categories
+    kept in the decision record."""
+    import guardrail.responder
+    import guardrail.summary
+
+    setattr(guardrail.responder, "attach_why", lambda *args: None)  # noqa: B010 (a module's global, replaced)
+    setattr(guardrail.summary, "item_categories", lambda items, field: None)  # noqa: B010
 
 
 def _run_candidate(arm: str, requests: int) -> None:
@@ -136,6 +150,8 @@ def main() -> int:
         return inprocess()
     if sys.argv[1:] == ["candidate"]:
         return candidate()
+    if sys.argv[1:] == ["why"]:
+        return why()
     requests = 300
     per_request = {
         arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
@@ -180,6 +196,21 @@ def candidate() -> int:
     print(f"without a candidate: {per_request['yielding']:,.0f}; with one at 10%: {per_request['candidate']:,.0f}")
     print(f"added: {added:,.0f} ({added / per_request['yielding']:.1%}), {sampled:.0f} of {requests} requests sampled")
     print(f"per sampled request: {added * requests / sampled:,.0f}")
+    return 0
+
+
+def why() -> int:
+    """Instructions per guarded 50-item request with each kept item's `why` link (and the categories the
+    decision record keeps for the "why?" page), against the same requests without them."""
+    requests = 300
+    per_request = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("without-why", "guarded")
+    }
+    added = per_request["guarded"] - per_request["without-why"]
+    print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py why`, per guarded 50-item request:")
+    print(f"without the why links: {per_request['without-why']:,.0f}; with them: {per_request['guarded']:,.0f}")
+    print(f"added: {added:,.0f} ({added / per_request['without-why']:.1%})")
     return 0
 
 

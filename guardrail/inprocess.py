@@ -105,7 +105,7 @@ class InProcess:
             found = found._replace(item_ids=storable_ids(found.item_ids))
         user = resolved.caller.user
         if enforce and user is not None and guard.prefix:
-            attach_why(given, found.decisions, target.fields.id, guard.prefix, decision)
+            attach_why(given, found.decisions, target.fields.id, guard.prefix, decision, as_dicts=True)
         decisions, hidden = found.decisions, found.hidden
         kept = found.kept if enforce else given
         degraded = ctx.degraded

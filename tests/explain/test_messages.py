@@ -24,6 +24,9 @@ EXAMPLE_PARAMS = {
     "until": "2026-12-13 09:00 UTC",
     "item": "m42",
     "seconds": 30,
+    "days": 30,
+    "signal": "what you watched",
+    "when": "2026-12-06 09:00 UTC",
 }
 
 

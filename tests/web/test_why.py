@@ -309,3 +309,57 @@ async def test_one_click_changes_are_rate_limited(client_for: ClientFactory) -> 
     limited = await client.post(link, headers={**FORM, **as_user()}, data={**form, "do": "mute"})
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
+
+
+# -- what the upstream controls, and a store that is down ------------------------------------------
+
+
+async def test_upstream_markup_in_titles_ids_and_topics_is_escaped(client_for: ClientFactory) -> None:
+    evil = '<script>alert("x")</script>'
+    routes = [{"path": "/recommendations", "items": "/items", "fields": {"title": "name"}}]
+    upstream_items = [item(f"id{evil}", ["movies", f"topic{evil}"], ["watch_history"], name=evil)]
+    client = client_for(make_app(upstream_items, routes=routes, unknown_categories="keep"))
+    await consent(client)
+    link = (await recommend(client))["items"][0]["explanation"]["why"]
+    page = await client.get(link, headers=as_user())
+    assert page.status_code == 200
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;" in page.text  # the title, shown as text
+    view = (await client.get(link.replace("/why/", "/v1/decisions/", 1).replace("/id", "/items/id", 1),
+                             headers=as_user())).json()  # fmt: skip
+    unknown = [c for c in view["categories"] if not c["known"]]
+    assert [c["name"] for c in unknown] == [f"topic{evil}"]
+    assert all(action.get("category") != f"topic{evil}" for action in view["actions"])  # cannot be muted by name
+
+
+async def test_every_control_on_the_page_has_a_label_or_text(client: httpx.AsyncClient) -> None:
+    await consent(client)
+    link = kept(await recommend(client))["m1"]["explanation"]["why"]
+    text = (await client.get(link, headers=as_user())).text
+    for field in re.findall(r"<(?:input|textarea)[^>]*>", text):
+        if 'type="hidden"' in field:
+            continue
+        found = re.search(r'id="([^"]+)"', field)
+        assert found is not None and f'for="{found.group(1)}"' in text, field
+    assert all(button.strip() for button in re.findall(r"<button[^>]*>([^<]*)</button>", text))
+
+
+async def test_with_the_store_down_the_page_and_the_item_say_so(client_for: ClientFactory) -> None:
+    from guardrail.errors import StoreError
+
+    app = make_app()
+    client = client_for(app)
+    await consent(client)
+    decision = (await recommend(client))["guardrail"]["decision"]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("down")
+
+    store = app.runtime.store
+    for name in ("load", "decision", "reports", "patch", "add_report"):
+        setattr(store, name, broken)
+    page = await client.get(f"/guardrail/why/{decision}/m1", headers=as_user())
+    assert page.status_code == 503 and page.headers["retry-after"] == "1"
+    assert "Traceback" not in page.text
+    view = await client.get(f"/guardrail/v1/decisions/{decision}/items/m1", headers=as_user())
+    assert view.status_code == 503 and view.headers["content-type"] == "application/problem+json"
