@@ -20,7 +20,7 @@ OVERHEAD_BUCKETS = (
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "interrupted")
+UPSTREAM_ERROR_KINDS = ("connect", "tls", "timeout", "protocol", "interrupted")
 # With several worker processes a scrape reaches one of them, which reads every worker's counts from
 # files: the others' batched counts must reach those files soon, so they are added every 0.1 s.
 MULTIPROCESS_TALLY_DELAY = 0.1
