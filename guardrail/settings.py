@@ -64,8 +64,8 @@ class Settings(_FromEnvironmentAndSecrets):
     config: str = Field("config/guardrail.yaml", description="The policy file (`guardrail serve --config`).")
     store: SecretStr = Field(
         SecretStr("memory://"),
-        description="The store: `memory://`, `redis://…`, `rediss://…`, or `redis+cluster://h:p,h:p`. "
-        "A secret: a Redis URL may hold its password.",
+        description="The store: `memory://`, `redis://…`, `rediss://…`, or `redis+cluster://h:p,h:p` (a secret, "
+        "as a Redis URL may hold a password).",
     )
     watch: bool = Field(False, description="`guardrail serve` also re-reads the policy file when it changes.")
     candidate: str | None = Field(
