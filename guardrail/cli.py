@@ -1,4 +1,4 @@
-"""The `guardrail` command: demo, serve, check, test, explain, simulate, diff, schema, tcf decode."""
+"""The `guardrail` command: demo, serve, check, test, explain, simulate, diff, schema, tcf decode, alerts."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--metrics-port",
         type=_port,
-        help="serve /metrics on this port of the same host, and not on the public one "
-        "(default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
+        help="serve /metrics on this port of the same host; the public port then passes /metrics on to the "
+        "upstream (default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
     )
     serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
     serve.add_argument(
@@ -85,7 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode = tcf_commands.add_parser("decode", help="decode TC strings: one JSON object per input, in order")
     decode.add_argument("strings", nargs="+", metavar="STRING", help="TC strings, or - to read one per line from stdin")
 
+    alerts = commands.add_parser(
+        "alerts",
+        help="print the Prometheus alert rules, every runbook link built from one base URL",
+        description="Print config/alerts.yml (Prometheus alerting rules) with each alert's runbook_url built from "
+        "URL: URL#<alert name in lower case>, or URL with {alert} replaced by that name.",
+    )
+    alerts.add_argument(
+        "--runbook-base",
+        metavar="URL",
+        help="where the runbook (docs/operations.md, Runbook) is published (default: the repository's copy on GitHub)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "alerts":
+        return print_alert_rules(args.runbook_base)
     if args.command == "check":
         return check_files(args.files)
     if args.command == "tcf":
@@ -179,6 +193,18 @@ def decode_tc_strings(strings: Sequence[str]) -> int:
             result, status = {"input": text, "error": str(exc)}, 1
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return status
+
+
+def print_alert_rules(runbook_base: str | None) -> int:
+    from guardrail.alerts import DEFAULT_RUNBOOK_BASE, RunbookBaseError, alert_rules
+
+    try:
+        rules = alert_rules(runbook_base or DEFAULT_RUNBOOK_BASE)
+    except RunbookBaseError as exc:
+        print(f"guardrail alerts: --runbook-base: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(rules)
+    return 0
 
 
 def check_files(files: Sequence[str]) -> int:

@@ -26,7 +26,7 @@ from guardrail.policy.models import Policy
 from guardrail.recording import CaseRecorder
 from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
-from guardrail.routes import GuardedRoute
+from guardrail.routes import ROUTE_TEMPLATE, GuardedRoute
 from guardrail.runtime import ReadinessCheck, Runtime
 from guardrail.sampling import Asked
 from guardrail.settings import Settings
@@ -241,6 +241,7 @@ class GuardrailMiddleware:
             # An app that checks its items in process (`guardrail.inprocess`) decides for this caller
             # without resolving them again. Not on the non-personalized route: it gets nobody's identity.
             scope[RESOLVED] = resolved
+        scope[ROUTE_TEMPLATE] = route.template  # the sidecar's proxy counts its traffic by it
         runtime = self.runtime
         responder = GuardedResponder(
             runtime,

@@ -54,8 +54,10 @@ class ItemDecision:
     # The deciding reason (None when kept), and what a page's notice is keyed by: read per hidden item.
     first_reason: Reason | None = field(init=False, repr=False, compare=False)
     notice_key: tuple[Reason, str | None] | None = field(init=False, repr=False, compare=False)
-    # The explanation serialized once; orjson copies a Fragment's bytes as they are.
+    # The explanation serialized once; orjson copies a Fragment's bytes as they are. The bytes themselves
+    # too: a kept item's explanation with its own `why` link is them with one more key (guardrail.why_links).
     explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
+    explanation_bytes: bytes | None = field(init=False, repr=False, compare=False)
     # [action, reasons, because] serialized once, for decision records written to a store.
     record_json: orjson.Fragment = field(init=False, repr=False, compare=False)
     # What the C loop (guardrail/_speedups.c) reads of a decision, in one attribute: (hidden, discreet,
@@ -68,8 +70,10 @@ class ItemDecision:
         first = self.reasons[0] if self.reasons else None
         object.__setattr__(self, "first_reason", first)
         object.__setattr__(self, "notice_key", (first, self.muted_topic) if first is not None else None)
-        fragment = orjson.Fragment(orjson.dumps(self.explanation)) if self.explanation is not None else None
+        raw = orjson.dumps(self.explanation) if self.explanation is not None else None
+        fragment = orjson.Fragment(raw) if raw is not None else None
         object.__setattr__(self, "explanation_json", fragment)
+        object.__setattr__(self, "explanation_bytes", raw)
         record = orjson.dumps([self.action.value, [r.value for r in self.reasons], list(self.because)])
         object.__setattr__(self, "record_json", orjson.Fragment(record))
         facts = (self.hidden, self.discreet, self.unknown, self.explanation, fragment, self.notice_key)

@@ -1,6 +1,7 @@
 """The ASGI app `guardrail serve` runs in each process (docs/architecture.md §9): `/metrics`, and
 everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstream. With a metrics
-port, requests that came in on it get `/metrics` alone, and the public port answers `/metrics` with 404.
+port, requests that came in on it get `/metrics` alone, and the public port passes `/metrics` on to the
+upstream like any other path (the service's own metrics are reachable through the sidecar again).
 
 - `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the settings
   (`guardrail.settings.Settings`: the environment and the secrets directory), as each worker does.
@@ -58,9 +59,9 @@ class Sidecar:
         self.reloader = reloader
         self.metrics = metrics
         self.watch = watch
-        # With a port of their own, the metrics are served there alone, and not on the public port.
+        # With a port of their own, the metrics are served there alone, and the public port's
+        # `/metrics` is the upstream's.
         self.metrics_port = metrics_port
-        self.public_metrics = metrics if metrics_port is None else _NOT_FOUND
         self.hangups_before_start = 0  # SIGHUPs that came before the event loop could handle them
         # Whether startup moves everything made so far out of the cycle collector's walk (create_app
         # sets it: a worker process is ours; an app built by a caller lives in their process).
@@ -71,8 +72,8 @@ class Sidecar:
             await self._lifespan(receive, send)
         elif self.metrics_port is not None and (scope.get("server") or ("", 0))[1] == self.metrics_port:
             await self._metrics_port(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
-            await self.public_metrics(scope, receive, send)
+        elif self.metrics_port is None and scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await self.metrics(scope, receive, send)
         else:
             await self.middleware(scope, receive, send)
 
@@ -140,7 +141,7 @@ def build_sidecar(
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
-    `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it).
+    `metrics_port`: the local port whose requests get `/metrics` alone (the others get the upstream's).
     `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them. `tls`: how to reach
     an `https://` upstream (its CA file, a client certificate, the name its certificate carries)."""
     multiprocess = multiprocess_mode()

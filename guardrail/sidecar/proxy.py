@@ -13,6 +13,8 @@ to the upstream service over one pool of keep-alive connections (`guardrail.side
 - An `https://` upstream is verified against certifi's roots, or the CA file given, and may be shown a client
   certificate (`UpstreamTLS`, guardrail/sidecar/tls.py); a refused certificate is `502` too (kind `tls`), and
   the log says which setting would fix it, from the start on.
+- Every request that reaches the upstream is counted by route and status class, with the upstream's
+  time to answer (traffic.py).
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
   redirect is the client's to follow).
 
@@ -29,19 +31,22 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 from starlette.types import Receive, Scope, Send
 
-from guardrail.metrics import Metrics
+from guardrail.metrics import OTHER_ROUTE, Metrics
 from guardrail.paths import PathError, forwardable
 from guardrail.responder import UPSTREAM_ERROR
+from guardrail.routes import ROUTE_TEMPLATE
 from guardrail.sidecar.bodies import ClientGone, ClientTooSlow, RequestBody, is_long, unless_client_leaves
 from guardrail.sidecar.errors import ConnectError, TLSError, UpstreamError, UpstreamTimeout
 from guardrail.sidecar.http1 import ConnectionPool, Headers, Response, Timeout
 from guardrail.sidecar.proxy_headers import request_headers, response_headers
 from guardrail.sidecar.tls import TLSSettingsProblem, UpstreamTLS, describe_tls_error
+from guardrail.sidecar.traffic import ProxiedTraffic
 from guardrail.sidecar.upstream import parse_upstream
 from guardrail.web.problem import problem
 
@@ -103,6 +108,7 @@ class ReverseProxy:
         self.timeout = Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
         self.body_timeout = timeout if body_timeout is None else body_timeout
         self.metrics = metrics
+        self._traffic = ProxiedTraffic(metrics) if metrics is not None else None
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
         self.max_connections = max_connections
         self.pool: ConnectionPool | None = None
@@ -205,8 +211,11 @@ class ReverseProxy:
             await problem(400, "Bad Request", str(exc))(scope, receive, send)
             return
         headers = request_headers(scope, self._host, self._trusts_forwarded)
+        route: str = scope.get(ROUTE_TEMPLATE, OTHER_ROUTE)
+        started = time.perf_counter()
         try:
             body = await self._request_body(scope, receive, headers)
+            started = time.perf_counter()  # the upstream's time: from here to its answer's head
             response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
         except ClientGone:
             return  # nobody to answer
@@ -214,17 +223,19 @@ class ReverseProxy:
             await self._too_slow(send)
             return
         except UpstreamTimeout as exc:
-            await self._fail(send, "timeout", exc)
+            await self._fail(send, "timeout", exc, route, started)
             return
         except TLSError as exc:
-            await self._fail(send, "tls", exc)
+            await self._fail(send, "tls", exc, route, started)
             return
         except ConnectError as exc:
-            await self._fail(send, "connect", exc)
+            await self._fail(send, "connect", exc, route, started)
             return
         except UpstreamError as exc:  # the upstream broke the connection or spoke bad HTTP
-            await self._fail(send, "protocol", exc)
+            await self._fail(send, "protocol", exc, route, started)
             return
+        if self._traffic is not None:
+            self._traffic.count(route, response.status, time.perf_counter() - started)
         try:
             returned = response_headers(response.headers)
             await send({"type": "http.response.start", "status": response.status, "headers": returned})
@@ -282,8 +293,10 @@ class ReverseProxy:
         await send({"type": "http.response.start", "status": 408, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _fail(self, send: Send, kind: str, error: Exception) -> None:
+    async def _fail(self, send: Send, kind: str, error: Exception, route: str, started: float) -> None:
         self._count(kind)
+        if self._traffic is not None:
+            self._traffic.count(route, None, time.perf_counter() - started)
         # A refused certificate fails every request until someone changes a setting: an error, not a blip.
         level = logging.ERROR if kind == "tls" else logging.WARNING
         why = _describe(error)

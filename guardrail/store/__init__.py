@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from guardrail.errors import GuardrailError
 from guardrail.metrics import Metrics
 from guardrail.optional import require
-from guardrail.state import ControlsPatch, UserState
+from guardrail.state import REPORT_REASONS, REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
 
@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage as RateLimitStorage
 
 __all__ = [
+    "REPORTS_PER_USER",
+    "REPORT_REASONS",
     "ControlsPatch",
     "DecisionRecord",
     "ItemRecord",
     "MemoryStore",
     "Metrics",
     "RateLimitStorage",
+    "Report",
     "Store",
     "UserState",
     "create_store",

@@ -24,7 +24,7 @@ import orjson
 from guardrail.caching import BoundedCache
 from guardrail.engine.decisions import Action, ItemDecision, Reason
 from guardrail.engine.loop import INDEX_FIRST
-from guardrail.state import REMOVE, UNSET, ControlsPatch, UserState
+from guardrail.state import REMOVE, UNSET, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord
 
 _PREFIXES = {"consent": "c:", "signals": "s:", "muted": "m:", "sensitive": "o:"}
@@ -118,6 +118,8 @@ def encode_record(record: DecisionRecord) -> bytes:
         fields["d"] = list(map(_RECORD_JSON, record.decisions))
     if record.titles is not None:  # the route names a display field: each item's title, or null
         fields["n"] = record.titles
+    if record.categories is not None:
+        fields["c"] = record.categories
     return orjson.dumps(fields)
 
 
@@ -165,4 +167,32 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
         distinct=distinct,
         per_item=per_item,
         titles=data.get("n"),  # records written before 2026-12-06 have none
+        categories=data.get("c"),  # nor these
+    )
+
+
+def encode_report(report: Report) -> bytes:
+    return orjson.dumps(
+        {
+            "decision": report.decision,
+            "item": report.item,
+            "reason": report.reason,
+            "t": report.created_at,
+            "route": report.route,
+            "title": report.title,
+            "note": report.note,
+        }
+    )
+
+
+def decode_report(raw: bytes) -> Report:
+    data = orjson.loads(raw)
+    return Report(
+        decision=data["decision"],
+        item=data["item"],
+        reason=data["reason"],
+        created_at=data["t"],
+        route=data["route"],
+        title=data["title"],
+        note=data["note"],
     )
