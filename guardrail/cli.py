@@ -139,27 +139,22 @@ def _rate(text: str) -> float:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from pydantic import ValidationError
-
     from guardrail.optional import require
-    from guardrail.settings import Settings
+    from guardrail.settings import Settings, SettingsProblem
 
     require("sidecar", feature="guardrail serve")
     from guardrail.sidecar import serve
 
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"GUARDRAIL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        print(f"guardrail serve: {problems}", file=sys.stderr)
+        settings = Settings.load()
+    except SettingsProblem as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     upstream = args.upstream or settings.upstream
     if not upstream:
         print("guardrail serve: give the upstream's URL with --upstream or GUARDRAIL_UPSTREAM", file=sys.stderr)
         return 2
-    log_level = (args.log_level or os.environ.get("GUARDRAIL_LOG_LEVEL") or "info").lower()
+    log_level = (args.log_level or settings.log_level or "info").lower()
     if not isinstance(logging.getLevelName(log_level.upper()), int):
         print(f"guardrail serve: no log level {log_level!r}; use debug, info, warning or error", file=sys.stderr)
         return 2
@@ -233,16 +228,20 @@ def check_files(files: Sequence[str]) -> int:
 
 
 def run_demo(host: str, port: int, config: str | None, log_level: str | None = None) -> int:
-    import os
-
     from guardrail.optional import require
+    from guardrail.settings import Settings, SettingsProblem
 
     require("sidecar", feature="guardrail demo")
     import uvicorn
 
     from guardrail.logs import configure_logging
 
-    configure_logging(log_level or os.environ.get("GUARDRAIL_LOG_LEVEL", "warning"))
+    try:
+        settings = Settings.load()
+    except SettingsProblem as exc:
+        print(f"guardrail demo: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(log_level or settings.log_level or "warning")
     from guardrail.demo.app import build_demo_app, demo_policy_path, instructions
     from guardrail.policy.loading import load_policy
 

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import sys
 import time
@@ -24,9 +23,17 @@ _PROCESS_KEY = secrets.token_bytes(32)
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
-def user_hash(user: str) -> str:
-    key = os.environ.get("GUARDRAIL_LOG_KEY", "").encode() or _PROCESS_KEY
-    return hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:16]
+def log_key() -> bytes:
+    """The key of the user hash: `GUARDRAIL_LOG_KEY`, else this process's own."""
+    from guardrail.settings import Settings
+
+    configured = Settings.load().log_key
+    return configured.get_secret_value().encode() if configured is not None else _PROCESS_KEY
+
+
+def user_hash(user: str, key: bytes | None = None) -> str:
+    """The user, as log lines name them: keyed with `key`, else `log_key()` (read now: pass it when hashing often)."""
+    return hmac.new(log_key() if key is None else key, user.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,7 +64,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(level: str | int | None = None) -> None:
     """JSON lines on stderr at `level`, else `GUARDRAIL_LOG_LEVEL`, else info."""
-    chosen = level or os.environ.get("GUARDRAIL_LOG_LEVEL", "info")
+    if not level:
+        from guardrail.settings import Settings
+
+        level = Settings.load().log_level or "info"
+    chosen = level
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("guardrail")

@@ -21,7 +21,7 @@ OVERHEAD_BUCKETS = (
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "interrupted")
+UPSTREAM_ERROR_KINDS = ("connect", "tls", "timeout", "protocol", "interrupted")
 # The upstream's own time, from a fast local service (1 ms) to past the default 30 s timeout.
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # `status_class` of the sidecar's proxied requests: the status's first digit, or `error` for no answer.

@@ -102,7 +102,7 @@ class GuardrailMiddleware:
         self.app = app
         self._identify = identify
         if store is None:
-            store = Settings().store  # GUARDRAIL_STORE, else memory://
+            store = Settings.load().store.get_secret_value()  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
         # A candidate that does not load is refused here, as the live policy is: every problem listed.

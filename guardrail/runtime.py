@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from guardrail.engine import CheckedItems
 from guardrail.errors import StoreError
-from guardrail.logs import user_hash
+from guardrail.logs import log_key, user_hash
 from guardrail.metrics import Metrics
 from guardrail.sampling import Sampler
 from guardrail.store import DecisionRecord, Store, create_store
@@ -65,6 +65,7 @@ class Runtime:
             else store
         )
         self.tally = metrics.tally
+        self._log_key = log_key()  # read once: the hash is taken on every logged request
         self._overhead: Histogram = metrics.overhead
         # Labelled counters, looked up once: `labels()` takes a lock and builds a key each time.
         self._children: dict[tuple[str, str, str | None], Counter] = {}
@@ -193,7 +194,7 @@ class Runtime:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "overhead_ms": round(overhead * 1000, 3),
                     "decision": decision,
-                    "user": user_hash(user) if user is not None else None,
+                    "user": user_hash(user, self._log_key) if user is not None else None,
                 },
             )
 

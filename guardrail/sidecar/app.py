@@ -3,10 +3,8 @@ everything else through `GuardrailMiddleware` to a `ReverseProxy` of the upstrea
 port, requests that came in on it get `/metrics` alone, and the public port passes `/metrics` on to the
 upstream like any other path (the service's own metrics are reachable through the sidecar again).
 
-- `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the environment
-  (`GUARDRAIL_CONFIG`, `GUARDRAIL_UPSTREAM`, `GUARDRAIL_STORE`, `GUARDRAIL_UPSTREAM_TIMEOUT`,
-  `GUARDRAIL_WATCH`, `GUARDRAIL_LOG_LEVEL`, `GUARDRAIL_METRICS_PORT`, `GUARDRAIL_CANDIDATE[_RATE]`,
-  `GUARDRAIL_RECORD_CASES`, `GUARDRAIL_RECORD_RATE`), as each worker does.
+- `build_sidecar(...)` makes the app for one process; `create_app()` makes it from the settings
+  (`guardrail.settings.Settings`: the environment and the secrets directory), as each worker does.
 - SIGHUP re-reads the policy (`guardrail.reload`); with `--watch` each worker watches the file.
 - With workers, prometheus_client's multiprocess mode: every worker writes its values to files in
   `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` in any worker sums them.
@@ -18,7 +16,7 @@ import gc
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Receive, Scope, Send
@@ -27,9 +25,13 @@ from guardrail.metrics import metrics_for, multiprocess_mode, multiprocess_regis
 from guardrail.middleware import GuardrailMiddleware
 from guardrail.reload import PolicyReloader, load_or_snapshot
 from guardrail.sidecar.proxy import ReverseProxy
+from guardrail.sidecar.tls import UpstreamTLS
 from guardrail.store import Store
 from guardrail.web.exposition import metrics_app
 from guardrail.web.problem import problem
+
+if TYPE_CHECKING:
+    from guardrail.settings import Settings
 
 logger = logging.getLogger("guardrail")
 
@@ -135,11 +137,13 @@ def build_sidecar(
     candidate_rate: float = 0.1,
     record_cases: str | os.PathLike[str] | None = None,
     record_rate: float = 0.01,
+    tls: UpstreamTLS | None = None,
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
     `metrics_port`: the local port whose requests get `/metrics` alone (the others get the upstream's).
-    `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them."""
+    `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them. `tls`: how to reach
+    an `https://` upstream (its CA file, a client certificate, the name its certificate carries)."""
     multiprocess = multiprocess_mode()
     if multiprocess:
         registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
@@ -152,7 +156,9 @@ def build_sidecar(
         # The policy's trusted proxies, whichever policy is live now.
         return middleware is not None and middleware.guard.identity.is_trusted(scope)
 
-    proxy = ReverseProxy(upstream, timeout=upstream_timeout, metrics=metrics, trusts_forwarded=trusts_forwarded)
+    proxy = ReverseProxy(
+        upstream, timeout=upstream_timeout, metrics=metrics, trusts_forwarded=trusts_forwarded, tls=tls
+    )
     middleware = GuardrailMiddleware(
         proxy,
         policy=load_or_snapshot(policy_path, snapshot),
@@ -172,19 +178,22 @@ def build_sidecar(
 def create_app() -> Sidecar:
     """The sidecar from the environment: the app factory uvicorn calls in each worker process."""
     from guardrail.logs import configure_logging
-    from guardrail.settings import Settings
+    from guardrail.settings import Settings, SettingsProblem
 
     # Until the event loop handles SIGHUP, count it rather than die of it (its default action).
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
-    configure_logging()
-    settings = Settings()
+    try:
+        settings = Settings.load()
+    except SettingsProblem as exc:
+        raise SystemExit(f"guardrail serve: {exc}") from None
+    configure_logging()  # GUARDRAIL_LOG_LEVEL, which `serve` sets from --log-level
     if settings.upstream is None:
         raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")
     app = build_sidecar(
         settings.config,
         settings.upstream,
-        store=settings.store,
+        store=settings.store.get_secret_value(),
         upstream_timeout=settings.upstream_timeout,
         watch=settings.watch,
         snapshot=os.environ.get(SNAPSHOT_ENV),
@@ -193,7 +202,18 @@ def create_app() -> Sidecar:
         candidate_rate=settings.candidate_rate,
         record_cases=settings.record_cases,
         record_rate=settings.record_rate,
+        tls=upstream_tls(settings),
     )
     app.hangups_before_start = len(hangups)
     app.freeze_heap = True
     return app
+
+
+def upstream_tls(settings: Settings) -> UpstreamTLS:
+    """The upstream's TLS settings (`GUARDRAIL_UPSTREAM_CA_FILE`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_SERVER_NAME`)."""
+    return UpstreamTLS(
+        ca_file=settings.upstream_ca_file,
+        client_cert=settings.upstream_client_cert,
+        client_key=settings.upstream_client_key,
+        server_name=settings.upstream_server_name,
+    )
