@@ -54,9 +54,13 @@ def attach_why(
     for a page the guardrail writes, or (`as_dicts`) a dict for one the service writes. `decisions`: one per
     item."""
     base = f"{prefix}/why/{decision}/"
-    if not as_dicts and native is not None and type(decisions) is list:
-        if native.link(items, decisions, id_field, base.encode(), _Fragment, segment):
-            return
+    if (
+        native is not None
+        and not as_dicts
+        and type(decisions) is list
+        and native.link(items, decisions, id_field, base.encode(), _Fragment, segment)
+    ):
+        return
     for item, found in zip(items, decisions, strict=True):
         head = found.link_head
         if head is None:

@@ -25,7 +25,7 @@ assert _ROUTE is not None
 FIELDS = _ROUTE.fields
 # Ids as JSON brings them (no lone surrogates: orjson reads none), and the odd ones by name.
 json_ids = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
     st.sampled_from([".", "..", "...", "a/b", "100%", "~x_y-z.1", "é", " "]),
     st.integers(-(2**63), 2**64 - 1),
 )
@@ -78,9 +78,9 @@ def test_a_hidden_item_and_a_dot_segment_get_no_link() -> None:
 
 
 def test_in_process_items_get_a_dict_with_the_link() -> None:
-    page = [{"id": "a b", "categories": ["movies"], "signals": ["watch_history"]}]
+    page: list[dict[str, Any]] = [{"id": "a b", "categories": ["movies"], "signals": ["watch_history"]}]
     checked = check_items(context(CONSENTED), FIELDS, page, (), annotate=True, as_dicts=True)
-    shared = page[0]["explanation"]
+    shared: dict[str, Any] = page[0]["explanation"]
     attach_why(page, checked.decisions, "id", "/p", "d1", as_dicts=True)
     assert page[0]["explanation"] == {**shared, "why": "/p/why/d1/a%20b"}
     assert "why" not in shared  # the shared explanation is not changed
