@@ -3,6 +3,8 @@ where things are, and secrets. Precedence: arguments given in code > environment
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,3 +26,5 @@ class Settings(BaseSettings):
     # GUARDRAIL_RECORD_CASES: a file to which sampled guarded requests are appended as cases for `guardrail diff`.
     record_cases: str | None = None
     record_rate: float = Field(default=0.01, ge=0, le=1)  # GUARDRAIL_RECORD_RATE: the share recorded
+    # GUARDRAIL_TRACING: auto (traced when OpenTelemetry is configured), otel or off (docs/operations.md "Traces").
+    tracing: Literal["auto", "otel", "off"] = "auto"

@@ -17,7 +17,7 @@ import gc
 import logging
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Receive, Scope, Send
@@ -29,6 +29,9 @@ from guardrail.sidecar.proxy import ReverseProxy
 from guardrail.store import Store
 from guardrail.web.exposition import metrics_app
 from guardrail.web.problem import problem
+
+if TYPE_CHECKING:
+    from guardrail.tracing import TracerProvider
 
 logger = logging.getLogger("guardrail")
 
@@ -134,11 +137,12 @@ def build_sidecar(
     candidate_rate: float = 0.1,
     record_cases: str | os.PathLike[str] | None = None,
     record_rate: float = 0.01,
+    tracer_provider: TracerProvider | None = None,
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
     `metrics_port`: the local port whose requests get `/metrics` alone (and the others not it).
-    `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them."""
+    `candidate`, `record_cases`, their rates and `tracer_provider`: as `GuardrailMiddleware` takes them."""
     multiprocess = multiprocess_mode()
     if multiprocess:
         registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
@@ -161,7 +165,9 @@ def build_sidecar(
         candidate_rate=candidate_rate,
         record_cases=record_cases,
         record_rate=record_rate,
+        tracer_provider=tracer_provider,
     )
+    proxy.tracing = middleware.runtime.tracing  # the upstream's spans nest under the guardrail's
     middleware.runtime.add_readiness_check("upstream", proxy.check)
     reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
     exposition = multiprocess_registry(metrics) if multiprocess else registry
@@ -172,11 +178,13 @@ def create_app() -> Sidecar:
     """The sidecar from the environment: the app factory uvicorn calls in each worker process."""
     from guardrail.logs import configure_logging
     from guardrail.settings import Settings
+    from guardrail.tracing import install_for_serve
 
     # Until the event loop handles SIGHUP, count it rather than die of it (its default action).
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     configure_logging()
+    install_for_serve()  # before the middleware asks for the global tracer provider
     settings = Settings()
     if settings.upstream is None:
         raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")

@@ -10,6 +10,8 @@ to the upstream service over one pool of keep-alive connections (`guardrail.side
   address in `X-Forwarded-*` (proxy_headers.py).
 - An upstream that cannot be reached answers `502`, one that does not answer in time `504`, both
   problem+json saying nothing internal, counted in `guardrail_upstream_errors_total{kind}`.
+- Traced (`guardrail.tracing`), each request to the upstream is a `guardrail.upstream` span, and the
+  upstream is sent its `traceparent` in place of the client's.
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
   redirect is the client's to follow).
 
@@ -27,6 +29,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import certifi
 from starlette.types import Receive, Scope, Send
@@ -40,6 +43,9 @@ from guardrail.sidecar.http1 import ConnectionPool, Headers, Response, Timeout
 from guardrail.sidecar.proxy_headers import request_headers, response_headers
 from guardrail.sidecar.upstream import parse_upstream
 from guardrail.web.problem import problem
+
+if TYPE_CHECKING:
+    from guardrail.tracing import Tracing
 
 logger = logging.getLogger("guardrail")
 
@@ -60,7 +66,8 @@ class ReverseProxy:
     `timeout`: seconds the upstream may take to answer, and between two pieces of its body (connecting
     gets at most 5). `body_timeout`: seconds a client has to send its whole request body (by default
     `timeout`). `trusts_forwarded(scope)`: whether this peer's own `X-Forwarded-Proto` and `-Host` are
-    kept (by default nobody's: they are set from what this server saw).
+    kept (by default nobody's: they are set from what this server saw). `tracing`: the spans to make
+    (`guardrail.tracing.tracing_for()`), None when not tracing.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class ReverseProxy:
         trusts_forwarded: Callable[[Scope], bool] | None = None,
         max_connections: int = 512,
         body_timeout: float | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.upstream = url = parse_upstream(upstream)
         self._prefix = url.prefix
@@ -82,6 +90,7 @@ class ReverseProxy:
         self.metrics = metrics
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
         self.max_connections = max_connections
+        self.tracing = tracing
         self.pool: ConnectionPool | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -155,7 +164,10 @@ class ReverseProxy:
         headers = request_headers(scope, self._host, self._trusts_forwarded)
         try:
             body = await self._request_body(scope, receive, headers)
-            response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+            if self.tracing is None:
+                response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+            else:
+                response = await self._traced(self.tracing, pool, scope, target, headers, body)
         except ClientGone:
             return  # nobody to answer
         except ClientTooSlow:
@@ -176,6 +188,24 @@ class ReverseProxy:
             await self._relay(response, send, receive if is_long(returned) else None)
         finally:
             await response.aclose()  # closes the connection, rather than reuse it, if the answer was not all read
+
+    async def _traced(
+        self,
+        tracing: Tracing,
+        pool: ConnectionPool,
+        scope: Scope,
+        target: bytes,
+        headers: Headers,
+        body: RequestBody | None,
+    ) -> Response:
+        span = tracing.upstream(scope, headers, self.upstream.host, self._port)
+        try:
+            response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+        except BaseException as exc:
+            tracing.failed(span, type(exc).__name__)
+            raise
+        tracing.answered(span, response.status)
+        return response
 
     async def _relay(self, response: Response, send: Send, receive: Receive | None) -> None:
         """Pass the body on; with `receive` (a long body), only while the client is there."""
