@@ -13,10 +13,12 @@ port, requests that came in on it get `/metrics` alone, and the public port answ
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -66,6 +68,8 @@ class Sidecar:
         # Whether startup moves everything made so far out of the cycle collector's walk (create_app
         # sets it: a worker process is ours; an app built by a caller lives in their process).
         self.freeze_heap = False
+        # What exports the last spans at shutdown, when this worker set up the tracer provider (create_app).
+        self.close_traces: Callable[[], object] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -109,6 +113,8 @@ class Sidecar:
         await self.proxy.aclose()
         # The records written, the store closed, the batched counts into the metric files before this worker goes.
         await self.middleware.runtime.close()
+        if self.close_traces is not None:
+            await asyncio.to_thread(self.close_traces)  # sends to the collector: not on the event loop
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -184,7 +190,7 @@ def create_app() -> Sidecar:
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     configure_logging()
-    install_for_serve()  # before the middleware asks for the global tracer provider
+    close_traces = install_for_serve()  # before the middleware asks for the global tracer provider
     settings = Settings()
     if settings.upstream is None:
         raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")
@@ -203,4 +209,5 @@ def create_app() -> Sidecar:
     )
     app.hangups_before_start = len(hangups)
     app.freeze_heap = True
+    app.close_traces = close_traces
     return app

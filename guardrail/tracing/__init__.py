@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from guardrail.errors import GuardrailError
@@ -103,17 +104,18 @@ def check_for_serve() -> None:
     exporters()
 
 
-def install_for_serve() -> None:
+def install_for_serve() -> Callable[[], object] | None:
     """In a `guardrail serve` worker: when tracing is wanted and the extra is installed, the SDK's
-    tracer provider from the OTEL_* environment, as the global one (`guardrail.tracing.sdk`)."""
+    tracer provider from the OTEL_* environment, as the global one (`guardrail.tracing.sdk`).
+    Returns what exports the last spans and stops, for the worker's shutdown (blocking: run it in a thread)."""
     if not wanted():
-        return
+        return None
     try:
         load("opentelemetry.sdk.trace", extra="otel", feature="tracing")
     except GuardrailError:
         if mode() == "otel":
             raise
-        return  # the middleware says once that it does not trace
+        return None  # the middleware says once that it does not trace
     from guardrail.tracing.sdk import install_provider
 
-    install_provider()
+    return install_provider()

@@ -13,6 +13,7 @@ environment, as OpenTelemetry's own tools do (a middleware uses the provider its
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from guardrail.errors import GuardrailError
 from guardrail.optional import require
@@ -41,8 +42,9 @@ def exporters() -> list[str]:
     return names
 
 
-def install_provider() -> None:
-    """Make the SDK's tracer provider from the environment and set it as the global one."""
+def install_provider() -> Callable[[], object]:
+    """Make the SDK's tracer provider from the environment and set it as the global one; returns its
+    `shutdown`, which exports what is left (a worker stopped by a signal runs no `atexit` hook)."""
     names = exporters()
     require("otel", feature="tracing in guardrail serve")
     from opentelemetry import trace
@@ -65,3 +67,4 @@ def install_provider() -> None:
         # Exported from a thread of its own, in batches: a request never waits on the collector.
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    return provider.shutdown
