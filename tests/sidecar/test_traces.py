@@ -17,9 +17,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.sidecar.conftest import StartSidecar
 from tests.sidecar.servers import HOST, RecordingUpstream, ServeProcess, free_port, write_policy
-from tests.tracing.conftest import CLIENT_SPAN, CLIENT_TRACE, TRACEPARENT, Spans, parent_id, span_id, trace_id
+from tests.tracing.memory import (  # the fixture `spans` too
+    CLIENT_SPAN,
+    CLIENT_TRACE,
+    TRACEPARENT,
+    Spans,
+    parent_id,
+    span_id,
+    spans,
+    trace_id,
+)
 
-pytest_plugins = ["tests.tracing.conftest"]
+__all__ = ["spans"]
 
 CLIENT = {"x-user-id": "alice", "traceparent": TRACEPARENT, "tracestate": "vendor=opaque"}
 

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from guardrail import GuardrailMiddleware
 from guardrail.logs import configure_logging
 from tests.conftest import ClientFactory, make_policy
-from tests.tracing.conftest import CLIENT_SPAN, CLIENT_TRACE, TRACEPARENT, Spans, parent_id, span_id, trace_id
+from tests.tracing.memory import CLIENT_SPAN, CLIENT_TRACE, TRACEPARENT, Spans, parent_id, span_id, trace_id
 from tests.upstream import Upstream
 
 ALICE = {"x-user-id": "alice"}

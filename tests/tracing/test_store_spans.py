@@ -16,7 +16,7 @@ from guardrail.store.redis import FLUSH_EVERY, RedisStore
 from tests.conftest import ClientFactory, make_policy
 from tests.sidecar.servers import free_port
 from tests.store.redis_servers import RedisServer
-from tests.tracing.conftest import Spans, parent_id, span_id
+from tests.tracing.memory import Spans, parent_id, span_id
 from tests.upstream import Upstream
 
 
