@@ -3,7 +3,8 @@
 What is logged is bounded and safe to ship: the route template (never the raw path), the outcome, the
 hidden count, the duration and the decision id. The user appears only as a keyed hash (HMAC-SHA256
 with `GUARDRAIL_LOG_KEY`, else a per-process key), so logs can be correlated per user without naming
-anyone; TC strings, cookies and headers are never logged.
+anyone; TC strings, cookies and headers are never logged. A line written while an OpenTelemetry span
+is current carries its `trace_id` and `span_id` (the guardrail's own span, or the application's).
 """
 
 from __future__ import annotations
@@ -46,12 +47,23 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is not None:  # looked up, never imported: without it there is no span
+            _add_trace_ids(entry, trace)
         if record.exc_info:
             # The exception's type and message only: a stack trace is for a debugger, not a log line.
             entry["error"] = f"{record.exc_info[0].__name__ if record.exc_info[0] else 'Error'}: {record.exc_info[1]}"
         # ASCII only: a value that came from outside (an upstream's detail, an exception's text)
         # cannot put a control or right-to-left character into a terminal or a log viewer.
         return json.dumps(entry, default=str, ensure_ascii=True)
+
+
+def _add_trace_ids(entry: dict[str, Any], trace: Any) -> None:
+    # Formatted as the W3C traceparent writes them, and as trace viewers search for them.
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        entry["trace_id"] = format(context.trace_id, "032x")
+        entry["span_id"] = format(context.span_id, "016x")
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

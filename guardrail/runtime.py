@@ -28,6 +28,8 @@ from guardrail.store import DecisionRecord, Store, create_store
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
+    from guardrail.tracing import Tracing
+
 logger = logging.getLogger("guardrail")
 
 # What /readyz awaits besides the store: None when ready, else a short reason shown to anyone who asks.
@@ -39,7 +41,8 @@ class Runtime:
 
     `store` is a store object, or a URL for which a store is made here, counting into `metrics`
     (`decisions_per_user`, `retention` and `timeout` are then its settings). `accelerated`: whether
-    the per-item loop runs in C, for `guardrail_build_info`."""
+    the per-item loop runs in C, for `guardrail_build_info`; `tracing`: the spans to make, None when
+    not tracing (`guardrail.tracing`), given to a store made here."""
 
     def __init__(
         self,
@@ -50,8 +53,10 @@ class Runtime:
         decisions_per_user: int = 50,
         retention: timedelta = timedelta(days=7),
         timeout: float = 0.02,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing
         metrics.set_build_info(accelerated)
         self.store: Store = (
             create_store(
@@ -60,6 +65,7 @@ class Runtime:
                 decisions_per_user=decisions_per_user,
                 retention=retention,
                 timeout=timeout,
+                tracing=tracing,
             )
             if isinstance(store, str)
             else store

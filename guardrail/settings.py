@@ -84,6 +84,11 @@ class Settings(_FromEnvironmentAndSecrets):
         description="JSON log level: `debug`, `info` (a line per guarded request), `warning`, `error` or "
         "`critical`. Unset: `info`, and `warning` for `guardrail demo`.",
     )
+    tracing: Literal["auto", "otel", "off"] = Field(
+        "auto",
+        description="Traces: `auto` (traced when OpenTelemetry is configured by its `OTEL_*` variables or the host "
+        'app), `otel` (always; needs the `otel` extra) or `off` (docs/operations.md, "Traces").',
+    )
     pure_python: bool = Field(
         False, description="Run the per-item loop in Python even where the C one is built, to compare or debug."
     )

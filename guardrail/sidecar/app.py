@@ -12,10 +12,12 @@ upstream like any other path (the service's own metrics are reachable through th
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -32,6 +34,7 @@ from guardrail.web.problem import problem
 
 if TYPE_CHECKING:
     from guardrail.settings import Settings
+    from guardrail.tracing import TracerProvider
 
 logger = logging.getLogger("guardrail")
 
@@ -66,6 +69,8 @@ class Sidecar:
         # Whether startup moves everything made so far out of the cycle collector's walk (create_app
         # sets it: a worker process is ours; an app built by a caller lives in their process).
         self.freeze_heap = False
+        # What exports the last spans at shutdown, when this worker set up the tracer provider (create_app).
+        self.close_traces: Callable[[], object] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -109,6 +114,8 @@ class Sidecar:
         await self.proxy.aclose()
         # The records written, the store closed, the batched counts into the metric files before this worker goes.
         await self.middleware.runtime.close()
+        if self.close_traces is not None:
+            await asyncio.to_thread(self.close_traces)  # sends to the collector: not on the event loop
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -138,12 +145,13 @@ def build_sidecar(
     record_cases: str | os.PathLike[str] | None = None,
     record_rate: float = 0.01,
     tls: UpstreamTLS | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Sidecar:
     """The sidecar app for one process. `registry`: where the metrics live (the global registry by
     default; ignored in multiprocess mode, where values live in files and `/metrics` reads them all).
     `metrics_port`: the local port whose requests get `/metrics` alone (the others get the upstream's).
-    `candidate`, `record_cases` and their rates: as `GuardrailMiddleware` takes them. `tls`: how to reach
-    an `https://` upstream (its CA file, a client certificate, the name its certificate carries)."""
+    `candidate`, `record_cases`, their rates and `tracer_provider`: as `GuardrailMiddleware` takes them. `tls`:
+    how to reach an `https://` upstream (its CA file, a client certificate, the name its certificate carries)."""
     multiprocess = multiprocess_mode()
     if multiprocess:
         registry = CollectorRegistry()  # the values live in the shared files; this only names the metrics
@@ -168,7 +176,9 @@ def build_sidecar(
         candidate_rate=candidate_rate,
         record_cases=record_cases,
         record_rate=record_rate,
+        tracer_provider=tracer_provider,
     )
+    proxy.tracing = middleware.runtime.tracing  # the upstream's spans nest under the guardrail's
     middleware.runtime.add_readiness_check("upstream", proxy.check)
     reloader = PolicyReloader(middleware, policy_path, snapshot=snapshot)
     exposition = multiprocess_registry(metrics) if multiprocess else registry
@@ -179,6 +189,7 @@ def create_app() -> Sidecar:
     """The sidecar from the environment: the app factory uvicorn calls in each worker process."""
     from guardrail.logs import configure_logging
     from guardrail.settings import Settings, SettingsProblem
+    from guardrail.tracing import install_for_serve
 
     # Until the event loop handles SIGHUP, count it rather than die of it (its default action).
     hangups: list[int] = []
@@ -188,6 +199,7 @@ def create_app() -> Sidecar:
     except SettingsProblem as exc:
         raise SystemExit(f"guardrail serve: {exc}") from None
     configure_logging()  # GUARDRAIL_LOG_LEVEL, which `serve` sets from --log-level
+    close_traces = install_for_serve()  # before the middleware asks for the global tracer provider
     if settings.upstream is None:
         raise SystemExit("guardrail serve needs the upstream's URL: --upstream or GUARDRAIL_UPSTREAM")
     app = build_sidecar(
@@ -206,6 +218,7 @@ def create_app() -> Sidecar:
     )
     app.hangups_before_start = len(hangups)
     app.freeze_heap = True
+    app.close_traces = close_traces
     return app
 
 

@@ -55,9 +55,10 @@ def serve(
     `record_cases`: a file every worker appends `record_rate` of guarded requests to, as cases."""
     import uvicorn
 
-    from guardrail.errors import PolicyError
+    from guardrail.errors import GuardrailError, MissingExtra, PolicyError
     from guardrail.logs import configure_logging
     from guardrail.policy.loading import parse_policy, read_policy_text
+    from guardrail.tracing import check_for_serve
 
     try:
         text = read_policy_text(config)
@@ -81,6 +82,14 @@ def serve(
     try:
         ReverseProxy(upstream, tls=upstream_tls(settings))
     except ValueError as exc:  # the URL, or a TLS file that cannot be used
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_for_serve()
+    except MissingExtra as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 1
+    except GuardrailError as exc:
         print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(log_level)

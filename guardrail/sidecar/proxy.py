@@ -15,6 +15,8 @@ to the upstream service over one pool of keep-alive connections (`guardrail.side
   the log says which setting would fix it, from the start on.
 - Every request that reaches the upstream is counted by route and status class, with the upstream's
   time to answer (traffic.py).
+- Traced (`guardrail.tracing`), each request to the upstream is a `guardrail.upstream` span, and the
+  upstream is sent its `traceparent` in place of the client's.
 - No environment proxies, no cookie jar (`Set-Cookie` is the client's), no redirects followed (a
   redirect is the client's to follow).
 
@@ -34,6 +36,7 @@ import ssl
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
@@ -49,6 +52,9 @@ from guardrail.sidecar.tls import TLSSettingsProblem, UpstreamTLS, describe_tls_
 from guardrail.sidecar.traffic import ProxiedTraffic
 from guardrail.sidecar.upstream import parse_upstream
 from guardrail.web.problem import problem
+
+if TYPE_CHECKING:
+    from guardrail.tracing import Tracing
 
 logger = logging.getLogger("guardrail")
 
@@ -78,6 +84,7 @@ class ReverseProxy:
     `timeout`). `trusts_forwarded(scope)`: whether this peer's own `X-Forwarded-Proto` and `-Host` are
     kept (by default nobody's: they are set from what this server saw). `tls`: the CA file, client
     certificate and server name for an `https://` upstream (ValueError, naming the setting, when unusable).
+    `tracing`: the spans to make (`guardrail.tracing.tracing_for()`), None when not tracing.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class ReverseProxy:
         max_connections: int = 512,
         body_timeout: float | None = None,
         tls: UpstreamTLS | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.upstream = url = parse_upstream(upstream)
         tls = tls or UpstreamTLS()
@@ -111,6 +119,7 @@ class ReverseProxy:
         self._traffic = ProxiedTraffic(metrics) if metrics is not None else None
         self._trusts_forwarded = trusts_forwarded or (lambda scope: False)
         self.max_connections = max_connections
+        self.tracing = tracing
         self.pool: ConnectionPool | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -216,7 +225,10 @@ class ReverseProxy:
         try:
             body = await self._request_body(scope, receive, headers)
             started = time.perf_counter()  # the upstream's time: from here to its answer's head
-            response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+            if self.tracing is None:
+                response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+            else:
+                response = await self._traced(self.tracing, pool, scope, target, headers, body)
         except ClientGone:
             return  # nobody to answer
         except ClientTooSlow:
@@ -242,6 +254,24 @@ class ReverseProxy:
             await self._relay(response, send, receive if is_long(returned) else None)
         finally:
             await response.aclose()  # closes the connection, rather than reuse it, if the answer was not all read
+
+    async def _traced(
+        self,
+        tracing: Tracing,
+        pool: ConnectionPool,
+        scope: Scope,
+        target: bytes,
+        headers: Headers,
+        body: RequestBody | None,
+    ) -> Response:
+        span = tracing.upstream(scope, headers, self.upstream.host, self._port)
+        try:
+            response = await pool.request(scope["method"].encode("latin-1"), target, headers, body)
+        except BaseException as exc:
+            tracing.failed(span, type(exc).__name__)
+            raise
+        tracing.answered(span, response.status)
+        return response
 
     async def _relay(self, response: Response, send: Send, receive: Receive | None) -> None:
         """Pass the body on; with `receive` (a long body), only while the client is there."""

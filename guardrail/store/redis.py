@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -37,6 +38,8 @@ from guardrail.store.redis_keys import CHANNEL, controls_key, erased_key, record
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
+    from guardrail.tracing import Tracing
+
 logger = logging.getLogger("guardrail.store")
 
 MAX_QUEUED_RECORDS = 10_000
@@ -60,12 +63,14 @@ class RedisStore(BudgetedCalls):
         breaker: CircuitBreaker | None = None,
         metrics: Metrics | None = None,
         url: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__(
             client,
             timeout=timeout,
             breaker=breaker if breaker is not None else CircuitBreaker(),
             metrics=metrics,
+            tracing=tracing,
         )
         self.decisions_per_user = decisions_per_user
         self.retention = retention
@@ -251,7 +256,8 @@ class RedisStore(BudgetedCalls):
             return
         self._listening = True
         for work in (self._listen(), self._flush_records()):
-            task = asyncio.get_running_loop().create_task(work)
+            # In a context of their own: they outlive the request that starts them, and its trace.
+            task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
