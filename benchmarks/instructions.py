@@ -4,8 +4,7 @@
     python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
     python benchmarks/instructions.py inprocess  # `InProcess.check` per 50-item list (inprocess.py)
     python benchmarks/instructions.py candidate  # guarded with and without a candidate policy at 10%
-    python benchmarks/instructions.py why        # guarded with and without the `why` links and the categories
-                                                 # the "why?" page reads from the decision record
+    python benchmarks/instructions.py why        # guarded with and without the `why` links
     python benchmarks/instructions.py tracing    # guarded with and without traces (the otel extra)
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
@@ -63,13 +62,10 @@ def _run(arm: str, requests: int) -> None:
 
 
 def _without_why() -> None:
-    """The guardrail as it was before each kept item linked to its "why?" page: no link, and no categories
-    kept in the decision record."""
+    """The guardrail without each kept item's link to its "why?" page."""
     import guardrail.responder
-    import guardrail.summary
 
     setattr(guardrail.responder, "attach_why", lambda *args: None)  # noqa: B010 (a module's global, replaced)
-    setattr(guardrail.summary, "item_categories", lambda items, field: None)  # noqa: B010
 
 
 def _run_candidate(arm: str, requests: int) -> None:
@@ -245,8 +241,8 @@ def candidate() -> int:
 
 
 def why() -> int:
-    """Instructions per guarded 50-item request with each kept item's `why` link (and the categories the
-    decision record keeps for the "why?" page), against the same requests without them."""
+    """Instructions per guarded 50-item request with each kept item's `why` link, against the same requests
+    without them."""
     requests = 300
     per_request = {
         arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests

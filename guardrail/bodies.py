@@ -132,15 +132,6 @@ def item_titles(items: list[Any], field: str) -> list[str | None]:
     return [_title(item.get(field)) for item in items]
 
 
-def item_categories(items: list[Any], field: str) -> list[Any]:
-    """Each item's categories as a decision record keeps them: the lists the per-item loop checked (it
-    refused anything but a list of strings), or an empty one for an item without."""
-    return [item.get(field, _NONE) for item in items]
-
-
-_NONE: list[str] = []  # shared, never changed
-
-
 def _title(value: Any) -> str | None:
     kind = type(value)
     if kind is str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from guardrail.bodies import item_categories, item_titles
+from guardrail.bodies import item_titles
 from guardrail.engine import CheckedItems, UserContext
 from guardrail.representation import PRIVATE
 from guardrail.store import DecisionRecord
@@ -76,7 +76,7 @@ def decision_record(
     fields: RecordedFields,
 ) -> DecisionRecord | None:
     """What the user can look up later about one checked page (`route` its template, `items` the page's
-    items as checked, `fields` where they keep their categories and title)."""
+    items as checked, `fields` where they keep their title)."""
     if user is None:
         return None  # nobody could ever ask for an anonymous receipt
     title = fields.title
@@ -97,14 +97,11 @@ def decision_record(
         per_item=checked.per_item,
         # Only when the route names a display field.
         titles=item_titles(items, title) if title is not None else None,
-        categories=item_categories(items, fields.categories),
     )
 
 
 class RecordedFields(Protocol):
     """Where a route's items keep what a decision record keeps of them besides their id."""
 
-    @property
-    def categories(self) -> str: ...
     @property
     def title(self) -> str | None: ...

@@ -46,15 +46,13 @@ class DecisionRecord:
     # Each item's title (at most TITLE_CHARS characters; None for an item without one), when the route
     # names a display field (`fields: {title: ...}`); None when it does not.
     titles: Sequence[str | None] | None = None
-    # Each item's categories as the upstream sent them (the checked lists, shared with the page), for the
-    # "why am I seeing this?" page's topic and its mute and snooze buttons; None in records made before them.
-    categories: Sequence[Sequence[str]] | None = None
 
     def title(self, index: int) -> str | None:
         return self.titles[index] if self.titles is not None else None
 
     def topics(self, index: int) -> Sequence[str]:
-        return self.categories[index] if self.categories is not None else ()
+        """The item's categories as the policy spells them (none in records made before they were kept)."""
+        return self.decisions[index].categories
 
     def index_of(self, item_id: str) -> int | None:
         """The position of the item whose id reads `item_id` (ids are compared as text); None if absent."""
