@@ -14,7 +14,7 @@
 static PyObject *str_loop_facts;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
-static PyObject *str_link_head;
+static PyObject *str_why_json;
 
 /* The Python loop turns these into a precise BadBody; other errors are real and propagate. */
 static int
@@ -41,9 +41,18 @@ typedef struct {
 #define INDEX_FIRST '0'
 
 /* Where ItemDecision.loop_facts keeps each fact. */
-enum { FACT_HIDDEN, FACT_DISCREET, FACT_UNKNOWN, FACT_EXPLANATION, FACT_EXPLANATION_JSON, FACT_NOTICE_KEY, FACTS };
+enum {
+    FACT_HIDDEN,
+    FACT_DISCREET,
+    FACT_UNKNOWN,
+    FACT_EXPLANATION,
+    FACT_EXPLANATION_JSON,
+    FACT_NOTICE_KEY,
+    FACT_WHY_JSON,
+    FACTS
+};
 
-/* `explanation_at`: FACT_EXPLANATION or FACT_EXPLANATION_JSON, what a kept item gets. */
+/* `explanation_at`: FACT_EXPLANATION, FACT_EXPLANATION_JSON or FACT_WHY_JSON, what a kept item gets. */
 static int
 read_facts(PyObject *decision, int explanation_at, Facts *facts)
 {
@@ -242,12 +251,20 @@ check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int annotate = attach != Py_None;
     int explanation_at = FACT_EXPLANATION_JSON;
     if (annotate) {
-        int is_dict = PyUnicode_Check(attach) ? PyUnicode_Compare(attach, str_explanation) == 0 : 0;
-        if (!is_dict && !(PyUnicode_Check(attach) && PyUnicode_Compare(attach, str_explanation_json) == 0)) {
-            PyErr_SetString(PyExc_TypeError, "check(): annotate must be 'explanation', 'explanation_json' or None");
+        if (!PyUnicode_Check(attach)) {
+            PyErr_SetString(PyExc_TypeError, "check(): annotate must be 'explanation', 'explanation_json', 'why_json' or None");
             return NULL;
         }
-        explanation_at = is_dict ? FACT_EXPLANATION : FACT_EXPLANATION_JSON;
+        if (PyUnicode_Compare(attach, str_explanation) == 0) {
+            explanation_at = FACT_EXPLANATION;
+        }
+        else if (PyUnicode_Compare(attach, str_why_json) == 0) {
+            explanation_at = FACT_WHY_JSON;
+        }
+        else if (PyUnicode_Compare(attach, str_explanation_json) != 0) {
+            PyErr_SetString(PyExc_TypeError, "check(): annotate must be 'explanation', 'explanation_json', 'why_json' or None");
+            return NULL;
+        }
     }
     if (!PyList_CheckExact(items) || !PyDict_CheckExact(memo) || !PyList_CheckExact(defaults)
         || !PyList_CheckExact(empty)) {
@@ -513,13 +530,13 @@ has_digit_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
-PyDoc_STRVAR(link_doc,
-"link(items, decisions, id_field, base, fragment, segment)\n"
+PyDoc_STRVAR(fill_links_doc,
+"fill_links(body, kept, id_field, base, segment)\n"
 "--\n\n"
-"Give each kept item of a checked page its `why` link (see guardrail.why_links.attach_why, the reference):\n"
-"its explanation becomes `fragment(head + base + segment + b'\"}')`, `head` its decision's `link_head`.\n"
-"`segment(id)` percent-encodes an id that is not plain unreserved ASCII. Returns True, or False (nothing\n"
-"changed) when an item is not a dict and the Python version must run instead.");
+"`body` (a page written with each kept item's `why_json` explanation) with every NUL placeholder replaced by\n"
+"that item's link, `base` + its id as a path segment (see guardrail.why_links.fill_links_python, the reference).\n"
+"`segment(id)` percent-encodes an id that is not plain unreserved ASCII. An id that is a dot segment gets no\n"
+"`why` at all. RuntimeError if the placeholders and the items do not pair up.");
 
 /* RFC 3986 unreserved characters: an id made only of these is its own path segment. */
 static inline int
@@ -529,159 +546,136 @@ is_unreserved(unsigned char c)
            || c == '_' || c == '~';
 }
 
-/* A distinct decision of the page and the bytes its kept items' explanations start with (NULL: not linked). */
+/* One kept item's link: its id as a path segment (borrowed from the id, or from `owned`), or none. */
 typedef struct {
-    PyObject *decision;  /* borrowed: the decisions list holds it */
-    PyObject *head;  /* owned */
-} Head;
+    const char *text;
+    Py_ssize_t length;
+    PyObject *owned;
+    int none;  /* a dot segment: the item's explanation gets no `why` */
+} Segment;
 
-static int
-read_head(PyObject *decision, PyObject *base, Head *slot)
-{
-    slot->decision = decision;
-    slot->head = NULL;
-    PyObject *found = PyObject_GetAttr(decision, str_link_head);
-    if (found == NULL) {
-        return -1;
-    }
-    if (found == Py_None) {
-        Py_DECREF(found);
-        return 0;
-    }
-    if (!PyBytes_CheckExact(found)) {
-        Py_DECREF(found);
-        PyErr_SetString(PyExc_TypeError, "link(): a decision's link_head is not bytes");
-        return -1;
-    }
-    Py_ssize_t size = PyBytes_GET_SIZE(found), extra = PyBytes_GET_SIZE(base);
-    slot->head = PyBytes_FromStringAndSize(NULL, size + extra);
-    if (slot->head != NULL) {
-        memcpy(PyBytes_AS_STRING(slot->head), PyBytes_AS_STRING(found), size);
-        memcpy(PyBytes_AS_STRING(slot->head) + size, PyBytes_AS_STRING(base), extra);
-    }
-    Py_DECREF(found);
-    return slot->head == NULL ? -1 : 0;
-}
+/* What the placeholder stands in: `,"why":"` before it, and the closing quote after it. */
+#define WHY_KEY_BYTES 8
 
 static PyObject *
-link_why(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+fill_links(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "link() takes exactly 6 arguments");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fill_links() takes exactly 5 arguments");
         return NULL;
     }
-    PyObject *items = args[0], *decisions = args[1], *id_field = args[2], *base = args[3];
-    PyObject *fragment = args[4], *segment = args[5];
-    if (!PyList_CheckExact(items) || !PyList_CheckExact(decisions) || !PyBytes_CheckExact(base)
-        || PyList_GET_SIZE(items) != PyList_GET_SIZE(decisions)) {
-        PyErr_SetString(PyExc_TypeError, "link() takes two lists of one length and the base as bytes");
+    PyObject *body = args[0], *kept = args[1], *id_field = args[2], *base = args[3], *segment = args[4];
+    if (!PyBytes_CheckExact(body) || !PyList_CheckExact(kept) || !PyBytes_CheckExact(base)) {
+        PyErr_SetString(PyExc_TypeError, "fill_links() takes the body and the base as bytes, the kept items as a list");
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(items);
-    for (Py_ssize_t index = 0; index < count; index++) {
-        if (!PyDict_CheckExact(PyList_GET_ITEM(items, index))) {
-            Py_RETURN_FALSE;
-        }
+    Py_ssize_t count = PyList_GET_SIZE(kept), linked = 0;
+    Segment *segments = PyMem_Calloc(count > 0 ? count : 1, sizeof(Segment));
+    if (segments == NULL) {
+        return PyErr_NoMemory();
     }
-    Head cache[FACTS_CACHED];
-    int cached = 0;
     PyObject *result = NULL;
+    Py_ssize_t base_size = PyBytes_GET_SIZE(base), extra = 0;
     for (Py_ssize_t index = 0; index < count; index++) {
-        PyObject *decision = PyList_GET_ITEM(decisions, index);
-        Head spare = {NULL, NULL}, *slot = NULL;
-        for (int at = 0; at < cached; at++) {
-            if (cache[at].decision == decision) {
-                slot = &cache[at];
-                break;
-            }
+        PyObject *item = PyList_GET_ITEM(kept, index);
+        if (!PyDict_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "fill_links(): a kept item is not a dict");
+            goto done;
         }
-        if (slot == NULL) {
-            slot = cached < FACTS_CACHED ? &cache[cached] : &spare;
-            if (read_head(decision, base, slot) < 0) {
-                goto done;
-            }
-            if (slot != &spare) {
-                cached++;
-            }
+        PyObject *explanation = PyDict_GetItemWithError(item, str_explanation);
+        if (explanation == NULL && PyErr_Occurred()) {
+            goto done;
         }
-        PyObject *head = slot->head;
-        if (head == NULL) {
-            continue;  /* hidden, or kept without an explanation */
+        if (explanation == NULL || explanation == Py_None) {
+            continue;  /* kept without an explanation: no placeholder */
         }
-        PyObject *item = PyList_GET_ITEM(items, index);
-        PyObject *item_id = PyDict_GetItemWithError(item, id_field);  /* borrowed */
-        PyObject *encoded = NULL;
-        const char *text = NULL;
-        Py_ssize_t length = 0;
+        PyObject *item_id = PyDict_GetItemWithError(item, id_field);
         if (item_id == NULL) {
-            Py_XDECREF(spare.head);
-            if (PyErr_Occurred()) {
-                goto done;
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "fill_links(): a kept item has no id");
             }
-            continue;
+            goto done;
         }
+        Segment *found = &segments[linked++];
         if (PyUnicode_CheckExact(item_id) && PyUnicode_IS_ASCII(item_id)) {
-            text = (const char *)PyUnicode_1BYTE_DATA(item_id);
-            length = PyUnicode_GET_LENGTH(item_id);
+            const char *text = (const char *)PyUnicode_1BYTE_DATA(item_id);
+            Py_ssize_t length = PyUnicode_GET_LENGTH(item_id);
+            int plain = 1;
             for (Py_ssize_t at = 0; at < length; at++) {
                 if (!is_unreserved((unsigned char)text[at])) {
-                    text = NULL;
+                    plain = 0;
                     break;
                 }
             }
-            /* A server resolves `.` and `..` (even as %2E) away: no page could be reached by them. */
-            if (text != NULL && (length == 1 || length == 2) && text[0] == '.' && text[length - 1] == '.') {
-                Py_XDECREF(spare.head);
-                continue;
+            if (plain) {
+                /* A server resolves `.` and `..` (even as %2E) away: no page could be reached by them. */
+                found->none = (length == 1 || length == 2) && text[0] == '.' && text[length - 1] == '.';
+                found->text = text;
+                found->length = length;
             }
         }
-        if (text == NULL) {
-            encoded = PyObject_CallOneArg(segment, item_id);
-            if (encoded == NULL || !PyUnicode_Check(encoded) || !PyUnicode_IS_ASCII(encoded)) {
-                if (encoded != NULL) {
-                    PyErr_SetString(PyExc_TypeError, "link(): segment() must return ASCII text");
-                }
-                Py_XDECREF(encoded);
-                Py_XDECREF(spare.head);
+        if (found->text == NULL) {
+            found->owned = PyObject_CallOneArg(segment, item_id);
+            if (found->owned == NULL) {
                 goto done;
             }
-            text = (const char *)PyUnicode_1BYTE_DATA(encoded);
-            length = PyUnicode_GET_LENGTH(encoded);
+            if (!PyUnicode_Check(found->owned) || !PyUnicode_IS_ASCII(found->owned)) {
+                PyErr_SetString(PyExc_TypeError, "fill_links(): segment() must return ASCII text");
+                goto done;
+            }
+            found->text = (const char *)PyUnicode_1BYTE_DATA(found->owned);
+            found->length = PyUnicode_GET_LENGTH(found->owned);
         }
-        Py_ssize_t head_size = PyBytes_GET_SIZE(head);
-        PyObject *raw = PyBytes_FromStringAndSize(NULL, head_size + length + 2);
-        PyObject *made = NULL;
-        if (raw != NULL) {
-            char *out = PyBytes_AS_STRING(raw);
-            memcpy(out, PyBytes_AS_STRING(head), head_size);
-            memcpy(out + head_size, text, length);
-            out[head_size + length] = '"';
-            out[head_size + length + 1] = '}';
-            made = PyObject_CallOneArg(fragment, raw);
-            Py_DECREF(raw);
+        extra += found->none ? -(WHY_KEY_BYTES + 2) : base_size + found->length - 1;
+    }
+    const char *source = PyBytes_AS_STRING(body);
+    Py_ssize_t size = PyBytes_GET_SIZE(body);
+    result = PyBytes_FromStringAndSize(NULL, size + extra);
+    if (result == NULL) {
+        goto done;
+    }
+    char *out = PyBytes_AS_STRING(result), *start = out;
+    Py_ssize_t at = 0, filled = 0;
+    for (;;) {
+        const char *nul = memchr(source + at, 0, size - at);
+        Py_ssize_t until = nul != NULL ? nul - source : size;
+        if (nul != NULL && (filled >= linked || (segments[filled].none && until - at < WHY_KEY_BYTES)
+                            || until + 1 >= size)) {
+            break;  /* more placeholders than links, or one without its key: reported below */
         }
-        Py_XDECREF(encoded);
-        Py_XDECREF(spare.head);
-        if (made == NULL) {
-            goto done;
+        memcpy(out, source + at, until - at);
+        out += until - at;
+        if (nul == NULL) {
+            at = size;
+            break;
         }
-        int failed = PyDict_SetItem(item, str_explanation, made);
-        Py_DECREF(made);
-        if (failed < 0) {
-            goto done;
+        Segment *found = &segments[filled++];
+        if (found->none) {
+            out -= WHY_KEY_BYTES;
+            at = until + 2;
+        }
+        else {
+            memcpy(out, PyBytes_AS_STRING(base), base_size);
+            memcpy(out + base_size, found->text, found->length);
+            out += base_size + found->length;
+            at = until + 1;
         }
     }
-    result = Py_NewRef(Py_True);
+    if (at != size || filled != linked || out - start != size + extra) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_RuntimeError, "fill_links(): the placeholders and the kept items do not pair up");
+    }
 done:
-    for (int at = 0; at < cached; at++) {
-        Py_XDECREF(cache[at].head);
+    for (Py_ssize_t index = 0; index < linked; index++) {
+        Py_XDECREF(segments[index].owned);
     }
+    PyMem_Free(segments);
     return result;
 }
 
 static PyMethodDef speedups_methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
-    {"link", (PyCFunction)(void (*)(void))link_why, METH_FASTCALL, link_doc},
+    {"fill_links", (PyCFunction)(void (*)(void))fill_links, METH_FASTCALL, fill_links_doc},
     {"has_digit_run", (PyCFunction)(void (*)(void))has_digit_run, METH_FASTCALL, has_digit_run_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -692,8 +686,8 @@ speedups_exec(PyObject *module)
     str_loop_facts = PyUnicode_InternFromString("loop_facts");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    str_link_head = PyUnicode_InternFromString("link_head");
-    if (!str_loop_facts || !str_explanation_json || !str_explanation || !str_link_head) {
+    str_why_json = PyUnicode_InternFromString("why_json");
+    if (!str_loop_facts || !str_explanation_json || !str_explanation || !str_why_json) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);

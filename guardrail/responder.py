@@ -27,7 +27,7 @@ from guardrail.sampling import Asked
 from guardrail.store import DecisionRecord
 from guardrail.summary import decision_headers, decision_record, outcome, summary
 from guardrail.web.problem import PROBLEM_JSON
-from guardrail.why_links import attach_why
+from guardrail.why_links import attach_why, fill_links, why_base
 
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
 # could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
@@ -191,15 +191,20 @@ class GuardedResponder:
             if type(items) is not list:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
+            # Each kept item links to its "why?" page: only an identified caller has a receipt for it to read.
+            prefix = self.guard.prefix
+            linked = enforce and self.caller.user is not None and bool(prefix)
+            fields = self.route.fields
             try:
-                checked = check_items(self.ctx, self.route.fields, items, self.default_signals, annotate=enforce)
+                checked = check_items(
+                    self.ctx, fields, items, self.default_signals, annotate=enforce, linked=linked and not exact
+                )
             except BadItem as exc:
                 raise BadBody("bad_item", str(exc)) from None
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
-            if enforce and self.caller.user is not None and self.guard.prefix:
-                # Only an identified caller has a receipt for the "why?" page to read.
-                attach_why(items, checked.decisions, self.route.fields.id, self.guard.prefix, self.decision_id)
+                if linked:  # the stdlib writes this page: the links go in item by item
+                    attach_why(items, checked.decisions, fields.id, prefix or "", self.decision_id)
             hidden = checked.hidden
             summary_notice = (
                 self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind, self.ctx.paused_until)
@@ -207,11 +212,13 @@ class GuardedResponder:
                 else None
             )
             # Shadow mode sends the body as it came, byte for byte.
-            out = (
-                encode_body(self._rewritten(document, container, key, checked, summary_notice, exact), self.encoding)
-                if enforce
-                else raw
-            )
+            if enforce:
+                written = self._rewritten(document, container, key, checked, summary_notice, exact)
+                if linked and not exact:
+                    written = fill_links(written, checked.kept, fields.id, why_base(prefix or "", self.decision_id))
+                out = encode_body(written, self.encoding)
+            else:
+                out = raw
         except BadBody as exc:
             self.overhead += time.perf_counter() - started
             await self._unchecked(exc.kind, exc.detail, more=False)

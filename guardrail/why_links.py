@@ -1,11 +1,13 @@
 """Each kept item's `why`: the link to its own "why am I seeing this?" page (docs/api.md, "Why am I seeing
 this?"), `{prefix}/why/{decision}/{item id, percent-encoded}`.
 
-A page's kept items share a handful of explanations, serialized once each (`ItemDecision.explanation_json`).
-The link is the one part that differs per item, so each kept item gets its decision's `link_head` (the
-explanation's bytes, opened for one more key) with the link and the closing brace: no explanation is
-serialized again. The C loop's `link` does this per item (guardrail/_speedups.c); `attach_why` is the
-reference and runs where it cannot (an item that is not a dict, or a page the service writes itself).
+A page's kept items share a handful of explanations, serialized once each. The link is the one part that
+differs per item, so the guardrail writes the page with each decision's `why_json` (its explanation, opened
+for `"why":"` and holding a NUL byte where the link goes), then `fill_links` writes each kept item's link in
+its placeholder, in one pass over the written bytes: no object per item. orjson escapes every NUL of the
+page itself (`\\u0000`), so each raw one is a placeholder. The C version (`_speedups.fill_links`) runs where
+it is built; `fill_links_python` is its reference. `attach_why` links items that are not written here: a
+page the service writes itself, and one written by the exact (stdlib) writer.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._
 # A server resolves these (even spelled %2E) away: no page could be reached by them, so they get no link.
 _DOT_SEGMENTS = (".", "..")
 _EXPLANATION = "explanation"
+# What a placeholder stands in, in a decision's `why_json`: the key before it, the closing quote after it.
+_WHY_KEY = b',"why":"'
 _Fragment = orjson.Fragment
+
+
+def why_base(prefix: str, decision: str) -> str:
+    """The links of one decision's items start with this."""
+    return f"{prefix}/why/{decision}/"
 
 
 def why_path(prefix: str, decision: str, item_id: str | int) -> str:
     """The path of one item's "why?" page."""
-    return f"{prefix}/why/{decision}/{segment(item_id)}"
+    return why_base(prefix, decision) + segment(item_id)
 
 
 def segment(item_id: str | int) -> str:
@@ -41,6 +50,32 @@ def segment(item_id: str | int) -> str:
     return quote(text, safe="", errors="surrogatepass")
 
 
+def fill_links(body: bytes, kept: list[dict[str, Any]], id_field: str, base: str) -> bytes:
+    """`body`, a page written with the kept items' `why_json` explanations, with each placeholder replaced by
+    that item's link (`base` its decision's `why_base`)."""
+    if native is not None:
+        filled: bytes = native.fill_links(body, kept, id_field, base.encode(), segment)
+        return filled
+    return fill_links_python(body, kept, id_field, base)
+
+
+def fill_links_python(body: bytes, kept: list[dict[str, Any]], id_field: str, base: str) -> bytes:
+    """`fill_links` in Python: the reference the C version is tested against."""
+    parts = body.split(b"\x00")
+    linked = [item[id_field] for item in kept if item.get(_EXPLANATION) is not None]
+    if len(parts) != len(linked) + 1:
+        raise RuntimeError("fill_links(): the placeholders and the kept items do not pair up")
+    pieces = [parts[0]]
+    prefix = base.encode()
+    for item_id, after in zip(linked, parts[1:], strict=True):
+        if item_id in _DOT_SEGMENTS:
+            pieces[-1] = pieces[-1].removesuffix(_WHY_KEY)
+            pieces.append(after[1:])  # without the link's closing quote
+        else:
+            pieces.append(prefix + segment(item_id).encode() + after)
+    return b"".join(pieces)
+
+
 def attach_why(
     items: list[Any],
     decisions: Sequence[ItemDecision],
@@ -50,17 +85,9 @@ def attach_why(
     *,
     as_dicts: bool = False,
 ) -> None:
-    """Give each kept item's explanation, as the per-item loop attached it, its `why` link: an `orjson.Fragment`
-    for a page the guardrail writes, or (`as_dicts`) a dict for one the service writes. `decisions`: one per
-    item."""
-    base = f"{prefix}/why/{decision}/"
-    if (
-        native is not None
-        and not as_dicts
-        and type(decisions) is list
-        and native.link(items, decisions, id_field, base.encode(), _Fragment, segment)
-    ):
-        return
+    """Give each kept item's explanation, as the per-item loop attached it (a dict with `as_dicts`, else its
+    `explanation_json`), its `why` link, item by item. `decisions`: one per item."""
+    base = why_base(prefix, decision)
     for item, found in zip(items, decisions, strict=True):
         head = found.link_head
         if head is None:

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import guardrail.why_links
 from guardrail.engine.loop import check_items
 from guardrail.routes import RouteTable
 from guardrail.speedups import native
-from guardrail.why_links import attach_why, segment
+from guardrail.why_links import attach_why, fill_links_python, segment
 from tests.engine.support import COMPILED, CONSENTED, context
 from tests.strategies import examples, items
 
@@ -32,14 +31,21 @@ json_ids = st.one_of(
 ids = st.one_of(json_ids, st.just("\ud800"))
 
 
-def linked(page: list[dict[str, Any]], *, python: bool, monkeypatch: pytest.MonkeyPatch) -> bytes:
+def written(page: list[dict[str, Any]], *, fill: Any) -> bytes:
+    """The page as the responder writes it: checked with placeholders, serialized, then the links filled."""
+    page = copy.deepcopy(page)
+    checked = check_items(context(CONSENTED), FIELDS, page, ("watch_history",), annotate=True, linked=True)
+    body = orjson.dumps({"items": checked.kept, "note": "a \u0000 of the page itself stays escaped"})
+    filled: bytes = fill(body, checked.kept, "id", "/guardrail/why/d1/")
+    return filled
+
+
+def item_by_item(page: list[dict[str, Any]]) -> bytes:
+    """The same page, each item's link attached to its own explanation (the exact writer's way)."""
     page = copy.deepcopy(page)
     checked = check_items(context(CONSENTED), FIELDS, page, ("watch_history",), annotate=True)
-    with monkeypatch.context() as patched:
-        if python:
-            patched.setattr(guardrail.why_links, "native", None)
-        attach_why(page, checked.decisions, "id", "/guardrail", "d1")
-    return orjson.dumps(checked.kept)
+    attach_why(page, checked.decisions, "id", "/guardrail", "d1")
+    return orjson.dumps({"items": checked.kept, "note": "a \u0000 of the page itself stays escaped"})
 
 
 @examples(300)
@@ -48,8 +54,28 @@ def test_the_c_links_are_the_python_ones(page: list[dict[str, Any]], chosen: lis
     assert native is not None, "the C extension is not built (tests/engine/test_speedups.py says how)"
     for entry, item_id in zip(page, chosen, strict=False):
         entry["id"] = item_id
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        assert linked(page, python=False, monkeypatch=monkeypatch) == linked(page, python=True, monkeypatch=monkeypatch)
+    in_c = written(page, fill=lambda *args: native.fill_links(*args[:3], args[3].encode(), segment))
+    assert in_c == written(page, fill=fill_links_python)
+    assert in_c == item_by_item(page)
+    assert b"\x00" not in in_c
+    document = orjson.loads(in_c)
+    for entry in document["items"]:
+        if entry["id"] in (".", ".."):
+            assert "why" not in entry["explanation"]
+        else:
+            assert entry["explanation"]["why"] == f"/guardrail/why/d1/{segment(entry['id'])}"
+
+
+def test_placeholders_that_do_not_pair_up_with_items_are_refused() -> None:
+    assert native is not None
+    page = [{"id": "m1", "categories": ["movies"], "signals": ["watch_history"]}]
+    checked = check_items(context(CONSENTED), FIELDS, page, (), annotate=True, linked=True)
+    body = orjson.dumps(checked.kept)
+    for fill in (fill_links_python, lambda *a: native.fill_links(*a[:3], a[3].encode(), segment)):
+        with pytest.raises(RuntimeError, match="pair up"):
+            fill(body + b"\x00", checked.kept, "id", "/b/")
+        with pytest.raises(RuntimeError, match="pair up"):
+            fill(body, checked.kept * 2, "id", "/b/")
 
 
 @examples(200)

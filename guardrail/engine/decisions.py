@@ -62,10 +62,13 @@ class ItemDecision:
     # A kept item's explanation with its own `why` link (guardrail.why_links) starts with these bytes: the
     # explanation's without the closing brace, then `,"why":"`. None when hidden or without an explanation.
     link_head: bytes | None = field(init=False, repr=False, compare=False)
+    # The same, closed with a NUL byte where the link goes: what a page gets before `fill_links` writes each
+    # item's link there (orjson escapes every NUL it writes itself, so each raw one is a placeholder).
+    why_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
     # [action, reasons, because, categories] serialized once, for decision records written to a store.
     record_json: orjson.Fragment = field(init=False, repr=False, compare=False)
     # What the C loop (guardrail/_speedups.c) reads of a decision, in one attribute: (hidden, discreet,
-    # unknown, explanation, explanation_json, notice_key).
+    # unknown, explanation, explanation_json, notice_key, why_json).
     loop_facts: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,9 +82,11 @@ class ItemDecision:
         object.__setattr__(self, "explanation_json", fragment)
         head = raw[:-1] + b',"why":"' if raw is not None and not self.hidden else None
         object.__setattr__(self, "link_head", head)
+        why = orjson.Fragment(head + b'\x00"}') if head is not None else None
+        object.__setattr__(self, "why_json", why)
         record = orjson.dumps(
             [self.action.value, [r.value for r in self.reasons], list(self.because), list(self.categories)]
         )
         object.__setattr__(self, "record_json", orjson.Fragment(record))
-        facts = (self.hidden, self.discreet, self.unknown, self.explanation, fragment, self.notice_key)
+        facts = (self.hidden, self.discreet, self.unknown, self.explanation, fragment, self.notice_key, why)
         object.__setattr__(self, "loop_facts", facts)

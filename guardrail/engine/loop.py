@@ -16,7 +16,7 @@ from guardrail.speedups import native
 
 _NO_CATEGORIES: list[str] = []  # shared, never mutated: items without categories
 # The decision attribute the C loop attaches to a kept item as its `explanation`.
-_AS_JSON, _AS_DICT = "explanation_json", "explanation"
+_AS_JSON, _AS_DICT, _AS_WHY = "explanation_json", "explanation", "why_json"
 _ID_TYPES = (str, int)
 _NUMBER_TYPES = (int, float)
 # Integers a decision record keeps as they are; beyond these, as their digits (guardrail.bodies.storable_ids).
@@ -73,11 +73,13 @@ def check_items(
     *,
     annotate: bool,
     as_dicts: bool = False,
+    linked: bool = False,
 ) -> CheckedItems:
     """Decide every item, and split the kept from the hidden, in one pass (this is the hot loop).
     `annotate`: attach each kept item's explanation, serialized once (`orjson.Fragment`, for a page the
-    guardrail writes) or, with `as_dicts`, as the dict itself (for a page the service writes). Anything
-    malformed raises `BadItem`."""
+    guardrail writes) or, with `as_dicts`, as the dict itself (for a page the service writes). `linked`: the
+    serialized explanation with a placeholder for its `why` link (`ItemDecision.why_json`), which
+    `guardrail.why_links.fill_links` fills in the written page. Anything malformed raises `BadItem`."""
     if native is not None:
         found = native.check(
             items,
@@ -89,14 +91,14 @@ def check_items(
             list(default_signals),
             ctx.memo.data,
             ctx.compiled.fresh_seconds,
-            (_AS_DICT if as_dicts else _AS_JSON) if annotate else None,
+            (_AS_DICT if as_dicts else _AS_WHY if linked else _AS_JSON) if annotate else None,
             lambda categories, signals, age, inferred: decide(ctx, categories, signals, age, inferred),
             _NO_CATEGORIES,
         )
         if found is not None:
             return CheckedItems(*found)
         # An item the C loop cannot read: this loop names it (and would decide it the same way).
-    return check_items_python(ctx, fields, items, default_signals, annotate=annotate, as_dicts=as_dicts)
+    return check_items_python(ctx, fields, items, default_signals, annotate=annotate, as_dicts=as_dicts, linked=linked)
 
 
 def check_items_python(
@@ -107,6 +109,7 @@ def check_items_python(
     *,
     annotate: bool,
     as_dicts: bool = False,
+    linked: bool = False,
 ) -> CheckedItems:
     """`check_items` in Python: the reference the C loop (guardrail/_speedups.c) is tested against."""
     id_field, categories_field, signals_field = fields.id, fields.categories, fields.signals
@@ -172,7 +175,9 @@ def check_items_python(
             else:
                 discreet += decision.discreet
                 if annotate:
-                    item["explanation"] = decision.explanation if as_dicts else decision.explanation_json
+                    item["explanation"] = (
+                        decision.explanation if as_dicts else decision.why_json if linked else decision.explanation_json
+                    )
                 add_kept(item)
     except (TypeError, AttributeError):
         _reject_first_bad(items, fields)
