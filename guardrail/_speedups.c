@@ -673,9 +673,93 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(link_dicts_doc,
+"link_dicts(kept, id_field, base, segment)\n"
+"--\n\n"
+"Give each kept item's explanation dict its `why` link, `base` + its id as a path segment: a copy of the\n"
+"shared dict with the link (see guardrail.why_links.link_dicts_python, the reference). An id that is a dot\n"
+"segment keeps the shared dict. Returns True, or False (nothing changed) when a kept item is not a dict.");
+
+static PyObject *str_why;
+
+static PyObject *
+link_dicts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "link_dicts() takes exactly 4 arguments");
+        return NULL;
+    }
+    PyObject *kept = args[0], *id_field = args[1], *base = args[2], *segment = args[3];
+    if (!PyList_CheckExact(kept) || !PyUnicode_CheckExact(base)) {
+        PyErr_SetString(PyExc_TypeError, "link_dicts() takes the kept items as a list and the base as str");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(kept);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        if (!PyDict_CheckExact(PyList_GET_ITEM(kept, index))) {
+            Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *item = PyList_GET_ITEM(kept, index);
+        PyObject *explanation = PyDict_GetItemWithError(item, str_explanation);  /* borrowed */
+        if (explanation == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (explanation == NULL || !PyDict_CheckExact(explanation)) {
+            continue;  /* kept without an explanation */
+        }
+        PyObject *item_id = PyDict_GetItemWithError(item, id_field);
+        if (item_id == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "link_dicts(): a kept item has no id");
+            }
+            return NULL;
+        }
+        PyObject *text = NULL;
+        if (PyUnicode_CheckExact(item_id) && PyUnicode_IS_ASCII(item_id)) {
+            const char *chars = (const char *)PyUnicode_1BYTE_DATA(item_id);
+            Py_ssize_t length = PyUnicode_GET_LENGTH(item_id);
+            int plain = 1;
+            for (Py_ssize_t at = 0; at < length; at++) {
+                if (!is_unreserved((unsigned char)chars[at])) {
+                    plain = 0;
+                    break;
+                }
+            }
+            if (plain) {
+                if ((length == 1 || length == 2) && chars[0] == '.' && chars[length - 1] == '.') {
+                    continue;  /* a dot segment: no page could be reached by it */
+                }
+                text = Py_NewRef(item_id);
+            }
+        }
+        if (text == NULL) {
+            text = PyObject_CallOneArg(segment, item_id);
+            if (text == NULL) {
+                return NULL;
+            }
+        }
+        PyObject *link = PyUnicode_Concat(base, text);
+        Py_DECREF(text);
+        if (link == NULL) {
+            return NULL;
+        }
+        PyObject *copy = PyDict_Copy(explanation);
+        int failed = copy == NULL || PyDict_SetItem(copy, str_why, link) < 0 || PyDict_SetItem(item, str_explanation, copy) < 0;
+        Py_DECREF(link);
+        Py_XDECREF(copy);
+        if (failed) {
+            return NULL;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
     {"fill_links", (PyCFunction)(void (*)(void))fill_links, METH_FASTCALL, fill_links_doc},
+    {"link_dicts", (PyCFunction)(void (*)(void))link_dicts, METH_FASTCALL, link_dicts_doc},
     {"has_digit_run", (PyCFunction)(void (*)(void))has_digit_run, METH_FASTCALL, has_digit_run_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -687,7 +771,8 @@ speedups_exec(PyObject *module)
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
     str_why_json = PyUnicode_InternFromString("why_json");
-    if (!str_loop_facts || !str_explanation_json || !str_explanation || !str_why_json) {
+    str_why = PyUnicode_InternFromString("why");
+    if (!str_loop_facts || !str_explanation_json || !str_explanation || !str_why_json || !str_why) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);

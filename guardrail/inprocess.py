@@ -30,7 +30,7 @@ from guardrail.middleware import RESOLVED, Resolved
 from guardrail.responder import CHECKED_IN_PROCESS
 from guardrail.routes import GuardedRoute
 from guardrail.summary import decision_record, header_map, outcome, summary
-from guardrail.why_links import attach_why
+from guardrail.why_links import link_dicts, why_base
 
 if TYPE_CHECKING:
     from guardrail.guard import Guard
@@ -105,7 +105,7 @@ class InProcess:
             found = found._replace(item_ids=storable_ids(found.item_ids))
         user = resolved.caller.user
         if enforce and user is not None and guard.prefix:
-            attach_why(given, found.decisions, target.fields.id, guard.prefix, decision, as_dicts=True)
+            link_dicts(found.kept, target.fields.id, why_base(guard.prefix, decision))
         decisions, hidden = found.decisions, found.hidden
         kept = found.kept if enforce else given
         degraded = ctx.degraded

@@ -6,8 +6,8 @@ differs per item, so the guardrail writes the page with each decision's `why_jso
 for `"why":"` and holding a NUL byte where the link goes), then `fill_links` writes each kept item's link in
 its placeholder, in one pass over the written bytes: no object per item. orjson escapes every NUL of the
 page itself (`\\u0000`), so each raw one is a placeholder. The C version (`_speedups.fill_links`) runs where
-it is built; `fill_links_python` is its reference. `attach_why` links items that are not written here: a
-page the service writes itself, and one written by the exact (stdlib) writer.
+it is built; `fill_links_python` is its reference. `link_dicts` links the explanation dicts of a page the
+service writes itself (in C too), and `attach_why` a page written by the exact (stdlib) writer.
 """
 
 from __future__ import annotations
@@ -76,17 +76,32 @@ def fill_links_python(body: bytes, kept: list[dict[str, Any]], id_field: str, ba
     return b"".join(pieces)
 
 
+def link_dicts(kept: list[Any], id_field: str, base: str) -> None:
+    """Give each kept item's explanation dict (as the per-item loop attached it with `as_dicts`) its `why`
+    link: a copy of the shared dict with the link. `base`: its decision's `why_base`."""
+    if native is not None and native.link_dicts(kept, id_field, base, segment):
+        return
+    link_dicts_python(kept, id_field, base)
+
+
+def link_dicts_python(kept: list[Any], id_field: str, base: str) -> None:
+    """`link_dicts` in Python: the reference the C version is tested against."""
+    for item in kept:
+        explanation = item.get(_EXPLANATION)
+        if explanation is None or item[id_field] in _DOT_SEGMENTS:
+            continue
+        item[_EXPLANATION] = {**explanation, "why": base + segment(item[id_field])}
+
+
 def attach_why(
     items: list[Any],
     decisions: Sequence[ItemDecision],
     id_field: str,
     prefix: str,
     decision: str,
-    *,
-    as_dicts: bool = False,
 ) -> None:
-    """Give each kept item's explanation, as the per-item loop attached it (a dict with `as_dicts`, else its
-    `explanation_json`), its `why` link, item by item. `decisions`: one per item."""
+    """Give each kept item's explanation, as the per-item loop attached it (its `explanation_json`), its `why`
+    link, item by item: for a page the stdlib writes. `decisions`: one per item."""
     base = why_base(prefix, decision)
     for item, found in zip(items, decisions, strict=True):
         head = found.link_head
@@ -95,9 +110,5 @@ def attach_why(
         item_id = item[id_field]
         if item_id in _DOT_SEGMENTS:
             continue
-        link = base + segment(item_id)
-        if as_dicts:
-            item[_EXPLANATION] = {**item[_EXPLANATION], "why": link}
-        else:
-            # Percent-encoding leaves nothing JSON escapes, and the policy's prefix is plain.
-            item[_EXPLANATION] = _Fragment(head + link.encode() + b'"}')
+        # Percent-encoding leaves nothing JSON escapes, and the policy's prefix is plain.
+        item[_EXPLANATION] = _Fragment(head + (base + segment(item_id)).encode() + b'"}')

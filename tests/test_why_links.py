@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from guardrail.engine.loop import check_items
 from guardrail.routes import RouteTable
 from guardrail.speedups import native
-from guardrail.why_links import attach_why, fill_links_python, segment
+from guardrail.why_links import attach_why, fill_links_python, link_dicts_python, segment
 from tests.engine.support import COMPILED, CONSENTED, context
 from tests.strategies import examples, items
 
@@ -103,10 +103,26 @@ def test_a_hidden_item_and_a_dot_segment_get_no_link() -> None:
     assert "explanation" not in page[2]
 
 
-def test_in_process_items_get_a_dict_with_the_link() -> None:
-    page: list[dict[str, Any]] = [{"id": "a b", "categories": ["movies"], "signals": ["watch_history"]}]
-    checked = check_items(context(CONSENTED), FIELDS, page, (), annotate=True, as_dicts=True)
-    shared: dict[str, Any] = page[0]["explanation"]
-    attach_why(page, checked.decisions, "id", "/p", "d1", as_dicts=True)
-    assert page[0]["explanation"] == {**shared, "why": "/p/why/d1/a%20b"}
-    assert "why" not in shared  # the shared explanation is not changed
+@examples(200)
+@given(page=items(COMPILED.policy), chosen=st.lists(ids, max_size=12))
+def test_in_process_items_get_a_copy_of_the_shared_dict_with_the_link(
+    page: list[dict[str, Any]], chosen: list[Any]
+) -> None:
+    assert native is not None, "the C extension is not built (tests/engine/test_speedups.py says how)"
+    for entry, item_id in zip(page, chosen, strict=False):
+        entry["id"] = item_id
+    results = []
+    for link in (lambda *args: native.link_dicts(*args, segment), link_dicts_python):
+        given_items = copy.deepcopy(page)
+        checked = check_items(context(CONSENTED), FIELDS, given_items, (), annotate=True, as_dicts=True)
+        shared = [dict(entry["explanation"]) for entry in checked.kept]
+        link(checked.kept, "id", "/p/why/d1/")
+        for entry, before in zip(checked.kept, shared, strict=True):
+            if entry["id"] in (".", ".."):
+                assert entry["explanation"] == before
+            else:
+                assert entry["explanation"] == {**before, "why": f"/p/why/d1/{segment(entry['id'])}"}
+        # The shared dicts are not changed: the next page gets them as they were.
+        assert all("why" not in d.explanation for d in checked.decisions if d.explanation is not None)
+        results.append([entry["explanation"] for entry in checked.kept])
+    assert results[0] == results[1]
