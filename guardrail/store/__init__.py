@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 from guardrail.errors import GuardrailError
 from guardrail.metrics import Metrics
 from guardrail.optional import require
+from guardrail.review import Overlay, QueueEntry, ReviewDecision, Sighting
 from guardrail.state import ControlsPatch, UserState
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
+from guardrail.store.review_base import OverlayListener, ReviewQueue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage as RateLimitStorage
@@ -26,7 +28,13 @@ __all__ = [
     "ItemRecord",
     "MemoryStore",
     "Metrics",
+    "Overlay",
+    "OverlayListener",
+    "QueueEntry",
     "RateLimitStorage",
+    "ReviewDecision",
+    "ReviewQueue",
+    "Sighting",
     "Store",
     "UserState",
     "create_store",

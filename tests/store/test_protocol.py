@@ -47,6 +47,7 @@ def test_the_protocol_has_its_methods() -> None:
         "decision",
         "last_known",
         "rate_limit_storage",
+        "review_queue",
         "check",
         "aclose",
     }
