@@ -118,6 +118,8 @@ class GuardrailMiddleware:
             timeout=policy.store_timeout_ms / 1000,
         )
         self._served = self._serve(policy)
+        # A reviewer's decision, on any replica, serves the policy again with it (docs/review.md).
+        self.runtime.store.review_queue().on_change(lambda _: self.use_policy(self._served.guard.written))
         self._candidate: Candidate | None = None
         self._recorder = recorder
         if candidate is not None or recorder is not None:
@@ -135,7 +137,10 @@ class GuardrailMiddleware:
 
     def _serve(self, policy: Policy) -> Served:
         runtime = self.runtime
-        guard = Guard(policy, count_tc_string=runtime.count_tc_string, identify=self._identify)
+        queue = runtime.store.review_queue()
+        if policy.review is not None:
+            queue.max_entries = policy.review.max_entries
+        guard = Guard(policy, count_tc_string=runtime.count_tc_string, identify=self._identify, overlay=queue.overlay)
         served = Served(guard, build_management_app(runtime, guard))
         runtime.metrics.set_policy(policy.policy_id)
         return served

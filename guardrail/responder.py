@@ -17,7 +17,7 @@ from starlette.types import Message, Send
 from guardrail.bodies import BadBody, decode_body, encode_body, item_titles, read_json, storable_ids, write_json
 from guardrail.callers import Caller
 from guardrail.echo import inert
-from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
+from guardrail.engine import BadItem, CheckedItems, UserContext
 from guardrail.guard import Guard
 from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
@@ -191,7 +191,7 @@ class GuardedResponder:
                 raise BadBody("no_list", f"the items pointer names a {type(items).__name__}, not a list")
             enforce = self.mode == "enforce"
             try:
-                checked = check_items(self.ctx, self.route.fields, items, self.default_signals, annotate=enforce)
+                checked = self.guard.check(self.ctx, self.route.fields, items, self.default_signals, annotate=enforce)
             except BadItem as exc:
                 raise BadBody("bad_item", str(exc)) from None
             if exact:
@@ -235,6 +235,7 @@ class GuardedResponder:
         started = time.perf_counter()
         runtime = self.runtime
         runtime.after_decision(self.route.template, checked, self.record(checked, titles))
+        runtime.note_for_review(self.guard.for_review(self.route.template, self.route.fields, items, checked))
         sampler = runtime.sampler
         if sampler is not None and self.asked is not None:
             sampler.offer(self.route.template, decoded, checked.decisions, self.caller.user, self.asked)
