@@ -85,7 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode = tcf_commands.add_parser("decode", help="decode TC strings: one JSON object per input, in order")
     decode.add_argument("strings", nargs="+", metavar="STRING", help="TC strings, or - to read one per line from stdin")
 
+    from guardrail.review_commands import add_parsers as add_review_parsers
+
+    add_review_parsers(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "review":
+        from guardrail.review_commands import run as run_review
+
+        return run_review(args)
     if args.command == "check":
         return check_files(args.files)
     if args.command == "tcf":

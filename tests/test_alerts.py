@@ -32,6 +32,7 @@ EXPECTED_ALERTS = {
     "GuardrailHiddenRateUnusual",
     "GuardrailPolicyReloadFailed",
     "GuardrailDecisionRecordsDropped",
+    "GuardrailReviewQueueWaiting",
 }
 
 
