@@ -65,6 +65,7 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+TEMPLATES = _ENV  # shared with the review page (review_page.py)
 
 
 def page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> list[Route]:

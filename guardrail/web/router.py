@@ -24,6 +24,7 @@ from guardrail.web.page import page_routes
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
 from guardrail.web.review_api import review_routes
+from guardrail.web.review_page import review_page_routes
 
 
 def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
@@ -40,6 +41,7 @@ def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
             route(f"{prefix}/v1/openapi.json", openapi_endpoint(guard.policy), "GET"),
             *page_routes(runtime, guard, limiter, prefix),
             *(review_routes(runtime, guard, prefix) if guard.review is not None else ()),
+            *(review_page_routes(runtime, guard, prefix) if guard.review is not None else ()),
             gpc_route(),
         ],
         default=_not_found,

@@ -24,6 +24,15 @@ EXAMPLE_PARAMS = {
     "until": "2026-12-13 09:00 UTC",
     "item": "m42",
     "seconds": 30,
+    # The review page (docs/review.md).
+    "count": 12,
+    "first": "2026-12-01 09:00 UTC",
+    "last": "2026-12-03 18:00 UTC",
+    "language": "English",
+    "when": "2026-12-03 18:00 UTC",
+    "reviewer": "staff-1",
+    "decision": "block",
+    "note": "abusive",
 }
 
 
