@@ -94,11 +94,11 @@ class Guard:
         return sightings(self.compiled, flag_at, route, fields, items, checked)
 
     @classmethod
-    def for_scenarios(cls, policy: Policy) -> Guard:
+    def for_scenarios(cls, policy: Policy, overlay: Overlay = EMPTY_OVERLAY) -> Guard:
         """A guard for written-down users (`guardrail test`, `explain`, `diff`, a candidate policy). They are
         named, not identified, so the policy's identity source is not used: its JWT key (an environment
         variable on the servers) need not be at hand."""
-        return cls(policy.model_copy(update={"identity": IdentitySettings()}))
+        return cls(policy.model_copy(update={"identity": IdentitySettings()}), overlay=overlay)
 
     def route_named(self, path: str | None) -> GuardedRoute:
         """The guarded route of `path`: the policy's spelling (`/feed/*`) or a request path it covers

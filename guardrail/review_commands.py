@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from guardrail.errors import GuardrailError, StoreError
 
 if TYPE_CHECKING:
+    from guardrail.review import Overlay
     from guardrail.store import Store
 
 
@@ -64,10 +65,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_overlay(url: str) -> Overlay:
+    """The decisions in force in the store at `url`, read once (for `guardrail explain` and `diff`)."""
+    from guardrail.store import create_store
+
+    if url.startswith("memory:"):
+        raise GuardrailError(f"--store {url}: the memory store keeps nothing between processes; give redis://...")
+    return asyncio.run(_read("overlay-object", create_store(url, timeout=5.0)))  # type: ignore[no-any-return]
+
+
 async def _read(verb: str, store: Store) -> Any:
     """The audit (`export`), or the policy fragment of the decisions in force (`overlay`)."""
     try:
         queue = store.review_queue()
+        if verb == "overlay-object":
+            return await queue.refresh()
         if verb == "overlay":
             return (await queue.refresh()).fragment()
         return await queue.audit()

@@ -58,7 +58,7 @@ class CompiledPolicy:
         self.unknown_categories = policy.unknown_categories
         # An alias is another spelling of a defined category: mutes, opt-ins and sensitivity follow it.
         aliases = dict(policy.category_aliases)
-        spelling = _category_id if not aliases else _aliased(aliases)
+        spelling = category_spelling if not aliases else _aliased(aliases)
         self.category_id = BoundedCache.memoize(CATEGORY_FACTS, spelling)
         # Item ids (as strings) hidden for everyone by a reviewer's decision (guardrail.engine.blocks).
         self.blocked = frozenset(policy.blocked_items)
@@ -94,7 +94,7 @@ class CompiledPolicy:
         return tuple(name for name in self.policy.categories if self.is_sensitive(name))
 
 
-def _category_id(sent: str) -> str:
+def category_spelling(sent: str) -> str:
     """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (docs/architecture.md §2),
     so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
     return unicodedata.normalize("NFKC", sent).strip().lower()
@@ -102,7 +102,7 @@ def _category_id(sent: str) -> str:
 
 def _aliased(aliases: dict[str, str]) -> Callable[[str], str]:
     def spelling(sent: str) -> str:
-        found = _category_id(sent)
+        found = category_spelling(sent)
         return aliases.get(found, found)
 
     return spelling
