@@ -285,6 +285,8 @@ def multiprocess_registry(metrics: Metrics) -> CollectorRegistry:
     registry = CollectorRegistry()
     metrics.tally.flush_before_collecting(registry)
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    # The review queue is the store's, the same seen from any worker: the one scraped reports it.
+    registry.register(metrics.review_queue)
     return registry
 
 

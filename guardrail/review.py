@@ -21,6 +21,7 @@ REPORT_REASONS = ("not_for_me", "offensive", "wrong_topic", "other")
 MAX_EXAMPLES = 5
 MAX_ROUTES = 5
 MAX_NOTE_CHARS = 2000
+TITLE_CHARS = 80  # as decision records keep titles
 
 
 def entry_id(kind: str, subject: str) -> str:
@@ -190,14 +191,16 @@ class ReviewDecision:
 
 
 class Overlay:
-    """The reviewers' decisions in force, the latest for each entry: aliases and new categories for
-    unknown ones, blocked items. Immutable once made; a new decision makes a new overlay."""
+    """The reviewers' decisions in force, one for each entry (of several given for one entry, the last):
+    aliases and new categories for unknown ones, blocked items. Immutable once made; a new decision makes
+    a new overlay."""
 
     __slots__ = ("aliases", "blocked", "categories", "decisions")
 
     def __init__(self, decisions: Iterable[ReviewDecision] = ()) -> None:
+        # The order given, not the times: replicas' clocks may disagree, the store's order does not.
         latest: dict[str, ReviewDecision] = {}
-        for decision in sorted(decisions, key=lambda d: d.at):
+        for decision in decisions:
             latest[decision.entry] = decision
         self.decisions: Mapping[str, ReviewDecision] = latest
         self.aliases: dict[str, ReviewDecision] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from guardrail.review import Overlay, QueueEntry, ReviewDecision, Sighting
+from guardrail.review import REPORT_REASONS, TITLE_CHARS, Overlay, QueueEntry, ReviewDecision, Sighting
 
 OverlayListener = Callable[[Overlay], None]
 
@@ -58,7 +58,10 @@ class ReviewQueue(Protocol):
 
 
 def report_sighting(route: str | None, item_id: str, reason: str, title: str | None, at: float) -> Sighting:
-    return Sighting("reported_item", item_id, route, item_id, at, reason, title)
+    """A report as the queue keeps it: a reason outside the closed set counts as `other` (the set bounds what
+    an entry can hold), a title at most TITLE_CHARS characters."""
+    known = reason if reason in REPORT_REASONS else "other"
+    return Sighting("reported_item", item_id, route, item_id, at, known, title[:TITLE_CHARS] if title else None)
 
 
 def still_wanted(seen: Sighting, decided: ReviewDecision | None) -> bool:

@@ -194,3 +194,12 @@ async def test_every_replica_hears_of_a_decision(request: pytest.FixtureRequest)
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_report_reason_outside_the_closed_set_counts_as_other(store: Store) -> None:
+    queue = store.review_queue()
+    item = subject()
+    queue.note_report(None, item, "x" * 500, "t" * 500)
+    found = await settled(store, entry_id("reported_item", item))
+    assert found.reasons == {"other": 1}
+    assert found.title == "t" * 80
