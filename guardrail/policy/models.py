@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -318,12 +319,27 @@ class Policy(Model):
     # /Recommendations is the route /recommendations (as many servers route it); false: case counts.
     case_insensitive_paths: bool = True
     # Category ids read as another, defined one (`sportsbook: gambling`): what reviewers decide (docs/review.md).
-    category_aliases: dict[Identifier, Identifier] = Field(default_factory=dict)
+    # Its keys are spellings upstreams send (matched after NFKC, trimming, lowercasing), not only identifiers.
+    category_aliases: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], Identifier] = Field(
+        default_factory=dict
+    )
     # Item ids hidden for everyone, reason blocked_by_review; an integer id matches its digits.
     blocked_items: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list)
     # Who works the human review queue (docs/review.md); None: nobody, and its API answers 404.
     review: Review | None = None
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("category_aliases")
+    @classmethod
+    def _aliases_as_matched(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias in value:
+            spelled = unicodedata.normalize("NFKC", alias).strip().lower()
+            if spelled != alias:
+                raise ValueError(
+                    f"{alias!r} would never match: categories are matched after NFKC, trimming and lowercasing, "
+                    f"so write {spelled!r}"
+                )
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -5,6 +5,7 @@ human review queue for reviewers (docs/review.md). Anyone else gets the 404 of a
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,6 +24,8 @@ from guardrail.web.problem import problem
 
 MAX_DECISION_BYTES = 16 * 1024
 ITEM_KINDS = ("reported_item", "flagged_item")
+# What a policy's category id may be (guardrail.policy.models.Identifier): a new category must be one.
+CATEGORY_ID = re.compile(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*")
 ReviewerEndpoint = Callable[[Request, str], Awaitable[Response]]
 
 
@@ -104,6 +107,14 @@ class ReviewDesk:
             return []
         sensitive, labels = body.get("sensitive"), body.get("label")
         problems: list[tuple[str, str]] = []
+        if not CATEGORY_ID.fullmatch(entry.subject):
+            problems.append(
+                (
+                    "decision",
+                    f"{entry.subject!r} cannot be a category id (lowercase words joined by _ or -, dotted); "
+                    "make it an alias of a known category instead.",
+                )
+            )
         if not isinstance(sensitive, bool):
             problems.append(("sensitive", "Say if the new category is sensitive: true or false (or give alias_of)."))
         locales = self.guard.policy.locales

@@ -47,3 +47,8 @@ def test_an_alias_names_an_undefined_category_and_reads_as_a_defined_one() -> No
     assert make_policy(category_aliases={"sportsbook": "gambling"}).category_aliases == {"sportsbook": "gambling"}
     assert "is a defined category" in problems(category_aliases={"gambling": "movies"})
     assert "unknown category 'nowhere'" in problems(category_aliases={"sportsbook": "nowhere"})
+
+
+def test_an_alias_is_written_as_categories_are_matched() -> None:
+    found = problems(category_aliases={" Sportsbook": "gambling"})
+    assert "would never match" in found and "'sportsbook'" in found

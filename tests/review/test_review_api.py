@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from guardrail.review import entry_id
+from guardrail.review import Sighting, entry_id
 from tests.conftest import ClientFactory, make_policy
-from tests.review.conftest import REVIEWER, Service, as_user, middleware
+from tests.review.conftest import REVIEWER, Service, as_user, middleware, review_policy
 
 REVIEW_PATHS = ["/guardrail/v1/review/queue", "/guardrail/v1/review/audit", "/guardrail/v1/review/0123456789abcdef"]
 
@@ -157,3 +157,17 @@ async def test_the_audit_names_who_when_what_and_why_and_no_api_changes_it(servi
     )
     await service.client.delete("/guardrail/v1/controls", headers=as_user(REVIEWER))  # erasing one's own data
     assert await service.audit() == before
+
+
+async def test_a_spelling_that_cannot_be_a_category_id_can_still_be_an_alias(service: Service) -> None:
+    service.store.review_queue().note(Sighting("unknown_category", "sports betting", "/recommendations", "b1", 0.0))
+    entry = await service.entry("unknown_category", "sports betting")
+    body = {"decision": "label", "sensitive": True, "label": {"en": "betting", "ko": "베팅"}, "note": "n"}
+    refused = await service.decide(entry["id"], body)
+    assert refused.status_code == 422 and "make it an alias" in refused.text
+    aliased = await service.decide(entry["id"], {"decision": "label", "alias_of": "gambling", "note": "bets"})
+    assert aliased.status_code == 200
+    # The overlay, merged into a policy file, loads: the alias is written as categories are matched.
+    fragment = service.store.review_queue().overlay.fragment()
+    assert fragment == {"category_aliases": {"sports betting": "gambling"}}
+    assert review_policy(**fragment).category_aliases == {"sports betting": "gambling"}
