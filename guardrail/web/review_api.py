@@ -39,7 +39,7 @@ class Refused(ValueError):
 
 def not_found(request: Request) -> Response:
     """Exactly what the router answers for a path nobody serves."""
-    return problem(404, "Not Found", f"There is nothing at {request.url.path}.")
+    return problem(404, "Not Found", f"There is nothing at {request.scope['path']}.")
 
 
 class ReviewDesk:
