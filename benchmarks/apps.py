@@ -172,10 +172,11 @@ async def grant_consent(
 
 
 def make_guarded(
-    count: int | None = None, *, store: str | None = None, users: list[str] | None = None
+    count: int | None = None, *, store: str | None = None, users: list[str] | None = None, tracer_provider: Any = None
 ) -> GuardrailMiddleware:
     """The bare app behind the guardrail. Served with a lifespan (uvicorn's default), the users have
-    granted consent before the first request; in-process callers await `grant_consent` themselves."""
+    granted consent before the first request; in-process callers await `grant_consent` themselves.
+    `tracer_provider`: traced with it (benchmarks/instructions.py tracing)."""
     middleware: GuardrailMiddleware | None = None
     granted = bench_users() if users is None else users
 
@@ -203,7 +204,9 @@ def make_guarded(
     routes = [*_routes(_body(count), registry), Route("/bench/warm", warm_all, methods=["POST"])]
     inner = Starlette(routes=routes, lifespan=lifespan)
     store = os.environ.get(STORE_ENV, "memory://") if store is None else store
-    middleware = GuardrailMiddleware(inner, policy=load_policy(POLICY_PATH), store=store, registry=registry)
+    middleware = GuardrailMiddleware(
+        inner, policy=load_policy(POLICY_PATH), store=store, registry=registry, tracer_provider=tracer_provider
+    )
     return middleware
 
 

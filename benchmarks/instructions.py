@@ -4,6 +4,8 @@
     python benchmarks/instructions.py clients    # the sidecar's HTTP client and others (clients.py), per request
     python benchmarks/instructions.py inprocess  # `InProcess.check` per 50-item list (inprocess.py)
     python benchmarks/instructions.py candidate  # guarded with and without a candidate policy at 10%
+    python benchmarks/instructions.py why        # guarded with and without the `why` links
+    python benchmarks/instructions.py tracing    # guarded with and without traces (the otel extra)
 
 Wall-clock figures on a shared VM drift by up to 1.5x between runs; instruction counts do not, so this
 is the tool for comparing two versions of the hot path. It runs this file under
@@ -18,6 +20,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -36,21 +39,33 @@ def _run(arm: str, requests: int) -> None:
     if arm in ("yielding", "candidate"):
         _run_candidate(arm, requests)
         return
+    if arm.startswith("traces-"):
+        _run_traced(arm, requests)
+        return
     if arm == "orjson":
         body = recommendation_body(50)
         for _ in range(requests):
             orjson.dumps(orjson.loads(body))
         return
-    app = make_guarded() if arm == "guarded" else make_bare()
+    if arm == "without-why":
+        _without_why()
+    app = make_guarded() if arm in ("guarded", "without-why") else make_bare()
 
     async def main() -> None:
-        if arm == "guarded":
+        if arm in ("guarded", "without-why"):
             await grant_consent(app)  # type: ignore[arg-type]
         await serve(app, Sink(), 50)  # warm: memo, caches, first-call paths
         if requests:
             await serve(app, Sink(), requests)
 
     asyncio.run(main())
+
+
+def _without_why() -> None:
+    """The guardrail without each kept item's link to its "why?" page."""
+    import guardrail.responder
+
+    setattr(guardrail.responder, "attach_why", lambda *args: None)  # noqa: B010 (a module's global, replaced)
 
 
 def _run_candidate(arm: str, requests: int) -> None:
@@ -91,6 +106,44 @@ def _run_candidate(arm: str, requests: int) -> None:
             print(f"the candidate decided {decided or 0:.0f} items", file=sys.stderr)
 
     asyncio.run(main())
+
+
+def _run_traced(arm: str, requests: int) -> None:
+    """Guarded requests, each from a client in a trace (a `traceparent`). `traces-off`: not traced;
+    `traces-sampled`: traced by the SDK, every span kept, batched and encoded as OTLP protobuf for a
+    collector (all but the network send); `traces-dropped`: traced, with a sampler that keeps none."""
+    from apps import grant_consent, make_guarded
+    from profile_hot_path import SCOPE, Sink, check, receive
+
+    provider: Any = None
+    if arm != "traces-off":
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+        class Encoded(SpanExporter):
+            """The OTLP/HTTP exporter's work up to the bytes it would send."""
+
+            def export(self, spans: Any) -> SpanExportResult:
+                encode_spans(spans).SerializeToString()
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider(sampler=ALWAYS_ON if arm == "traces-sampled" else ALWAYS_OFF)
+        provider.add_span_processor(BatchSpanProcessor(Encoded()))
+    app = make_guarded(tracer_provider=provider)
+    headers = [*SCOPE["headers"], (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+
+    async def main() -> None:
+        await grant_consent(app)
+        sink = Sink()
+        for _ in range(50 + requests):  # the first 50 warm: memo, caches, first-call paths
+            await app({**SCOPE, "headers": headers}, receive, sink)
+        check(sink)
+
+    asyncio.run(main())
+    if provider is not None:
+        provider.shutdown()  # the last batch exported (encoded) within the count
 
 
 def _run_client(client: str, port: int, requests: int) -> None:
@@ -136,6 +189,10 @@ def main() -> int:
         return inprocess()
     if sys.argv[1:] == ["candidate"]:
         return candidate()
+    if sys.argv[1:] == ["why"]:
+        return why()
+    if sys.argv[1:] == ["tracing"]:
+        return tracing()
     requests = 300
     per_request = {
         arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
@@ -180,6 +237,38 @@ def candidate() -> int:
     print(f"without a candidate: {per_request['yielding']:,.0f}; with one at 10%: {per_request['candidate']:,.0f}")
     print(f"added: {added:,.0f} ({added / per_request['yielding']:.1%}), {sampled:.0f} of {requests} requests sampled")
     print(f"per sampled request: {added * requests / sampled:,.0f}")
+    return 0
+
+
+def why() -> int:
+    """Instructions per guarded 50-item request with each kept item's `why` link, against the same requests
+    without them."""
+    requests = 300
+    per_request = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("without-why", "guarded")
+    }
+    added = per_request["guarded"] - per_request["without-why"]
+    print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py why`, per guarded 50-item request:")
+    print(f"without the why links: {per_request['without-why']:,.0f}; with them: {per_request['guarded']:,.0f}")
+    print(f"added: {added:,.0f} ({added / per_request['without-why']:.1%})")
+    return 0
+
+
+def tracing() -> int:
+    """Instructions per guarded request with traces on (the SDK's spans, batched and encoded), and with
+    a sampler that keeps none, against the same requests untraced."""
+    requests = 300
+    per_request = {
+        arm: (_count("--run", arm, str(requests)) - _count("--run", arm, "0")) / requests
+        for arm in ("traces-off", "traces-sampled", "traces-dropped")
+    }
+    off = per_request["traces-off"]
+    print(f"{datetime.now(UTC).date()} `python benchmarks/instructions.py tracing`, per guarded request:")
+    print(f"untraced: {off:,.0f}")
+    for arm, what in (("traces-sampled", "traced, every span kept"), ("traces-dropped", "traced, none sampled")):
+        added = per_request[arm] - off
+        print(f"{what}: {per_request[arm]:,.0f}, added {added:,.0f} ({added / off:.1%})")
     return 0
 
 

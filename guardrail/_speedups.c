@@ -14,6 +14,7 @@
 static PyObject *str_loop_facts;
 static PyObject *str_explanation_json;
 static PyObject *str_explanation;
+static PyObject *str_link_head;
 
 /* The Python loop turns these into a precise BadBody; other errors are real and propagate. */
 static int
@@ -512,8 +513,175 @@ has_digit_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
+PyDoc_STRVAR(link_doc,
+"link(items, decisions, id_field, base, fragment, segment)\n"
+"--\n\n"
+"Give each kept item of a checked page its `why` link (see guardrail.why_links.attach_why, the reference):\n"
+"its explanation becomes `fragment(head + base + segment + b'\"}')`, `head` its decision's `link_head`.\n"
+"`segment(id)` percent-encodes an id that is not plain unreserved ASCII. Returns True, or False (nothing\n"
+"changed) when an item is not a dict and the Python version must run instead.");
+
+/* RFC 3986 unreserved characters: an id made only of these is its own path segment. */
+static inline int
+is_unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'
+           || c == '_' || c == '~';
+}
+
+/* A distinct decision of the page and the bytes its kept items' explanations start with (NULL: not linked). */
+typedef struct {
+    PyObject *decision;  /* borrowed: the decisions list holds it */
+    PyObject *head;  /* owned */
+} Head;
+
+static int
+read_head(PyObject *decision, PyObject *base, Head *slot)
+{
+    slot->decision = decision;
+    slot->head = NULL;
+    PyObject *found = PyObject_GetAttr(decision, str_link_head);
+    if (found == NULL) {
+        return -1;
+    }
+    if (found == Py_None) {
+        Py_DECREF(found);
+        return 0;
+    }
+    if (!PyBytes_CheckExact(found)) {
+        Py_DECREF(found);
+        PyErr_SetString(PyExc_TypeError, "link(): a decision's link_head is not bytes");
+        return -1;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(found), extra = PyBytes_GET_SIZE(base);
+    slot->head = PyBytes_FromStringAndSize(NULL, size + extra);
+    if (slot->head != NULL) {
+        memcpy(PyBytes_AS_STRING(slot->head), PyBytes_AS_STRING(found), size);
+        memcpy(PyBytes_AS_STRING(slot->head) + size, PyBytes_AS_STRING(base), extra);
+    }
+    Py_DECREF(found);
+    return slot->head == NULL ? -1 : 0;
+}
+
+static PyObject *
+link_why(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "link() takes exactly 6 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *decisions = args[1], *id_field = args[2], *base = args[3];
+    PyObject *fragment = args[4], *segment = args[5];
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(decisions) || !PyBytes_CheckExact(base)
+        || PyList_GET_SIZE(items) != PyList_GET_SIZE(decisions)) {
+        PyErr_SetString(PyExc_TypeError, "link() takes two lists of one length and the base as bytes");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        if (!PyDict_CheckExact(PyList_GET_ITEM(items, index))) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Head cache[FACTS_CACHED];
+    int cached = 0;
+    PyObject *result = NULL;
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *decision = PyList_GET_ITEM(decisions, index);
+        Head spare = {NULL, NULL}, *slot = NULL;
+        for (int at = 0; at < cached; at++) {
+            if (cache[at].decision == decision) {
+                slot = &cache[at];
+                break;
+            }
+        }
+        if (slot == NULL) {
+            slot = cached < FACTS_CACHED ? &cache[cached] : &spare;
+            if (read_head(decision, base, slot) < 0) {
+                goto done;
+            }
+            if (slot != &spare) {
+                cached++;
+            }
+        }
+        PyObject *head = slot->head;
+        if (head == NULL) {
+            continue;  /* hidden, or kept without an explanation */
+        }
+        PyObject *item = PyList_GET_ITEM(items, index);
+        PyObject *item_id = PyDict_GetItemWithError(item, id_field);  /* borrowed */
+        PyObject *encoded = NULL;
+        const char *text = NULL;
+        Py_ssize_t length = 0;
+        if (item_id == NULL) {
+            Py_XDECREF(spare.head);
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            continue;
+        }
+        if (PyUnicode_CheckExact(item_id) && PyUnicode_IS_ASCII(item_id)) {
+            text = (const char *)PyUnicode_1BYTE_DATA(item_id);
+            length = PyUnicode_GET_LENGTH(item_id);
+            for (Py_ssize_t at = 0; at < length; at++) {
+                if (!is_unreserved((unsigned char)text[at])) {
+                    text = NULL;
+                    break;
+                }
+            }
+            /* A server resolves `.` and `..` (even as %2E) away: no page could be reached by them. */
+            if (text != NULL && (length == 1 || length == 2) && text[0] == '.' && text[length - 1] == '.') {
+                Py_XDECREF(spare.head);
+                continue;
+            }
+        }
+        if (text == NULL) {
+            encoded = PyObject_CallOneArg(segment, item_id);
+            if (encoded == NULL || !PyUnicode_Check(encoded) || !PyUnicode_IS_ASCII(encoded)) {
+                if (encoded != NULL) {
+                    PyErr_SetString(PyExc_TypeError, "link(): segment() must return ASCII text");
+                }
+                Py_XDECREF(encoded);
+                Py_XDECREF(spare.head);
+                goto done;
+            }
+            text = (const char *)PyUnicode_1BYTE_DATA(encoded);
+            length = PyUnicode_GET_LENGTH(encoded);
+        }
+        Py_ssize_t head_size = PyBytes_GET_SIZE(head);
+        PyObject *raw = PyBytes_FromStringAndSize(NULL, head_size + length + 2);
+        PyObject *made = NULL;
+        if (raw != NULL) {
+            char *out = PyBytes_AS_STRING(raw);
+            memcpy(out, PyBytes_AS_STRING(head), head_size);
+            memcpy(out + head_size, text, length);
+            out[head_size + length] = '"';
+            out[head_size + length + 1] = '}';
+            made = PyObject_CallOneArg(fragment, raw);
+            Py_DECREF(raw);
+        }
+        Py_XDECREF(encoded);
+        Py_XDECREF(spare.head);
+        if (made == NULL) {
+            goto done;
+        }
+        int failed = PyDict_SetItem(item, str_explanation, made);
+        Py_DECREF(made);
+        if (failed < 0) {
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_True);
+done:
+    for (int at = 0; at < cached; at++) {
+        Py_XDECREF(cache[at].head);
+    }
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"check", (PyCFunction)(void (*)(void))check, METH_FASTCALL, check_doc},
+    {"link", (PyCFunction)(void (*)(void))link_why, METH_FASTCALL, link_doc},
     {"has_digit_run", (PyCFunction)(void (*)(void))has_digit_run, METH_FASTCALL, has_digit_run_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -524,7 +692,8 @@ speedups_exec(PyObject *module)
     str_loop_facts = PyUnicode_InternFromString("loop_facts");
     str_explanation_json = PyUnicode_InternFromString("explanation_json");
     str_explanation = PyUnicode_InternFromString("explanation");
-    if (!str_loop_facts || !str_explanation_json || !str_explanation) {
+    str_link_head = PyUnicode_InternFromString("link_head");
+    if (!str_loop_facts || !str_explanation_json || !str_explanation || !str_link_head) {
         return -1;
     }
     return PyModule_AddIntConstant(module, "DISTINCT", FACTS_CACHED);

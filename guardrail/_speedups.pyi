@@ -34,3 +34,11 @@ def check(
     | None
 ): ...
 def has_digit_run(body: bytes, length: int) -> bool: ...
+def link(
+    items: list[Any],
+    decisions: list[ItemDecision],
+    id_field: str,
+    base: bytes,
+    fragment: Callable[[bytes], Any],
+    segment: Callable[[str | int], str],
+) -> bool: ...

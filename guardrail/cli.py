@@ -1,4 +1,4 @@
-"""The `guardrail` command: demo, serve, check, test, explain, simulate, diff, schema, tcf decode."""
+"""The `guardrail` command: demo, serve, check, test, explain, simulate, diff, schema, tcf decode, alerts."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--metrics-port",
         type=_port,
-        help="serve /metrics on this port of the same host, and not on the public one "
-        "(default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
+        help="serve /metrics on this port of the same host; the public port then passes /metrics on to the "
+        "upstream (default: GUARDRAIL_METRICS_PORT, else /metrics on the public port)",
     )
     serve.add_argument("--log-level", help="JSON log level (default: GUARDRAIL_LOG_LEVEL, else info)")
     serve.add_argument(
@@ -85,11 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode = tcf_commands.add_parser("decode", help="decode TC strings: one JSON object per input, in order")
     decode.add_argument("strings", nargs="+", metavar="STRING", help="TC strings, or - to read one per line from stdin")
 
+    alerts = commands.add_parser(
+        "alerts",
+        help="print the Prometheus alert rules, every runbook link built from one base URL",
+        description="Print config/alerts.yml (Prometheus alerting rules) with each alert's runbook_url built from "
+        "URL: URL#<alert name in lower case>, or URL with {alert} replaced by that name.",
+    )
+    alerts.add_argument(
+        "--runbook-base",
+        metavar="URL",
+        help="where the runbook (docs/operations.md, Runbook) is published (default: the repository's copy on GitHub)",
+    )
+
     from guardrail.review_commands import add_parsers as add_review_parsers
 
     add_review_parsers(commands)
 
     args = parser.parse_args(argv)
+    if args.command == "alerts":
+        return print_alert_rules(args.runbook_base)
     if args.command == "review":
         from guardrail.review_commands import run as run_review
 
@@ -133,27 +147,22 @@ def _rate(text: str) -> float:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from pydantic import ValidationError
-
     from guardrail.optional import require
-    from guardrail.settings import Settings
+    from guardrail.settings import Settings, SettingsProblem
 
     require("sidecar", feature="guardrail serve")
     from guardrail.sidecar import serve
 
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"GUARDRAIL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        print(f"guardrail serve: {problems}", file=sys.stderr)
+        settings = Settings.load()
+    except SettingsProblem as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     upstream = args.upstream or settings.upstream
     if not upstream:
         print("guardrail serve: give the upstream's URL with --upstream or GUARDRAIL_UPSTREAM", file=sys.stderr)
         return 2
-    log_level = (args.log_level or os.environ.get("GUARDRAIL_LOG_LEVEL") or "info").lower()
+    log_level = (args.log_level or settings.log_level or "info").lower()
     if not isinstance(logging.getLevelName(log_level.upper()), int):
         print(f"guardrail serve: no log level {log_level!r}; use debug, info, warning or error", file=sys.stderr)
         return 2
@@ -194,6 +203,18 @@ def decode_tc_strings(strings: Sequence[str]) -> int:
     return status
 
 
+def print_alert_rules(runbook_base: str | None) -> int:
+    from guardrail.alerts import DEFAULT_RUNBOOK_BASE, RunbookBaseError, alert_rules
+
+    try:
+        rules = alert_rules(runbook_base or DEFAULT_RUNBOOK_BASE)
+    except RunbookBaseError as exc:
+        print(f"guardrail alerts: --runbook-base: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(rules)
+    return 0
+
+
 def check_files(files: Sequence[str]) -> int:
     from guardrail.policy.loading import load_policy
 
@@ -215,16 +236,20 @@ def check_files(files: Sequence[str]) -> int:
 
 
 def run_demo(host: str, port: int, config: str | None, log_level: str | None = None) -> int:
-    import os
-
     from guardrail.optional import require
+    from guardrail.settings import Settings, SettingsProblem
 
     require("sidecar", feature="guardrail demo")
     import uvicorn
 
     from guardrail.logs import configure_logging
 
-    configure_logging(log_level or os.environ.get("GUARDRAIL_LOG_LEVEL", "warning"))
+    try:
+        settings = Settings.load()
+    except SettingsProblem as exc:
+        print(f"guardrail demo: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(log_level or settings.log_level or "warning")
     from guardrail.demo.app import build_demo_app, demo_policy_path, instructions
     from guardrail.policy.loading import load_policy
 

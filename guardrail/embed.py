@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
@@ -29,6 +29,9 @@ from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
 from guardrail.reload import adopt, refuse
 from guardrail.store import Store
+
+if TYPE_CHECKING:
+    from guardrail.tracing import TracerProvider
 
 # `fn(scope) -> (user, age) | None`: who asks, instead of the policy's identity source.
 
@@ -94,13 +97,15 @@ def install(
     store: Store | str | None = None,
     registry: CollectorRegistry | None = None,
     identify: Identify | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Guardrail:
     """Mount the guardrail on a Starlette or FastAPI `app` and return its handle.
 
     `policy`: a `Policy` or a policy file's path, loaded and checked now (`PolicyError` lists every
     problem); `store`: a store URL or object (default `GUARDRAIL_STORE`, else `memory://`);
     `registry`: the Prometheus registry for the metrics (the global one by default); `identify`:
-    `fn(scope) -> (user, age) | None`, who asks, instead of the policy's identity source.
+    `fn(scope) -> (user, age) | None`, who asks, instead of the policy's identity source;
+    `tracer_provider`: where its spans go, rather than the provider the application set (docs/operations.md "Traces").
 
     Call it before the app serves its first request (Starlette builds its middleware stack then),
     before or after adding routes. The guardrail sits outside the middleware added before this call
@@ -115,6 +120,8 @@ def install(
     options: dict[str, Any] = {}
     if identify is not None:
         options["identify"] = identify
+    if tracer_provider is not None:
+        options["tracer_provider"] = tracer_provider
     middleware = GuardrailMiddleware(_not_mounted, policy=loaded, store=store, registry=registry, **options)
 
     def guardrail(app: ASGIApp) -> ASGIApp:

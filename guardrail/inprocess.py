@@ -23,13 +23,14 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from guardrail.bodies import item_titles, storable_ids, write_json
+from guardrail.bodies import storable_ids, write_json
 from guardrail.context_header import GuardrailContext, guardrail_context
 from guardrail.engine import ItemDecision
 from guardrail.middleware import RESOLVED, Resolved
 from guardrail.responder import CHECKED_IN_PROCESS
 from guardrail.routes import GuardedRoute
 from guardrail.summary import decision_record, header_map, outcome, summary
+from guardrail.why_links import attach_why
 
 if TYPE_CHECKING:
     from guardrail.guard import Guard
@@ -102,6 +103,9 @@ class InProcess:
         found = guard.check(ctx, target.fields, given, target.default_signals, annotate=enforce, as_dicts=True)
         if found.wide_ids:  # an integer beyond 64 bits is recorded as its digits
             found = found._replace(item_ids=storable_ids(found.item_ids))
+        user = resolved.caller.user
+        if enforce and user is not None and guard.prefix:
+            attach_why(given, found.decisions, target.fields.id, guard.prefix, decision, as_dicts=True)
         decisions, hidden = found.decisions, found.hidden
         kept = found.kept if enforce else given
         degraded = ctx.degraded
@@ -110,13 +114,10 @@ class InProcess:
         headers = header_map(decision, mode, len(hidden), degraded)
         if degraded:
             runtime.count_fail_mode(policy.fail_mode)
-        user = resolved.caller.user
-        title_field = target.fields.title
-        titles = item_titles(given, title_field) if title_field is not None and user else None
         runtime.after_decision(
             target.template,
             found,
-            decision_record(decision, user, target.template, mode, policy.policy_id, ctx, found, titles),
+            decision_record(decision, user, target.template, mode, policy.policy_id, ctx, found, given, target.fields),
         )
         runtime.note_for_review(guard.for_review(target.template, target.fields, given, found))
         overhead = time.perf_counter() - started

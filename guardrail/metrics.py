@@ -15,13 +15,21 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from guardrail._version import __version__
+from guardrail.state import REPORT_REASONS
 
 # From 25 µs (an empty evaluation) to 100 ms (far past the budget): the default buckets start at 5 ms.
 OVERHEAD_BUCKETS = (
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-UPSTREAM_ERROR_KINDS = ("connect", "timeout", "protocol", "interrupted")
+UPSTREAM_ERROR_KINDS = ("connect", "tls", "timeout", "protocol", "interrupted")
+# The upstream's own time, from a fast local service (1 ms) to past the default 30 s timeout.
+UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# `status_class` of the sidecar's proxied requests: the status's first digit, or `error` for no answer.
+NO_ANSWER = "error"
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", NO_ANSWER)
+# `route` of a proxied request that no policy route guards.
+OTHER_ROUTE = "other"
 # With several worker processes a scrape reaches one of them, which reads every worker's counts from
 # files: the others' batched counts must reach those files soon, so they are added every 0.1 s.
 MULTIPROCESS_TALLY_DELAY = 0.1
@@ -125,6 +133,19 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.upstream_requests = Counter(
+            "guardrail_upstream_requests",
+            "Requests the sidecar proxied, by policy route (or other) and the upstream's status class (error: none).",
+            ["route", "status_class"],
+            registry=registry,
+        )
+        self.upstream_seconds = Histogram(
+            "guardrail_upstream_seconds",
+            "Time the upstream took to answer the sidecar (to the status line and headers), or to fail, by route.",
+            ["route"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
         self.build_info = Gauge(
             "guardrail_build_info",
             "This build (value 1): its version, and whether the per-item loop runs in C (accelerated) or Python.",
@@ -150,6 +171,12 @@ class Metrics:
             "Sampled requests dropped, not queued for the candidate or the case recording: the queue was full.",
             registry=registry,
         )
+        self.reports = Counter(
+            "guardrail_reports",
+            "Items users reported from their suggestions, by the reason they gave.",
+            ["reason"],
+            registry=registry,
+        )
         self._live_policy: str | None = None
         # The human review queue's gauges, read from the store's queue when scraped.
         self.review_queue = ReviewQueueGauges()
@@ -163,6 +190,8 @@ class Metrics:
             self.fail_mode.labels(mode)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        for reason in REPORT_REASONS:
+            self.reports.labels(reason)
 
     def watch_review_queue(self, counts: Callable[[], dict[str, int]], oldest: Callable[[], float | None]) -> None:
         """Report the review queue's entries by kind, and how long its oldest entry has waited (its

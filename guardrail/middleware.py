@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from datetime import timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,7 +27,7 @@ from guardrail.recording import CaseRecorder
 from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
 from guardrail.review import Overlay
-from guardrail.routes import GuardedRoute
+from guardrail.routes import ROUTE_TEMPLATE, GuardedRoute
 from guardrail.runtime import ReadinessCheck, Runtime
 from guardrail.sampling import Asked
 from guardrail.settings import Settings
@@ -35,8 +35,12 @@ from guardrail.speedups import ACCELERATED
 from guardrail.startup import answer_unavailable, kept_when_starlette_builds, serve_lifespan
 from guardrail.state import DEFAULT_STATE, UserState
 from guardrail.store import Store
+from guardrail.tracing import tracing_for
 from guardrail.web.problem import problem
 from guardrail.web.router import build_management_app
+
+if TYPE_CHECKING:
+    from guardrail.tracing import TracerProvider
 
 logger = logging.getLogger("guardrail")
 
@@ -76,6 +80,11 @@ class GuardrailMiddleware:
     metrics it was made with: `create_store(url, metrics=metrics_for(registry))` counts on the same
     registry, and without `metrics` its cache lookups and errors are not counted.
 
+    Traces (the `otel` extra, docs/operations.md "Traces"): with OpenTelemetry configured (the OTEL_*
+    environment, or a tracer provider the application has set) or `GUARDRAIL_TRACING=otel`, guarded
+    requests are spans of the global tracer provider; `tracer_provider` gives another, and turns
+    tracing on whatever the environment says.
+
     With a lifespan, the store is connected at startup and, after the app's own shutdown, its queued
     decision records are written and it is closed (`Runtime.start`, `Runtime.close`). A bad policy or
     store raises at the call; built by `app.add_middleware`, it fails the startup instead (see
@@ -99,11 +108,12 @@ class GuardrailMiddleware:
         candidate_rate: float = 0.1,
         record_cases: str | os.PathLike[str] | None = None,
         record_rate: float = 0.01,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.app = app
         self._identify = identify
         if store is None:
-            store = Settings().store  # GUARDRAIL_STORE, else memory://
+            store = Settings.load().store.get_secret_value()  # GUARDRAIL_STORE, else memory://
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
         # A candidate that does not load is refused here, as the live policy is: every problem listed.
@@ -117,6 +127,7 @@ class GuardrailMiddleware:
             decisions_per_user=policy.decisions_per_user,
             retention=timedelta(days=policy.decision_retention_days),
             timeout=policy.store_timeout_ms / 1000,
+            tracing=tracing_for(tracer_provider),
         )
         self._served = self._serve(policy)
         # A reviewer's decision, on any replica, serves the policy again with it (docs/review.md).
@@ -224,7 +235,13 @@ class GuardrailMiddleware:
             # The app serves the path that was matched, however it reads the spelling that came.
             scope = {**scope, "path": forward[0], "raw_path": forward[1]}
         if isinstance(target, GuardedRoute):
-            await self._guarded(guard, target, scope, headers, started, receive, send)
+            tracing = self.runtime.tracing
+            if tracing is None:
+                await self._guarded(guard, target, scope, headers, started, receive, send)
+            else:
+                with tracing.checking(scope, target.template) as span:
+                    done = await self._guarded(guard, target, scope, headers, started, receive, send)
+                    tracing.decided(span, done.decision_id, done.outcome, done.hidden_count)
         elif target is None:
             await self.app(scope, receive, send)
         else:  # the API, the page, the GPC statement: the guardrail's own
@@ -239,7 +256,7 @@ class GuardrailMiddleware:
         started: float,
         receive: Receive,
         send: Send,
-    ) -> None:
+    ) -> GuardedResponder:
         resolved = await self.resolve(scope, guard=guard, headers=headers)
         caller, ctx = resolved.caller, resolved.ctx
         # What was decided, told to the app before it runs (docs/architecture.md §7).
@@ -254,6 +271,7 @@ class GuardrailMiddleware:
             # An app that checks its items in process (`guardrail.inprocess`) decides for this caller
             # without resolving them again. Not on the non-personalized route: it gets nobody's identity.
             scope[RESOLVED] = resolved
+        scope[ROUTE_TEMPLATE] = route.template  # the sidecar's proxy counts its traffic by it
         runtime = self.runtime
         responder = GuardedResponder(
             runtime,
@@ -277,6 +295,7 @@ class GuardrailMiddleware:
             started=started,
             overhead=before + responder.overhead,
         )
+        return responder
 
     async def resolve(
         self, scope: Scope, *, guard: Guard | None = None, headers: dict[bytes, bytes] | None = None

@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "sidecar": ("uvicorn", "httptools", "certifi"),
     "jwt": ("jwt", "cryptography"),
+    "otel": ("opentelemetry.trace", "opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http"),
 }
 
 

@@ -202,6 +202,8 @@ def _keep(snapshot: Path, text: str) -> None:
 
 def _signature(path: Path) -> _Signature:
     try:
+        # stat, not lstat: a Kubernetes ConfigMap volume swaps a `..data` symlink, so the file the path
+        # resolves to changes while the link at the path stays as it was.
         stat = path.stat()
     except OSError:
         return None

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Send
 
-from guardrail.bodies import BadBody, decode_body, encode_body, item_titles, read_json, storable_ids, write_json
+from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
 from guardrail.callers import Caller
 from guardrail.echo import inert
 from guardrail.engine import BadItem, CheckedItems, UserContext
@@ -27,6 +27,7 @@ from guardrail.sampling import Asked
 from guardrail.store import DecisionRecord
 from guardrail.summary import decision_headers, decision_record, outcome, summary
 from guardrail.web.problem import PROBLEM_JSON
+from guardrail.why_links import attach_why
 
 # Set on the `http.response.start` of an answer the sidecar's proxy made itself because the upstream
 # could not be reached (its value: the kind, as in guardrail_upstream_errors_total). Servers ignore it.
@@ -196,9 +197,9 @@ class GuardedResponder:
                 raise BadBody("bad_item", str(exc)) from None
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
-            # Titles are read only when the route names a display field and someone can ask for the receipt.
-            title_field = self.route.fields.title
-            titles = item_titles(items, title_field) if title_field is not None and self.caller.user else None
+            if enforce and self.caller.user is not None and self.guard.prefix:
+                # Only an identified caller has a receipt for the "why?" page to read.
+                attach_why(items, checked.decisions, self.route.fields.id, self.guard.prefix, self.decision_id)
             hidden = checked.hidden
             summary_notice = (
                 self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind, self.ctx.paused_until)
@@ -234,7 +235,7 @@ class GuardedResponder:
         await self.send({"type": "http.response.body", "body": out})
         started = time.perf_counter()
         runtime = self.runtime
-        runtime.after_decision(self.route.template, checked, self.record(checked, titles))
+        runtime.after_decision(self.route.template, checked, self.record(checked, items))
         runtime.note_for_review(self.guard.for_review(self.route.template, self.route.fields, items, checked))
         sampler = runtime.sampler
         if sampler is not None and self.asked is not None:
@@ -324,7 +325,7 @@ class GuardedResponder:
         )
         await self.send({"type": "http.response.body", "body": body})
 
-    def record(self, checked: CheckedItems, titles: list[str | None] | None = None) -> DecisionRecord | None:
+    def record(self, checked: CheckedItems, items: list[Any]) -> DecisionRecord | None:
         return decision_record(
             self.decision_id,
             self.caller.user,
@@ -333,5 +334,6 @@ class GuardedResponder:
             self.guard.policy.policy_id,
             self.ctx,
             checked,
-            titles,
+            items,
+            self.route.fields,
         )

@@ -16,7 +16,6 @@ from typing import Any, Literal, NamedTuple
 Kind = Literal["unknown_category", "reported_item", "flagged_item"]
 KINDS: tuple[Kind, ...] = ("unknown_category", "reported_item", "flagged_item")
 DECISIONS = ("label", "block", "dismiss")
-REPORT_REASONS = ("not_for_me", "offensive", "wrong_topic", "other")
 # What one entry keeps of where it was seen: a few examples are enough for a person to look.
 MAX_EXAMPLES = 5
 MAX_ROUTES = 5

@@ -40,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from guardrail.settings import Settings
     from guardrail.store import create_store
 
-    url = args.store or Settings().store
+    if args.store:
+        url = args.store
+    else:
+        try:
+            url = Settings.load().store.get_secret_value()
+        except GuardrailError as exc:
+            print(f"guardrail review {args.review_command}: {exc}", file=sys.stderr)
+            return 2
     if url.startswith("memory:"):
         print(
             f"guardrail review {args.review_command}: the memory store keeps nothing between processes; "

@@ -17,6 +17,9 @@ from guardrail.policy.models import Fields, NonPersonalized, Route
 
 # Where the guardrail states its GPC support (W3C GPC); served with the API.
 GPC_PATH = "/.well-known/gpc.json"
+# The scope key under which the middleware tells the app which guarded route a request matched (its
+# template): the sidecar's proxy counts its traffic by it, as a bounded label, never the raw path.
+ROUTE_TEMPLATE = "guardrail.route"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from guardrail.engine import CheckedItems
 from guardrail.errors import StoreError
-from guardrail.logs import user_hash
+from guardrail.logs import log_key, user_hash
 from guardrail.metrics import Metrics
 from guardrail.review import Sighting
 from guardrail.sampling import Sampler
@@ -28,6 +28,8 @@ from guardrail.store import DecisionRecord, Store, create_store
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
+
+    from guardrail.tracing import Tracing
 
 logger = logging.getLogger("guardrail")
 
@@ -40,7 +42,8 @@ class Runtime:
 
     `store` is a store object, or a URL for which a store is made here, counting into `metrics`
     (`decisions_per_user`, `retention` and `timeout` are then its settings). `accelerated`: whether
-    the per-item loop runs in C, for `guardrail_build_info`."""
+    the per-item loop runs in C, for `guardrail_build_info`; `tracing`: the spans to make, None when
+    not tracing (`guardrail.tracing`), given to a store made here."""
 
     def __init__(
         self,
@@ -51,8 +54,10 @@ class Runtime:
         decisions_per_user: int = 50,
         retention: timedelta = timedelta(days=7),
         timeout: float = 0.02,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing
         metrics.set_build_info(accelerated)
         self.store: Store = (
             create_store(
@@ -61,11 +66,13 @@ class Runtime:
                 decisions_per_user=decisions_per_user,
                 retention=retention,
                 timeout=timeout,
+                tracing=tracing,
             )
             if isinstance(store, str)
             else store
         )
         self.tally = metrics.tally
+        self._log_key = log_key()  # read once: the hash is taken on every logged request
         self._overhead: Histogram = metrics.overhead
         # Labelled counters, looked up once: `labels()` takes a lock and builds a key each time.
         self._children: dict[tuple[str, str, str | None], Counter] = {}
@@ -202,7 +209,7 @@ class Runtime:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "overhead_ms": round(overhead * 1000, 3),
                     "decision": decision,
-                    "user": user_hash(user) if user is not None else None,
+                    "user": user_hash(user, self._log_key) if user is not None else None,
                 },
             )
 

@@ -10,6 +10,8 @@ import importlib
 import os
 from types import ModuleType
 
+# What pydantic takes for true in a bool setting (guardrail.settings), in lower case.
+TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 native: ModuleType | None
 try:
     # By name: a compiled module imports nothing of guardrail, and the import tree (.importlinter),
@@ -17,7 +19,9 @@ try:
     native = importlib.import_module("guardrail._speedups")
 except ImportError:
     native = None
-if os.environ.get("GUARDRAIL_PURE_PYTHON"):
+# Read here, not through guardrail.settings: the engine imports this module, and loads no pydantic (the
+# import tree). The spellings of true are pydantic's, so that `Settings.pure_python` reads it alike.
+if os.environ.get("GUARDRAIL_PURE_PYTHON", "").strip().lower() in TRUE:
     native = None
 # Whether the C loop runs (said at start, and in guardrail_build_info).
 ACCELERATED = native is not None

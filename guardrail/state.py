@@ -1,4 +1,5 @@
-"""What the store keeps for a user (docs/architecture.md §6), and a validated change to it.
+"""What the store keeps for a user (docs/architecture.md §6): their controls, a validated change to them,
+and their reports.
 
 `UserState` is immutable: a change makes a new one, so a state handed to a request never
 changes under it, and caches can compare states by identity. A `ControlsPatch` is made only by
@@ -135,3 +136,40 @@ def parse_time(value: str) -> datetime:
         return moment.astimezone(UTC)
     except OverflowError:
         raise TimeOutOfRange(value) from None
+
+
+# Why a user reports an item (design §7), in the order the forms offer them.
+REPORT_REASONS = ("not_for_me", "offensive", "wrong_topic", "other")
+# The most reports a store keeps per user; past it the oldest goes.
+REPORTS_PER_USER = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A user's report of one item of one of their decisions: kept for them (the export shows it) as long
+    as decision records are, and counted, without them, for the reviewers (docs/review.md)."""
+
+    decision: str
+    item: str  # the item's id as text
+    reason: str  # one of REPORT_REASONS
+    created_at: float  # seconds since the epoch
+    route: str
+    title: str | None = None
+    note: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What makes it one report: a user reports an item of a decision once."""
+        return f"{self.decision}\n{self.item}"
+
+    def to_json(self) -> dict[str, Any]:
+        """As the API and the export show it."""
+        return {
+            "decision": self.decision,
+            "item": self.item,
+            "title": self.title,
+            "route": self.route,
+            "reason": self.reason,
+            "note": self.note,
+            "created_at": format_time(datetime.fromtimestamp(self.created_at, UTC)),
+        }

@@ -8,8 +8,9 @@ One source for both ways of checking a page: the responder (the middleware's buf
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from guardrail.bodies import item_titles
 from guardrail.engine import CheckedItems, UserContext
 from guardrail.representation import PRIVATE
 from guardrail.store import DecisionRecord
@@ -71,12 +72,14 @@ def decision_record(
     policy: str,
     ctx: UserContext,
     checked: CheckedItems,
-    titles: list[str | None] | None = None,
+    items: list[Any],
+    fields: RecordedFields,
 ) -> DecisionRecord | None:
-    """What the user can look up later about one checked page (`route` its template); `titles`: each
-    item's title (`guardrail.bodies.item_titles`) when the route names a display field."""
+    """What the user can look up later about one checked page (`route` its template, `items` the page's
+    items as checked, `fields` where they keep their title)."""
     if user is None:
         return None  # nobody could ever ask for an anonymous receipt
+    title = fields.title
     return DecisionRecord(
         id=decision,
         user=user,
@@ -92,5 +95,13 @@ def decision_record(
         decisions=checked.decisions,
         distinct=checked.distinct,
         per_item=checked.per_item,
-        titles=titles,
+        # Only when the route names a display field.
+        titles=item_titles(items, title) if title is not None else None,
     )
+
+
+class RecordedFields(Protocol):
+    """Where a route's items keep what a decision record keeps of them besides their id."""
+
+    @property
+    def title(self) -> str | None: ...

@@ -4,7 +4,6 @@ set (guardrail/jwks.py); see guardrail/identity.py for the rules."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +43,14 @@ class TokenVerifier:
             self.keys = KeySet(settings.jwks_url)
             self.algorithms: list[str] = list(settings.algorithms)  # each key's own algorithm must be one of them too
         else:
-            key = os.environ.get(settings.key_env)
+            from guardrail.settings import Settings
+
+            key = Settings.load().secret(settings.key_env)
             if not key:
                 raise GuardrailError(
                     f"identity.source is jwt but the environment variable {settings.key_env} is not set; "
-                    "set it to the HMAC secret or the PEM public key that verifies your tokens, "
-                    "or give identity.jwt.jwks_url"
+                    "set it (or a file of that name in the secrets directory, docs/configuration.md) to the HMAC "
+                    "secret or the PEM public key that verifies your tokens, or give identity.jwt.jwks_url"
                 )
             self.algorithms = self._algorithms_for(key, settings)
             self.key = key

@@ -1,5 +1,6 @@
 """The alert rules, their promtool unit tests, the runbook and the dashboard agree with each other and with
-the metrics the guardrail really exports. Needs `promtool` (Debian package `prometheus`)."""
+the metrics the guardrail really exports; `guardrail alerts` builds every runbook link from one base URL.
+Needs `promtool` (Debian package `prometheus`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from guardrail import GuardrailMiddleware
+from guardrail.alerts import DEFAULT_RUNBOOK_BASE
 from guardrail.metrics import Metrics
 from tests.conftest import ROOT, make_policy
 from tests.upstream import Upstream
@@ -32,6 +35,9 @@ EXPECTED_ALERTS = {
     "GuardrailHiddenRateUnusual",
     "GuardrailPolicyReloadFailed",
     "GuardrailDecisionRecordsDropped",
+    "GuardrailUpstreamErrors",
+    "GuardrailTargetDown",
+    "GuardrailMetricsAbsent",
     "GuardrailReviewQueueWaiting",
 }
 
@@ -54,8 +60,8 @@ def show(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    data = yaml.safe_load(ALERTS.read_text())
+def alert_rules(text: str | None = None) -> list[dict[str, Any]]:
+    data = yaml.safe_load(text if text is not None else ALERTS.read_text())
     groups = data["groups"]
     assert [group["name"] for group in groups] == ["guardrail"]
     return [rule for rule in groups[0]["rules"] if "alert" in rule]
@@ -128,7 +134,7 @@ def test_every_alert_is_complete() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         annotations = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= annotations.keys(), name
-        assert annotations["runbook_url"] == f"docs/operations.md#{name.lower()}", name
+        assert annotations["runbook_url"] == f"{DEFAULT_RUNBOOK_BASE}#{name.lower()}", name
 
 
 def test_rules_reference_only_exported_metrics() -> None:
@@ -159,10 +165,66 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 def test_every_alert_has_a_runbook_section() -> None:
     runbook = RUNBOOK.read_text().split("\n## Runbook\n", 1)[1].split("\n## ", 1)[0]
     anchors = {slug(line[4:]) for line in runbook.splitlines() if line.startswith("### ")}
+    assert DEFAULT_RUNBOOK_BASE.endswith("/blob/main/" + str(RUNBOOK.relative_to(ROOT)))
     for rule in alert_rules():
-        path, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-        assert (ROOT / path).resolve() == RUNBOOK.resolve(), (rule["alert"], path)
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base == DEFAULT_RUNBOOK_BASE, rule["alert"]
         assert anchor in anchors, (rule["alert"], anchor)
+
+
+# -- `guardrail alerts`: the rules with their runbook links built from one base URL -----------------
+
+
+def guardrail_alerts(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "guardrail.cli", "alerts", *args)
+
+
+def test_the_rules_file_is_what_guardrail_alerts_prints_by_default() -> None:
+    printed = guardrail_alerts()
+    assert printed.returncode == 0, show(printed)
+    assert printed.stdout == ALERTS.read_text(), "config/alerts.yml drifted: run `guardrail alerts > config/alerts.yml`"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://wiki.example.com/sre/guardrail", "https://wiki.example.com/sre/guardrail#{name}"),
+        ("https://runbooks.example.com/guardrail/{alert}.html", "https://runbooks.example.com/guardrail/{name}.html"),
+    ],
+)
+def test_every_runbook_link_is_built_from_the_base_given(
+    promtool: str, tmp_path: Path, base: str, expected: str
+) -> None:
+    printed = guardrail_alerts("--runbook-base", base)
+    assert printed.returncode == 0, show(printed)
+    rules = alert_rules(printed.stdout)
+    assert {rule["alert"] for rule in rules} == EXPECTED_ALERTS
+    for rule in rules:
+        assert rule["annotations"]["runbook_url"] == expected.format(name=rule["alert"].lower()), rule["alert"]
+    # Nothing else changed: the same rules, and promtool still accepts them.
+    assert [{**rule, "annotations": {**rule["annotations"], "runbook_url": ""}} for rule in rules] == [
+        {**rule, "annotations": {**rule["annotations"], "runbook_url": ""}} for rule in alert_rules()
+    ]
+    path = tmp_path / "alerts.yml"
+    path.write_text(printed.stdout)
+    result = run(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, show(result)
+
+
+@pytest.mark.parametrize(
+    ("base", "says"),
+    [
+        ("wiki.example.com/runbook", "is not an http:// or https:// URL"),
+        ('https://wiki.example.com/a"b', "percent-encode it"),
+        ("https://wiki.example.com/{{ $labels.job }}", "percent-encode it"),
+        ("https://wiki.example.com/runbook#top", "already has a #fragment"),
+    ],
+)
+def test_a_base_the_links_cannot_be_built_from_is_refused_saying_why(base: str, says: str) -> None:
+    printed = guardrail_alerts("--runbook-base", base)
+    assert printed.returncode == 2
+    assert printed.stdout == ""
+    assert says in printed.stderr and "Traceback" not in printed.stderr, show(printed)
 
 
 # -- the dashboard -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ explain the kept ones alike, on the benchmark's own bodies; and the suite must s
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -67,7 +68,15 @@ async def test_the_arms_keep_hide_and_explain_the_same_items(redis_url: str, siz
     for name in ("redis", "naive", "rego"):
         assert answers[name].kept == guardrail.kept, name
         assert answers[name].hidden == guardrail.hidden, name
-        assert answers[name].explanations == guardrail.explanations, name
+        assert without_decision(answers[name].explanations) == without_decision(guardrail.explanations), name
+
+
+def without_decision(explanations: dict[str, Any]) -> dict[str, Any]:
+    """The explanations with the decision id of each `why` link blanked: every arm makes its own."""
+    return {
+        key: {**value, "why": re.sub(r"/why/[^/]+/", "/why/-/", value["why"])} if "why" in value else value
+        for key, value in explanations.items()
+    }
 
 
 @pytest.mark.parametrize("size", [50, 200])

@@ -32,7 +32,7 @@ sys.meta_path.insert(0, Blocker())
 
 
 def run_without(extras: list[str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    blocked = sorted({module for extra in extras for module in EXTRAS[extra]} | {"hiredis"})
+    blocked = sorted({module.partition(".")[0] for extra in extras for module in EXTRAS[extra]} | {"hiredis"})
     program = BLOCK.format(blocked=blocked) + textwrap.dedent(code)
     return subprocess.run(
         [sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False

@@ -45,3 +45,11 @@ def test_the_store_loads_no_http() -> None:
     loaded = loaded_by("guardrail.store")
     assert loaded.isdisjoint(["starlette", "jinja2", "uvicorn", "httptools"]), sorted(loaded)
     assert not any(name.startswith(("guardrail.web", "guardrail.middleware", "guardrail.sidecar")) for name in loaded)
+
+
+@pytest.mark.parametrize("module", ["guardrail", "guardrail.tracing", "guardrail.sidecar", "guardrail.logs"])
+def test_opentelemetry_is_loaded_only_when_tracing_is_on(module: str) -> None:
+    """Deciding whether to trace, and writing a log line that could carry a trace id, import nothing of it."""
+    loaded = loaded_by(module)
+    assert "opentelemetry" not in loaded
+    assert "guardrail.tracing.spans" not in loaded and "guardrail.tracing.sdk" not in loaded

@@ -179,6 +179,8 @@ async def test_guarded_response_is_checked_and_annotated(client_for: ClientFacto
         "text": "You see this because of what you watched.",
         "because": ["watch_history"],
         "controls": "/guardrail/controls",
+        # Alice can ask why she sees it, on a page of its own.
+        "why": f"/guardrail/why/{response.headers['guardrail-decision']}/m1",
     }
     assert body["items"][1]["explanation"]["because"] == ["search_history"]
     assert body["page"] == 1  # the rest of the upstream body is kept

@@ -9,10 +9,12 @@ explanations and serializes the body again. The rules are the ones listed in `gu
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from redis import asyncio as aioredis
 from starlette.applications import Starlette
@@ -126,12 +128,17 @@ class NaiveGuard(BaseHTTPMiddleware):
         now = time.time()
         kept = []
         hidden = 0
+        # As the guardrail does: each kept item links to its own "why?" page.
+        why = f"/guardrail/why/{secrets.token_hex(6)}/" if user_id else None
         for item in document["items"]:
             decision = decide(self.rules, user, item, now)
             if decision["action"] == "hide":
                 hidden += 1
             else:
-                item["explanation"] = decision["explanation"]
+                explanation = decision["explanation"]
+                if why is not None:
+                    explanation = {**explanation, "why": why + quote(str(item["id"]), safe="")}
+                item["explanation"] = explanation
                 kept.append(item)
         document["items"] = kept
         document["guardrail"] = {

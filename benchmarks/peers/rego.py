@@ -8,9 +8,11 @@ item list, attach the explanations the policy wrote, serialize.
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import regopy  # type: ignore[import-untyped]
@@ -67,9 +69,14 @@ class RegoGuard(OrjsonRoundTrip):
         items = document["items"]
         decisions = self.policy.decide(self.users.get(user, self.no_controls) if user else self.no_controls, items)
         kept = []
+        # As the guardrail does: each kept item links to its own "why?" page.
+        why = f"/guardrail/why/{secrets.token_hex(6)}/" if user else None
         for item, decision in zip(items, decisions, strict=True):
             if decision["action"] != "hide":
-                item["explanation"] = decision["explanation"]
+                explanation = decision["explanation"]
+                if why is not None:
+                    explanation = {**explanation, "why": why + quote(str(item["id"]), safe="")}
+                item["explanation"] = explanation
                 kept.append(item)
         hidden = len(items) - len(kept)
         document["items"] = kept

@@ -49,6 +49,9 @@ class ItemDecision:
     explanation: dict[str, Any] | None
     muted_topic: str | None = None  # the muted category that hid it, for the notice
     unknown: bool = False  # one of its categories is not in the policy (counted, whatever the action)
+    # The item shape's categories, as the policy spells them: a decision is made per shape, so the record
+    # and the "why?" page know an item's topics from its decision, without reading the item again.
+    categories: tuple[str, ...] = ()
     # Derived once here so the per-item loops of a response test plain attributes: in
     # Python 3.11 every `Action.HIDE` lookup goes through an enum descriptor.
     hidden: bool = field(init=False)
@@ -58,7 +61,10 @@ class ItemDecision:
     notice_key: tuple[Reason, str | None] | None = field(init=False, repr=False, compare=False)
     # The explanation serialized once; orjson copies a Fragment's bytes as they are.
     explanation_json: orjson.Fragment | None = field(init=False, repr=False, compare=False)
-    # [action, reasons, because] serialized once, for decision records written to a store.
+    # A kept item's explanation with its own `why` link (guardrail.why_links) starts with these bytes: the
+    # explanation's without the closing brace, then `,"why":"`. None when hidden or without an explanation.
+    link_head: bytes | None = field(init=False, repr=False, compare=False)
+    # [action, reasons, because, categories] serialized once, for decision records written to a store.
     record_json: orjson.Fragment = field(init=False, repr=False, compare=False)
     # What the C loop (guardrail/_speedups.c) reads of a decision, in one attribute: (hidden, discreet,
     # unknown, explanation, explanation_json, notice_key).
@@ -70,9 +76,14 @@ class ItemDecision:
         first = self.reasons[0] if self.reasons else None
         object.__setattr__(self, "first_reason", first)
         object.__setattr__(self, "notice_key", (first, self.muted_topic) if first is not None else None)
-        fragment = orjson.Fragment(orjson.dumps(self.explanation)) if self.explanation is not None else None
+        raw = orjson.dumps(self.explanation) if self.explanation is not None else None
+        fragment = orjson.Fragment(raw) if raw is not None else None
         object.__setattr__(self, "explanation_json", fragment)
-        record = orjson.dumps([self.action.value, [r.value for r in self.reasons], list(self.because)])
+        head = raw[:-1] + b',"why":"' if raw is not None and not self.hidden else None
+        object.__setattr__(self, "link_head", head)
+        record = orjson.dumps(
+            [self.action.value, [r.value for r in self.reasons], list(self.because), list(self.categories)]
+        )
         object.__setattr__(self, "record_json", orjson.Fragment(record))
         facts = (self.hidden, self.discreet, self.unknown, self.explanation, fragment, self.notice_key)
         object.__setattr__(self, "loop_facts", facts)

@@ -156,6 +156,6 @@ def _decide(
     unknown = bool(found.unknown)
     if action is Action.HIDE:
         ordered = tuple(sorted(found.reasons, key=PRECEDENCE.__getitem__))
-        return ItemDecision(action, ordered, found.score, signals, None, found.muted_topic, unknown)
+        return ItemDecision(action, ordered, found.score, signals, None, found.muted_topic, unknown, categories)
     explained = ctx.explain(ctx, action, signals, inferred) if ctx.explain is not None else None
-    return ItemDecision(action, (), found.score, signals, explained, None, unknown)
+    return ItemDecision(action, (), found.score, signals, explained, None, unknown, categories)

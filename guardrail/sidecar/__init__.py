@@ -7,6 +7,7 @@ One process, or `--workers N` processes under uvicorn's supervisor, each serving
 - `proxy`: `ReverseProxy`, forwarding to the upstream over `http1.ConnectionPool`, its HTTP/1.1 client.
 - `supervisor`: uvicorn's worker supervisor with SIGHUP passed on, and the sockets it hands the workers.
 - `command`: `serve(...)`, what the CLI runs.
+- `tls`: `UpstreamTLS`, how an `https://` upstream is reached (its CA file, a client certificate).
 - `errors`: the exceptions of the exchange with the upstream.
 """
 
@@ -14,12 +15,14 @@ from guardrail.sidecar.app import METRICS_PATH, Sidecar, build_sidecar, create_a
 from guardrail.sidecar.command import serve, share_csrf_key
 from guardrail.sidecar.proxy import ReverseProxy
 from guardrail.sidecar.supervisor import Supervisor, listening_socket, metrics_socket
+from guardrail.sidecar.tls import UpstreamTLS
 
 __all__ = [
     "METRICS_PATH",
     "ReverseProxy",
     "Sidecar",
     "Supervisor",
+    "UpstreamTLS",
     "build_sidecar",
     "create_app",
     "listening_socket",

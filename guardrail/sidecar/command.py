@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from guardrail.recording import open_cases
-from guardrail.sidecar.app import SNAPSHOT_ENV
+from guardrail.settings import Settings
+from guardrail.sidecar.app import SNAPSHOT_ENV, upstream_tls
 from guardrail.sidecar.proxy import ReverseProxy
 from guardrail.sidecar.supervisor import (
     MULTIPROC_ENV,
@@ -54,9 +55,10 @@ def serve(
     `record_cases`: a file every worker appends `record_rate` of guarded requests to, as cases."""
     import uvicorn
 
-    from guardrail.errors import PolicyError
+    from guardrail.errors import GuardrailError, MissingExtra, PolicyError
     from guardrail.logs import configure_logging
     from guardrail.policy.loading import parse_policy, read_policy_text
+    from guardrail.tracing import check_for_serve
 
     try:
         text = read_policy_text(config)
@@ -76,13 +78,22 @@ def serve(
         except OSError as exc:
             print(f"guardrail serve: cannot append cases to {record_cases}: {exc.strerror or exc}", file=sys.stderr)
             return 2
+    settings = Settings.load()  # (checked by the command line already)
     try:
-        ReverseProxy(upstream)
-    except ValueError as exc:
+        ReverseProxy(upstream, tls=upstream_tls(settings))
+    except ValueError as exc:  # the URL, or a TLS file that cannot be used
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_for_serve()
+    except MissingExtra as exc:
+        print(f"guardrail serve: {exc}", file=sys.stderr)
+        return 1
+    except GuardrailError as exc:
         print(f"guardrail serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(log_level)
-    share_csrf_key(workers)
+    share_csrf_key(workers, settings)
     # Workers are new processes: they read their settings from the environment (create_app).
     os.environ.update(
         GUARDRAIL_CONFIG=config,
@@ -132,26 +143,26 @@ def serve(
         snapshot = Path(run_dir, "policy.yaml")
         snapshot.write_text(text, encoding="utf-8")
         os.environ[SNAPSHOT_ENV] = str(snapshot)
-        if os.environ.get("GUARDRAIL_STORE", "memory://").startswith("memory://"):
+        if settings.store.get_secret_value().startswith("memory://"):
             logger.warning(
                 "with %d workers and the memory:// store each worker keeps its own users' controls; "
                 "set GUARDRAIL_STORE=redis://... to share them",
                 workers,
             )
-        settings = uvicorn.Config(APP_FACTORY, **options)
-        Supervisor(settings, sockets=[listening_socket(settings), *extra], metrics_dir=metrics_dir).run()
+        supervised = uvicorn.Config(APP_FACTORY, **options)
+        Supervisor(supervised, sockets=[listening_socket(supervised), *extra], metrics_dir=metrics_dir).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 
-def share_csrf_key(workers: int) -> None:
+def share_csrf_key(workers: int, settings: Settings) -> None:
     """One key for the controls page's CSRF tokens in every worker, so that a form one worker issued is
     accepted by the next (a browser's next connection may reach any): `GUARDRAIL_CSRF_KEY`, else one
     made here and handed to the workers in their environment. Other replicas cannot be handed it."""
-    if os.environ.get(CSRF_KEY_ENV):
+    if settings.csrf_key is not None:  # from the environment or the secrets directory, which workers read too
         return
-    store = os.environ.get("GUARDRAIL_STORE", "memory://")
+    store = settings.store.get_secret_value()
     if not store.startswith("memory://"):
         logger.warning(
             "GUARDRAIL_CSRF_KEY is not set: the controls page signs its forms with a key made at start, which "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import ssl
 from collections import deque
 from collections.abc import AsyncIterable
 from typing import Protocol, cast
@@ -25,10 +26,12 @@ from guardrail.sidecar.errors import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    TLSError,
     UpstreamTimeout,
     WriteError,
     WriteTimeout,
 )
+from guardrail.sidecar.tls import describe_tls_error
 
 BUFFER_LIMIT = 256 * 1024
 
@@ -215,7 +218,10 @@ class Connection(asyncio.Protocol):
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._end(ReadError(f"the connection to the upstream broke: {exc}") if exc else None)
+        if isinstance(exc, ssl.SSLError):  # an alert: with TLS 1.3 a refused client certificate shows only now
+            self._end(TLSError(f"the upstream ended TLS: {describe_tls_error(exc)}"))
+        else:
+            self._end(ReadError(f"the connection to the upstream broke: {exc}") if exc else None)
         if not self.lost_future.done():
             self.lost_future.set_result(None)
 

@@ -1,6 +1,7 @@
 """Exceptions of the sidecar's exchange with its upstream (`guardrail.sidecar.http1`), one tree so that
-callers handle one set. `ReverseProxy` answers a `UpstreamTimeout` with 504, a `ConnectError` with
-502 (kind `connect`), and any other `UpstreamError` with 502 (kind `protocol`).
+callers handle one set. `ReverseProxy` answers a `UpstreamTimeout` with 504, a `TLSError` with 502 (kind
+`tls`), any other `ConnectError` with 502 (kind `connect`), and any other `UpstreamError` with 502 (kind
+`protocol`).
 
 GuardrailError (guardrail.errors)
  └── UpstreamError            the exchange with the upstream failed
@@ -9,7 +10,8 @@ GuardrailError (guardrail.errors)
       │    ├── PoolTimeout      every connection of the pool stayed busy
       │    ├── WriteTimeout     the upstream did not take the request in time
       │    └── ReadTimeout      no answer, or no next piece of it, in time
-      ├── ConnectError        no connection: refused, unreachable, a TLS handshake that failed
+      ├── ConnectError        no connection: refused, unreachable
+      │    └── TLSError         the TLS handshake failed: a certificate refused, by either side
       ├── WriteError          the connection closed before or while the request went out
       ├── ReadError           the connection broke while the answer was read
       ├── RemoteProtocolError the answer is not HTTP/1.1, or the upstream closed the connection before its end
@@ -46,6 +48,10 @@ class ReadTimeout(UpstreamTimeout):
 
 
 class ConnectError(UpstreamError):
+    pass
+
+
+class TLSError(ConnectError):
     pass
 
 

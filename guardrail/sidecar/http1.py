@@ -13,7 +13,8 @@ It does only what the proxy needs, so that a request costs a few function calls 
 Errors are those of `guardrail.sidecar.errors`: `ConnectError`/`ConnectTimeout` (no connection),
 `PoolTimeout` (every connection busy too long), `WriteError`/`WriteTimeout` (the request could not go
 out), `ReadTimeout` (no answer, or no next piece of it, in time), `ReadError` and `RemoteProtocolError`
-(the connection broke, or the answer is not HTTP/1.1), `LocalProtocolError` (a header value with a
+(the connection broke, or the answer is not HTTP/1.1), `TLSError` (a certificate refused, by either
+side), `LocalProtocolError` (a header value with a
 line break in it).
 """
 
@@ -34,8 +35,10 @@ from guardrail.sidecar.errors import (
     PoolTimeout,
     ReadError,
     RemoteProtocolError,
+    TLSError,
     WriteError,
 )
+from guardrail.sidecar.tls import describe_tls_error
 
 # RFC 9110 §9.2.2: a proxy must not retry other methods on its own.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -56,6 +59,7 @@ class ConnectionPool:
         *,
         timeout: Timeout,
         tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
         max_connections: int = 100,
         max_idle: int = 20,
         idle_expiry: float = IDLE_EXPIRY,
@@ -64,6 +68,7 @@ class ConnectionPool:
         self.port = port
         self.timeout = timeout
         self.tls = tls
+        self.server_name = (server_name or host) if tls else None  # verified in its certificate, sent in SNI
         self.max_connections = max_connections
         self.max_idle = max_idle
         self.idle_expiry = idle_expiry
@@ -144,13 +149,15 @@ class ConnectionPool:
                     self.host,
                     self.port,
                     ssl=self.tls,
-                    server_hostname=self.host if self.tls else None,
+                    server_hostname=self.server_name,
                 )
         except BaseException as exc:
             self._open.discard(connection)
             self._notify()
             if isinstance(exc, TimeoutError):
                 raise ConnectTimeout(f"no connection to {self.host}:{self.port} in time") from None
+            if isinstance(exc, ssl.SSLError):
+                raise TLSError(f"no TLS with {self.host}:{self.port}: {describe_tls_error(exc)}") from None
             if isinstance(exc, OSError):
                 raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
             raise

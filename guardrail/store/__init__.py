@@ -14,7 +14,7 @@ from guardrail.errors import GuardrailError
 from guardrail.metrics import Metrics
 from guardrail.optional import require
 from guardrail.review import Overlay, QueueEntry, ReviewDecision, Sighting
-from guardrail.state import ControlsPatch, UserState
+from guardrail.state import REPORT_REASONS, REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
 from guardrail.store.review_base import OverlayListener, ReviewQueue
@@ -22,7 +22,11 @@ from guardrail.store.review_base import OverlayListener, ReviewQueue
 if TYPE_CHECKING:
     from limits.aio.storage import Storage as RateLimitStorage
 
+    from guardrail.tracing import Tracing
+
 __all__ = [
+    "REPORTS_PER_USER",
+    "REPORT_REASONS",
     "ControlsPatch",
     "DecisionRecord",
     "ItemRecord",
@@ -32,6 +36,7 @@ __all__ = [
     "OverlayListener",
     "QueueEntry",
     "RateLimitStorage",
+    "Report",
     "ReviewDecision",
     "ReviewQueue",
     "Sighting",
@@ -50,8 +55,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _memory(url: str, *, timeout: float, **options: Any) -> Store:
-    return MemoryStore(**options)
+def _memory(url: str, *, timeout: float, tracing: Tracing | None, **options: Any) -> Store:
+    return MemoryStore(**options)  # no I/O: nothing to trace
 
 
 def _redis(url: str, **options: Any) -> Store:
@@ -78,12 +83,21 @@ def create_store(
     decisions_per_user: int = 50,
     retention: timedelta = timedelta(days=7),
     timeout: float = 0.02,
+    tracing: Tracing | None = None,
 ) -> Store:
     """A store for a URL: `memory://`, `redis://host:port/db`, `rediss://...`, `redis+cluster://h:p,h:p`.
     `metrics` is where it counts cache lookups, store errors and dropped decision records (None: not
-    counted); `timeout` is the budget of one store call on the request path, in seconds."""
+    counted); `timeout` is the budget of one store call on the request path, in seconds; `tracing`:
+    where a Redis store's calls for a request are spans (`guardrail.tracing.tracing_for()`), None: not traced."""
     scheme = urlsplit(url).scheme
     factory = BACKENDS.get(scheme)
     if factory is None:
         raise GuardrailError(f"unknown store URL {url!r}; use one of: {', '.join(f'{s}://' for s in BACKENDS)}")
-    return factory(url, metrics=metrics, decisions_per_user=decisions_per_user, retention=retention, timeout=timeout)
+    return factory(
+        url,
+        metrics=metrics,
+        decisions_per_user=decisions_per_user,
+        retention=retention,
+        timeout=timeout,
+        tracing=tracing,
+    )

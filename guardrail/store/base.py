@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from guardrail.engine.decisions import ItemDecision
-from guardrail.state import ControlsPatch, UserState
+from guardrail.state import ControlsPatch, Report, UserState
 from guardrail.store.review_base import ReviewQueue
 
 if TYPE_CHECKING:
@@ -51,6 +51,17 @@ class DecisionRecord:
     def title(self, index: int) -> str | None:
         return self.titles[index] if self.titles is not None else None
 
+    def topics(self, index: int) -> Sequence[str]:
+        """The item's categories as the policy spells them (none in records made before they were kept)."""
+        return self.decisions[index].categories
+
+    def index_of(self, item_id: str) -> int | None:
+        """The position of the item whose id reads `item_id` (ids are compared as text); None if absent."""
+        for index, found in enumerate(self.item_ids):
+            if str(found) == item_id:
+                return index
+        return None
+
     @property
     def items(self) -> tuple[ItemRecord, ...]:
         return tuple(
@@ -68,7 +79,7 @@ class Store(Protocol):
         """Apply a validated patch atomically; StaleRevision if `if_match` is not the current revision."""
 
     async def erase(self, user: str) -> None:
-        """Forget the user's controls and decision records."""
+        """Forget the user's controls, decision records and reports."""
 
     def record(self, record: DecisionRecord) -> None:
         """Queue a decision record. Never blocks and never raises: it is off the request path."""
@@ -78,6 +89,13 @@ class Store(Protocol):
 
     async def decision(self, user: str, decision_id: str) -> DecisionRecord | None:
         """One of the user's decision records; None if absent or someone else's."""
+
+    async def add_report(self, user: str, report: Report) -> Report | None:
+        """Keep a report; None if the user had already reported that item of that decision (the first report
+        stays), else `report`. Raises StoreError."""
+
+    async def reports(self, user: str) -> Sequence[Report]:
+        """The user's reports, newest first. Raises StoreError."""
 
     def last_known(self, user: str) -> UserState | None:
         """The last state seen for the user, however old, without I/O: for `fail_mode: open`."""

@@ -24,7 +24,7 @@ import orjson
 from guardrail.caching import BoundedCache
 from guardrail.engine.decisions import Action, ItemDecision, Reason
 from guardrail.engine.loop import INDEX_FIRST
-from guardrail.state import REMOVE, UNSET, ControlsPatch, UserState
+from guardrail.state import REMOVE, UNSET, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord
 
 _PREFIXES = {"consent": "c:", "signals": "s:", "muted": "m:", "sensitive": "o:"}
@@ -95,6 +95,7 @@ def decode_state(fields: Mapping[bytes, bytes]) -> UserState | None:
 
 
 _RECORD_JSON = attrgetter("record_json")
+_NONE: list[str] = []  # shared, never changed
 
 
 def encode_record(record: DecisionRecord) -> bytes:
@@ -121,18 +122,18 @@ def encode_record(record: DecisionRecord) -> bytes:
     return orjson.dumps(fields)
 
 
-# Decoded decisions by (action, reasons, because): a page has a handful of shapes, and a list of
-# records repeats them, so each is built once (an ItemDecision serializes its parts when made).
-_decoded: BoundedCache[tuple[str, tuple[str, ...], tuple[str, ...]], ItemDecision] = BoundedCache(4096)
+# Decoded decisions by (action, reasons, because, categories): a page has a handful of shapes, and a list
+# of records repeats them, so each is built once (an ItemDecision serializes its parts when made).
+_decoded: BoundedCache[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ItemDecision] = BoundedCache(4096)
 
 
-def _decision(action: str, reasons: list[str], because: list[str]) -> ItemDecision:
-    key = (action, tuple(reasons), tuple(because))
+def _decision(action: str, reasons: list[str], because: list[str], categories: list[str] = _NONE) -> ItemDecision:
+    """One decision of a record: [action, reasons, because] and, since 2026-12-06, the item's categories."""
+    key = (action, tuple(reasons), tuple(because), tuple(categories))
     found = _decoded.get(key)
     if found is None:
-        found = _decoded.put(
-            key, ItemDecision(Action(action), tuple(Reason(r) for r in reasons), 0, tuple(because), None)
-        )
+        reasons_read = tuple(Reason(r) for r in reasons)
+        found = _decoded.put(key, ItemDecision(Action(action), reasons_read, 0, key[2], None, categories=key[3]))
     return found
 
 
@@ -142,7 +143,7 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
     per_item: str | None = data.get("i")
     if per_item is not None:  # the page's distinct decisions, and a character per item naming one
         item_ids = data["ids"]
-        distinct = [_decision(action, reasons, because) for action, reasons, because in data["s"]]
+        distinct = [_decision(*parts) for parts in data["s"]]
         decisions = [distinct[ord(char) - INDEX_FIRST] for char in per_item]
     else:
         if "items" in data:  # written before 2026-11-26: [id, [action, reasons, because]] per item
@@ -150,7 +151,7 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
             parts = [item[1] for item in data["items"]]
         else:  # written before 2026-12-06, or a page with more distinct decisions than `per_item` names
             item_ids, parts = data["ids"], data["d"]
-        decisions = [_decision(action, reasons, because) for action, reasons, because in parts]
+        decisions = [_decision(*found) for found in parts]
     return DecisionRecord(
         id=data["id"],
         user=user,
@@ -165,4 +166,31 @@ def decode_record(user: str, raw: bytes) -> DecisionRecord:
         distinct=distinct,
         per_item=per_item,
         titles=data.get("n"),  # records written before 2026-12-06 have none
+    )
+
+
+def encode_report(report: Report) -> bytes:
+    return orjson.dumps(
+        {
+            "decision": report.decision,
+            "item": report.item,
+            "reason": report.reason,
+            "t": report.created_at,
+            "route": report.route,
+            "title": report.title,
+            "note": report.note,
+        }
+    )
+
+
+def decode_report(raw: bytes) -> Report:
+    data = orjson.loads(raw)
+    return Report(
+        decision=data["decision"],
+        item=data["item"],
+        reason=data["reason"],
+        created_at=data["t"],
+        route=data["route"],
+        title=data["title"],
+        note=data["note"],
     )

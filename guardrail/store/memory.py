@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from guardrail.errors import StaleRevision
 from guardrail.metrics import Metrics
-from guardrail.state import ControlsPatch, UserState
+from guardrail.state import REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.codec import decode_record, encode_record
 from guardrail.store.review_memory import MemoryReviewQueue
@@ -45,6 +45,8 @@ class MemoryStore:
         self._retention = retention
         self._max_users = max_users_with_decisions
         self._review = MemoryReviewQueue(metrics)
+        # Each user's reports by key (Report.key), oldest first.
+        self._reports: dict[str, OrderedDict[str, Report]] = {}
 
     async def load(self, user: str) -> UserState | None:
         return self._states.get(user)
@@ -61,6 +63,7 @@ class MemoryStore:
     async def erase(self, user: str) -> None:
         self._states.pop(user, None)
         self._decisions.pop(user, None)
+        self._reports.pop(user, None)
         now = time.time()
         self._erased[user] = now
         self._erased.move_to_end(user)
@@ -92,6 +95,19 @@ class MemoryStore:
             if found == decision_id and created_at >= oldest:
                 return decode_record(user, raw)
         return None
+
+    async def add_report(self, user: str, report: Report) -> Report | None:
+        kept = self._reports.setdefault(user, OrderedDict())
+        if report.key in kept:
+            return None
+        kept[report.key] = report
+        if len(kept) > REPORTS_PER_USER:
+            kept.popitem(last=False)
+        return report
+
+    async def reports(self, user: str) -> Sequence[Report]:
+        oldest = time.time() - self._retention.total_seconds()
+        return [r for r in reversed(self._reports.get(user, {}).values()) if r.created_at >= oldest]
 
     def last_known(self, user: str) -> UserState | None:
         return self._states.get(user)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -25,24 +26,30 @@ from redis.exceptions import NoScriptError
 
 from guardrail.errors import StaleRevision, StoreError
 from guardrail.metrics import Metrics
-from guardrail.state import ControlsPatch, UserState
+from guardrail.state import REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.breaker import CircuitBreaker
 from guardrail.store.cache import StateCache
-from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
+from guardrail.store.codec import decode_record, decode_report, decode_state, encode_record, encode_report, patch_ops
 from guardrail.store.redis_calls import BudgetedCalls
 from guardrail.store.redis_client import CHANGE_BUDGET, cache_from_url, client_from_url
-from guardrail.store.redis_keys import CHANNEL, REVIEW_MESSAGE, controls_key, erased_key, records_key
+from guardrail.store.redis_keys import CHANNEL, REVIEW_MESSAGE, controls_key, erased_key, records_key, reports_key
 from guardrail.store.review_redis import RedisReviewQueue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
+
+    from guardrail.tracing import Tracing
 
 logger = logging.getLogger("guardrail.store")
 
 MAX_QUEUED_RECORDS = 10_000
 FLUSH_EVERY = 0.05  # seconds between decision-record batches
 _LUA = resources.files("guardrail.store").joinpath("lua")
+
+
+def _newest_first(report: Report) -> float:
+    return -report.created_at
 
 
 class RedisStore(BudgetedCalls):
@@ -57,12 +64,14 @@ class RedisStore(BudgetedCalls):
         breaker: CircuitBreaker | None = None,
         metrics: Metrics | None = None,
         url: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__(
             client,
             timeout=timeout,
             breaker=breaker if breaker is not None else CircuitBreaker(),
             metrics=metrics,
+            tracing=tracing,
         )
         self.decisions_per_user = decisions_per_user
         self.retention = retention
@@ -74,6 +83,7 @@ class RedisStore(BudgetedCalls):
         self._patch = client.register_script(_LUA.joinpath("patch.lua").read_text())
         self._erase = client.register_script(_LUA.joinpath("erase.lua").read_text())
         self._record = client.register_script(_LUA.joinpath("record.lua").read_text())
+        self._report = client.register_script(_LUA.joinpath("report.lua").read_text())
         self._queue: deque[DecisionRecord] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -158,7 +168,7 @@ class RedisStore(BudgetedCalls):
         return state
 
     async def erase(self, user: str) -> None:
-        keys = [controls_key(user), records_key(user), erased_key(user)]
+        keys = [controls_key(user), records_key(user), erased_key(user), reports_key(user)]
         args = [CHANNEL, user, repr(time.time()), int(self.retention.total_seconds())]
         await self._call("erase", self._erase(keys=keys, args=args), budget=max(self.timeout, CHANGE_BUDGET))
         self.cache.invalidate(user)
@@ -183,6 +193,21 @@ class RedisStore(BudgetedCalls):
             if record.id == decision_id:
                 return record
         return None
+
+    # -- reports -------------------------------------------------------------------------------
+
+    async def add_report(self, user: str, report: Report) -> Report | None:
+        args = [report.key, encode_report(report), REPORTS_PER_USER, int(self.retention.total_seconds())]
+        added = await self._call(
+            "report", self._report(keys=[reports_key(user)], args=args), budget=max(self.timeout, CHANGE_BUDGET)
+        )
+        return report if added else None
+
+    async def reports(self, user: str) -> Sequence[Report]:
+        raw = await self._call("reports", self.client.hvals(reports_key(user)), budget=1.0)
+        oldest = time.time() - self.retention.total_seconds()
+        found = [decode_report(value) for value in raw]
+        return sorted((r for r in found if r.created_at >= oldest), key=_newest_first)
 
     async def _flush_records(self) -> None:
         while not self._closed:
@@ -237,7 +262,8 @@ class RedisStore(BudgetedCalls):
             return
         self._listening = True
         for work in (self._listen(), self._flush_records()):
-            task = asyncio.get_running_loop().create_task(work)
+            # In a context of their own: they outlive the request that starts them, and its trace.
+            task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

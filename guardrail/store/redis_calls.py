@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -14,20 +14,41 @@ from guardrail.metrics import Metrics
 from guardrail.store.breaker import CircuitBreaker
 from guardrail.store.redis_client import CHANGE_BUDGET
 
+if TYPE_CHECKING:
+    from guardrail.tracing import Tracing
+
 
 class BudgetedCalls:
     """A redis-py client whose calls each get one try within a budget; `RedisStore` builds on it."""
 
-    def __init__(self, client: Any, *, timeout: float, breaker: CircuitBreaker, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        timeout: float,
+        breaker: CircuitBreaker,
+        metrics: Metrics | None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.client = client
         self.timeout = timeout
         self.breaker = breaker
         self.metrics = metrics
+        self.tracing = tracing
         self._connected = False
         self._connect_after = 0.0
 
     async def _call(self, op: str, awaitable: Any, *, budget: float | None = None) -> Any:
-        """One store call within the time budget; any failure becomes StoreError."""
+        """One store call within the time budget; any failure becomes StoreError. A call made for a
+        traced request is a `guardrail.store` span; the background work (decision records, the
+        invalidation channel) and health checks are in no trace, and make none."""
+        tracing = self.tracing
+        if tracing is not None and tracing.in_a_trace():
+            with tracing.store_call(op, "redis"):
+                return await self._within_budget(op, awaitable, budget)
+        return await self._within_budget(op, awaitable, budget)
+
+    async def _within_budget(self, op: str, awaitable: Any, budget: float | None) -> Any:
         if not self._connected and time.monotonic() >= self._connect_after:
             await self._connect()
         if not self.breaker.allow():

@@ -7,6 +7,8 @@ same on Redis Cluster:
     gr:{u:<user>}:d   list: the user's decision records, newest first, capped and expiring
     gr:{u:<user>}:e   string: when the user last erased their data (epoch seconds), kept as long as
                       a record: a record made before then, written later, is refused
+    gr:{u:<user>}:r   hash: the user's reports, one field per reported item of a decision, expiring
+                      with the decision records
 
 Every change publishes the user on `CHANNEL`, and every replica drops that user from its cache.
 """
@@ -29,6 +31,10 @@ def records_key(user: str) -> str:
 def erased_key(user: str) -> str:
     """When the user last erased their data: records made before then are not written (erase.lua)."""
     return controls_key(user) + ":e"
+
+
+def reports_key(user: str) -> str:
+    return controls_key(user) + ":r"
 
 
 # The review queue (docs/review.md) shares one hash tag, so each of its scripts is single-slot:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from guardrail.review import REPORT_REASONS, TITLE_CHARS, Overlay, QueueEntry, ReviewDecision, Sighting
+from guardrail.review import TITLE_CHARS, Overlay, QueueEntry, ReviewDecision, Sighting
+from guardrail.state import REPORT_REASONS
 
 OverlayListener = Callable[[Overlay], None]
 

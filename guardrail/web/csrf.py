@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 
@@ -15,8 +14,10 @@ _PROCESS_KEY = secrets.token_bytes(32)
 
 
 def csrf_key() -> bytes:
-    configured = os.environ.get("GUARDRAIL_CSRF_KEY", "")
-    return configured.encode() if configured else _PROCESS_KEY
+    from guardrail.settings import Settings
+
+    configured = Settings.load().csrf_key
+    return configured.get_secret_value().encode() if configured is not None else _PROCESS_KEY
 
 
 class CsrfTokens:

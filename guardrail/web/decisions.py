@@ -1,5 +1,6 @@
-"""`GET {prefix}/v1/decisions` and `GET {prefix}/v1/decisions/{id}`: the caller's decision receipts
-(docs/api.md), each item's reasons in plain language."""
+"""`GET {prefix}/v1/decisions`, `GET {prefix}/v1/decisions/{id}` and `GET {prefix}/v1/decisions/{id}/items/{item}`:
+the caller's decision receipts (docs/api.md), each item's reasons in plain language, and one item with what
+the caller can do about it (guardrail/web/item_view.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
 from guardrail.runtime import Runtime
 from guardrail.state import format_time
-from guardrail.store import DecisionRecord
-from guardrail.web.common import caller, json_response, route, store_down, unauthorized
+from guardrail.store import DecisionRecord, Store
+from guardrail.web.common import caller, choose_locale, json_response, route, store_down, unauthorized
+from guardrail.web.item_view import item_view
 from guardrail.web.problem import problem
 
 
@@ -26,6 +28,8 @@ def decision_routes(runtime: Runtime, guard: Guard, prefix: str) -> list[Route]:
     return [
         route(f"{prefix}/v1/decisions", receipts.decisions, "GET"),
         route(f"{prefix}/v1/decisions/{{decision_id}}", receipts.decision, "GET"),
+        # `path`: an item id may hold a slash (its link writes it %2F, which servers decode).
+        route(f"{prefix}/v1/decisions/{{decision_id}}/items/{{item_id:path}}", receipts.item, "GET"),
     ]
 
 
@@ -59,6 +63,40 @@ class Receipts:
             return problem(404, "Not Found", f"You have no decision {decision_id!r}.")
         locale = record.locale if record.locale in self.policy.locales else self.policy.default_locale
         return json_response(receipt(record, self.guard.compiled, locale))
+
+    async def item(self, request: Request) -> Response:
+        user = await caller(self.guard, request)
+        if user is None:
+            return unauthorized()
+        decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
+        try:
+            found = await find_item(self.runtime.store, user, decision_id, item_id)
+            if found is None:
+                return problem(404, "Not Found", f"You have no decision {decision_id!r} with an item {item_id!r}.")
+            record, index = found
+            state = await self.runtime.store.load(user)
+            reported = await reported_reason(self.runtime.store, user, record.id, item_id)
+        except StoreError:
+            return store_down()
+        locale = choose_locale(self.guard, request, state.locale if state is not None else None)
+        now = datetime.now(UTC)
+        return json_response(item_view(self.guard, record, index, locale, state, now, reported))
+
+
+async def find_item(store: Store, user: str, decision_id: str, item_id: str) -> tuple[DecisionRecord, int] | None:
+    """The caller's decision record and the item's position in it; None when either is not theirs or gone.
+    Raises StoreError."""
+    record = await store.decision(user, decision_id)
+    index = record.index_of(item_id) if record is not None else None
+    return (record, index) if record is not None and index is not None else None
+
+
+async def reported_reason(store: Store, user: str, decision_id: str, item_id: str) -> str | None:
+    """The reason the caller gave when they reported the item, if they did. Raises StoreError."""
+    for report in await store.reports(user):
+        if report.decision == decision_id and report.item == item_id:
+            return report.reason
+    return None
 
 
 def receipt(record: DecisionRecord, compiled: CompiledPolicy, locale: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 the answer to a GDPR access (Art. 15) or portability (Art. 20) request.
 
 The controls as `GET /v1/controls` shows them, every decision record the store keeps for the caller with
-each item explained, what each reason code used means, and the caller's reports (none are stored yet,
-so always `[]`), all in the caller's language: their locale control, else Accept-Language, else the
+each item explained, what each reason code used means, and the caller's reports (newest first), all in
+the caller's language: their locale control, else Accept-Language, else the
 policy's default, as the controls page chooses.
 """
 
@@ -53,6 +53,7 @@ class DataExport:
             state = await store.load(user)
             # Every record kept: the store keeps at most the policy's `decisions_per_user` (at most this).
             records = await store.decisions(user, limit=MAX_DECISIONS_PER_USER)
+            reports = await store.reports(user)
         except StoreError:
             return store_down()
         now = datetime.now(UTC)
@@ -67,8 +68,7 @@ class DataExport:
                 "controls": controls,
                 "decisions": [self._decision(record, locale) for record in records],
                 "reasons": reason_glossary(locale, records),
-                # Reports join here once they are stored.
-                "reports": [],
+                "reports": [report.to_json() for report in reports],
             },
             headers=EXPORT_HEADERS,
         )

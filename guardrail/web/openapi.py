@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from guardrail.policy.models import Policy
 from guardrail.web.controls_api import PATCH_TYPES
+from guardrail.web.openapi_items import item_paths, item_schemas
 from guardrail.web.openapi_review import review_paths, review_schemas
 from guardrail.web.openapi_schemas import schemas
 from guardrail.web.problem import PROBLEM_JSON
@@ -69,15 +70,16 @@ def _build(policy: Policy) -> dict[str, Any]:
             "summary": f"Your personalization controls and decision receipts under policy {policy.policy_id}.",
             "description": (
                 "Read and change your personalization controls, ask why a recommendation was kept or hidden, "
+                "act on one item (mute its topic, turn off a signal it used, report it), "
                 "and download everything stored about you. "
                 "Errors are RFC 9457 problem details (application/problem+json) with a human-readable `detail`. "
                 f"Valid keys and values follow the policy `{policy.policy_id}`."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
-        "paths": _paths(prefix),
+        "paths": {**_paths(prefix), **item_paths(prefix, _RESPONSE_NAMES)},
         "components": {
-            "schemas": schemas(policy),
+            "schemas": {**schemas(policy), **item_schemas()},
             "responses": _responses(),
             "headers": _headers(),
             "parameters": {
@@ -285,15 +287,19 @@ def _refs(*statuses: str) -> dict[str, Any]:
 _ERRORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "400": ("BadRequest", "The body is not valid JSON.", ()),
     "401": ("Unauthorized", "The request did not say who you are.", ()),
-    "404": ("NotFound", "You have no such decision (or it is someone else's).", ()),
+    "404": ("NotFound", "You have no such decision or item (or it is someone else's).", ()),
     "412": (
         "PreconditionFailed",
         "If-Match is malformed, or the controls changed since you read them (the current ETag is sent then).",
         ("ETag",),
     ),
     "413": ("ContentTooLarge", "The change is too large.", ()),
-    "415": ("UnsupportedMediaType", "The change is not sent as JSON (merge patch).", ()),
-    "422": ("UnprocessableContent", "Nothing was changed: `errors` names each bad field and what it may be.", ()),
+    "415": ("UnsupportedMediaType", "The change or report is not sent as JSON.", ()),
+    "422": (
+        "UnprocessableContent",
+        "Nothing was changed or reported: `errors` names each bad field and what it may be.",
+        (),
+    ),
     "429": ("TooManyRequests", "Too many changes in a short time.", ("Retry-After",)),
     "503": ("ServiceUnavailable", "Your settings cannot be reached just now; nothing was saved.", ("Retry-After",)),
 }

@@ -205,8 +205,8 @@ def schemas(policy: Policy) -> dict[str, Any]:
                 },
                 "reports": {
                     "type": "array",
-                    "items": {"type": "object"},
-                    "description": "Your reports about recommendations; none are stored yet, so empty.",
+                    "items": {"$ref": "#/components/schemas/Report"},
+                    "description": "Your reports about recommendations, newest first.",
                 },
             },
         },

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from guardrail.errors import StoreError
@@ -21,40 +20,36 @@ from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.review import MAX_NOTE_CHARS
 from guardrail.runtime import Runtime
-from guardrail.web.common import STORE_DOWN_HEADERS, STORE_DOWN_STATUS, choose_locale, read_body
-from guardrail.web.csrf import CsrfTokens, csrf_key
-from guardrail.web.page import FORM_TYPE, LANGUAGE_NAMES, MAX_FORM_BYTES, PAGE_HEADERS, TEMPLATES
+from guardrail.web.page import LANGUAGE_NAMES
+from guardrail.web.page_base import MAX_FORM_BYTES, PAGE_HEADERS, PageBase
+from guardrail.web.ratelimit import ChangeLimiter
 from guardrail.web.review_api import Refused, ReviewDesk, reviewers_only
 
 RECENT_DECISIONS = 20
 
 
-def review_page_routes(runtime: Runtime, guard: Guard, prefix: str) -> list[Route]:
+def review_page_routes(runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> list[Route]:
     desk = ReviewDesk(runtime, guard)
-    page = ReviewPage(desk, guard, prefix)
+    page = ReviewPage(desk, runtime, guard, limiter, prefix)
     return [
         reviewers_only(desk, f"{prefix}/review", page.show, "GET"),
         reviewers_only(desk, f"{prefix}/review/{{entry}}", page.decide, "POST"),
     ]
 
 
-class ReviewPage:
-    def __init__(self, desk: ReviewDesk, guard: Guard, prefix: str) -> None:
+class ReviewPage(PageBase):
+    MESSAGES = "review"
+
+    def __init__(self, desk: ReviewDesk, runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> None:
+        super().__init__(runtime, guard, limiter, prefix)
         self.desk = desk
-        self.guard = guard
-        self.action = f"{prefix}/review"
-        self.csrf = CsrfTokens(csrf_key())
 
-    def _render(self, template: str, locale: str, status: int = 200, headers: Mapping[str, str] | None = None,
-                **context: Any) -> Response:  # fmt: skip
-        def t(key: str, **params: Any) -> str:
-            return message(locale, f"review.{key}", **params)
+    @property
+    def action(self) -> str:
+        return f"{self.prefix}/review"
 
-        html = TEMPLATES.get_template(template).render(locale=locale, t=t, **context)
-        return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
-
-    def _error(self, locale: str, status: int, *, fields: list[tuple[str, str]] | None = None,
-               headers: Mapping[str, str] | None = None) -> Response:  # fmt: skip
+    def _error(self, locale: str, status: int, text: str | None = None, *, fields: list[tuple[str, str]] | None = None,
+               headers: Mapping[str, str] | None = None, back: bool = True, **params: Any) -> Response:  # fmt: skip
         title = message(locale, f"review.error.{status}.title" if status != 404 else "review.title")
         return self._render(
             "error.html",
@@ -62,19 +57,19 @@ class ReviewPage:
             status,
             headers,
             heading=title,
-            text=message(locale, f"review.error.{status}.text"),
+            text=text if text is not None else message(locale, f"review.error.{status}.text", **params),
             fields=fields or [],
-            back=self.action,
+            back=self.action if back else None,
         )
 
     async def show(self, request: Request, reviewer: str) -> Response:
-        locale = choose_locale(self.guard, request)
+        locale = self._locale(request)
         queue = self.desk.queue
         try:
             entries = await queue.entries()
             audit = await queue.audit()
         except StoreError:
-            return self._error(locale, STORE_DOWN_STATUS, headers=STORE_DOWN_HEADERS)
+            return self._store_down(locale)
         compiled = self.guard.compiled
         return self._render(
             "review.html",
@@ -112,14 +107,10 @@ class ReviewPage:
         )
 
     async def decide(self, request: Request, reviewer: str) -> Response:
-        locale = choose_locale(self.guard, request)
-        raw = await read_body(request, MAX_FORM_BYTES)
-        if raw is None:
+        locale = self._locale(request)
+        form = await self._form(request)
+        if form is None:
             return self._error(locale, 422, fields=[("(form)", f"at most {MAX_FORM_BYTES} bytes")])
-        form: dict[str, str] = {}
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE:
-            for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
-                form.setdefault(name, value)
         if not self.csrf.verify(_bound(reviewer), form.get("csrf")):
             return self._error(locale, 403)
         try:
@@ -130,7 +121,7 @@ class ReviewPage:
         except Refused as exc:
             return self._error(locale, 422, fields=exc.problems)
         except StoreError:
-            return self._error(locale, STORE_DOWN_STATUS, headers=STORE_DOWN_HEADERS)
+            return self._store_down(locale)
         return RedirectResponse(f"{self.action}?decided=1", status_code=303, headers=PAGE_HEADERS)
 
     def _body(self, form: Mapping[str, str]) -> dict[str, Any]:

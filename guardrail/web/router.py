@@ -1,5 +1,6 @@
 """The management surface as one ASGI app (docs/architecture.md §7): health, controls, decisions, the
-data export, the OpenAPI document and the page under the policy's prefix, and the GPC statement. A path
+data export, reports, the OpenAPI document, the controls page and each item's "why?" page under the
+policy's prefix, and the GPC statement. A path
 none of them serves is a problem+json 404.
 
 The middleware builds one for each guard it serves and swaps the two together, so a reloaded policy
@@ -23,8 +24,10 @@ from guardrail.web.openapi import openapi_endpoint
 from guardrail.web.page import page_routes
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
+from guardrail.web.reports import Reports, report_routes
 from guardrail.web.review_api import review_routes
 from guardrail.web.review_page import review_page_routes
+from guardrail.web.why_page import why_routes
 
 
 def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
@@ -32,6 +35,7 @@ def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
     prefix = guard.prefix or ""
     # One limiter for the API and the page: a change counts the same whichever way it came.
     limiter = ChangeLimiter(guard.policy.controls_rate_limit, runtime.store)
+    reports = Reports(runtime, guard, limiter)
     return Router(
         routes=[
             *health_routes(runtime, guard, prefix),
@@ -39,9 +43,11 @@ def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
             *decision_routes(runtime, guard, prefix),
             *export_routes(runtime, guard, prefix),
             route(f"{prefix}/v1/openapi.json", openapi_endpoint(guard.policy), "GET"),
+            *report_routes(reports, prefix),
             *page_routes(runtime, guard, limiter, prefix),
+            *why_routes(runtime, guard, limiter, reports, prefix),
             *(review_routes(runtime, guard, prefix) if guard.review is not None else ()),
-            *(review_page_routes(runtime, guard, prefix) if guard.review is not None else ()),
+            *(review_page_routes(runtime, guard, limiter, prefix) if guard.review is not None else ()),
             gpc_route(),
         ],
         default=_not_found,

@@ -78,7 +78,13 @@ async def test_an_unknown_category_is_shown_discreetly_by_default(surface: str, 
         kept = shown(answer.body())
         assert list(kept) == ["c1", "c2"]
         # Names neither the topic nor the data: safe on a shared screen, whatever the label turns out to be.
-        assert kept["c1"]["explanation"] == {"text": DISCREET_TEXT, "because": [], "controls": "/guardrail/controls"}
+        decision = orjson.loads(answer.body())["guardrail"]["decision"]
+        assert kept["c1"]["explanation"] == {
+            "text": DISCREET_TEXT,
+            "because": [],
+            "controls": "/guardrail/controls",
+            "why": f"/guardrail/why/{decision}/c1",  # a page only alice can open, discreet until she asks
+        }
         assert running.value("guardrail_unknown_categories_total", route=ROUTE) == 2
         assert running.value("guardrail_items_total", route=ROUTE, action="discreet") == 2
 

@@ -57,7 +57,8 @@ def guardrail(*args: str, stdin: bytes | None = None) -> subprocess.CompletedPro
 
 
 def without_decision(body: bytes) -> bytes:
-    return re.sub(rb'"decision":"[^"]*"', b'"decision":"-"', body)
+    """The body with its decision id blanked, in the summary and in each item's `why` link."""
+    return re.sub(rb"/why/[0-9a-f]+/", b"/why/-/", re.sub(rb'"decision":"[^"]*"', b'"decision":"-"', body))
 
 
 def upstream_of(body: bytes) -> Any:

@@ -37,6 +37,7 @@ from guardrail.consent.tcf_policy import TcfReader
 from guardrail.controls import validate_patch
 from guardrail.identity import IdentityResolver
 from guardrail.policy.models import Identity, JwtSettings
+from guardrail.why_links import segment
 from tests.conftest import BASE_POLICY, make_policy
 from tests.upstream import Upstream, call, http_scope
 
@@ -287,7 +288,13 @@ async def body_outcome(mode: tuple[str, str], upstream: RawUpstream) -> Outcome:
         return outcome
     document = decoded(outcome)
     shown = document if isinstance(document, list) else document["items"]
-    assert all(set(entry["explanation"]) == {"text", "because", "controls"} for entry in shown)
+    decision = outcome.headers[b"guardrail-decision"].decode()
+    for entry in shown:
+        # The caller (alice) can ask about each kept item: its link, unless its id is a dot segment.
+        linked = entry["id"] not in (".", "..")
+        assert set(entry["explanation"]) == {"text", "because", "controls", *(("why",) if linked else ())}
+        if linked:
+            assert entry["explanation"]["why"] == f"/guardrail/why/{decision}/{segment(entry['id'])}"
     if isinstance(document, dict):
         assert document["guardrail"]["kept"] == len(shown)
     await _assert_receipt_readable(middleware, outcome)

@@ -42,6 +42,7 @@ COUNTED = (
     "guardrail_unknown_categories_total",
     "guardrail_fail_mode_total",
 )
+_WHY_DECISION = re.compile(rb"/why/[0-9a-f]+/")
 _DECISION_ID = re.compile(rb'"decision":"[0-9a-f]+"')
 
 
@@ -90,9 +91,14 @@ def guardrail_headers(headers: httpx.Headers | dict[str, str]) -> dict[str, str]
 
 
 def without_ids(value: Any) -> Any:
-    """A page, summary or headers with the decision id blanked: each way of checking makes its own."""
+    """A page, summary or headers with the decision id blanked (also in each `why` link): each way of checking
+    makes its own."""
     if isinstance(value, bytes):
-        return _DECISION_ID.sub(b'"decision":"-"', value)
+        return _WHY_DECISION.sub(b"/why/-/", _DECISION_ID.sub(b'"decision":"-"', value))
+    if isinstance(value, str):
+        return _WHY_DECISION.sub(b"/why/-/", value.encode()).decode()
+    if isinstance(value, list):
+        return [without_ids(v) for v in value]
     if isinstance(value, dict):
         return {k: "-" if k in ("decision", "guardrail-decision") else without_ids(v) for k, v in value.items()}
     return value
@@ -177,7 +183,7 @@ async def assert_all_agree(
     body = response.json()
 
     if policy.mode == "enforce":
-        assert checked.items == body["items"]  # kept, in order, each with its explanation
+        assert without_ids(checked.items) == without_ids(body["items"])  # kept, in order, each with its explanation
         assert without_ids(checked.summary) == without_ids(body["guardrail"])
         assert response.headers["cache-control"] == "private, no-store"
     else:  # shadow: the page as it came, and no summary in it

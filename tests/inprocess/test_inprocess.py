@@ -38,8 +38,9 @@ async def test_the_kept_items_get_their_explanation_in_enforce_mode_only() -> No
     given = copy.deepcopy(DEFAULT_ITEMS)
     checked = await in_process().check(http_scope("/", headers=ALICE), given, route="/list")
     assert checked.items and all(any(kept is mine for mine in given) for kept in checked.items)
+    decision = checked.summary["decision"]
     assert all(
-        kept["explanation"] == verdict.explanation
+        kept["explanation"] == {**(verdict.explanation or {}), "why": f"/guardrail/why/{decision}/{kept['id']}"}
         for kept, verdict in zip(
             checked.items, [verdict for verdict in checked.decisions if not verdict.hidden], strict=True
         )

@@ -43,12 +43,17 @@ StartSidecar = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 async def start_sidecar(tmp_path: Path, upstream: RecordingUpstream) -> AsyncIterator[StartSidecar]:
-    """`await start_sidecar(upstream_url=..., upstream_timeout=..., **policy_overrides)`: the sidecar served on
-    a free port in this event loop, in front of the recording upstream unless told otherwise."""
+    """`await start_sidecar(upstream_url=..., upstream_timeout=..., tracer_provider=..., **policy_overrides)`:
+    the sidecar served on a free port in this event loop, in front of the recording upstream unless told
+    otherwise."""
     async with AsyncExitStack() as stack:
 
         async def start(
-            upstream_url: str | None = None, *, upstream_timeout: float = 30.0, **overrides: Any
+            upstream_url: str | None = None,
+            *,
+            upstream_timeout: float = 30.0,
+            tracer_provider: Any = None,
+            **overrides: Any,
         ) -> Running:
             policy = write_policy(tmp_path / "policy.yaml", **overrides)
             registry = CollectorRegistry()
@@ -58,6 +63,7 @@ async def start_sidecar(tmp_path: Path, upstream: RecordingUpstream) -> AsyncIte
                 store="memory://",
                 upstream_timeout=upstream_timeout,
                 registry=registry,
+                tracer_provider=tracer_provider,
             )
             url = await stack.enter_async_context(serving(app))
             return Running(url, app, registry)

@@ -373,7 +373,11 @@ class ServeProcess:
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of `/metrics`, by (name, labels)."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return scrape_text(httpx.get(f"{url}/metrics", timeout=5).text)
+
+
+def scrape_text(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, by (name, labels)."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)

@@ -1,9 +1,11 @@
 """`guardrail serve --metrics-port P` (docs/architecture.md §9): `/metrics` on a port of its own, on the same host, and
-then not on the public one; with one process or several workers (their counts summed)."""
+then the public port's `/metrics` is the upstream's; with one process or several workers (their counts summed).
+The exposition passes `promtool check metrics`."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from guardrail import __version__
+from guardrail.speedups import ACCELERATED
 from tests.conftest import ROOT
 from tests.sidecar.servers import (
     HOST,
@@ -19,6 +23,7 @@ from tests.sidecar.servers import (
     free_port,
     sample,
     scrape,
+    scrape_text,
     serve_process,
     wait_for,
     write_policy,
@@ -33,7 +38,9 @@ def serving_pids(serve: ServeProcess) -> set[int]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_metrics_move_to_their_own_port(tmp_path: Path, upstream: RecordingUpstream, workers: int) -> None:
+def test_metrics_move_to_their_own_port_and_the_upstreams_are_reachable(
+    tmp_path: Path, upstream: RecordingUpstream, workers: int
+) -> None:
     policy = write_policy(tmp_path / "policy.yaml")
     metrics_port = free_port()
     # One worker is told by the flag, two by the environment.
@@ -61,19 +68,30 @@ def test_metrics_move_to_their_own_port(tmp_path: Path, upstream: RecordingUpstr
                     sent += 1
             public = client.get("/metrics")
         assert len(serving_pids(serve)) == workers, "the requests did not reach every worker"
-        wait_for(
-            lambda: (
-                sample(scrape(metrics_url), "guardrail_requests_total", route="/recommendations", outcome="enforced")
+
+        def counted() -> bool:
+            samples = scrape(metrics_url)
+            return (
+                sample(samples, "guardrail_requests_total", route="/recommendations", outcome="enforced") == sent
+                and sample(samples, "guardrail_upstream_requests_total", route="/recommendations", status_class="2xx")
                 == sent
-            ),
-            f"the metrics port counting all {sent} requests",
-        )
+                and sample(samples, "guardrail_upstream_requests_total", route="other", status_class="2xx") == 1
+            )
+
+        wait_for(counted, f"the metrics port counting all {sent} requests and the upstream's /metrics")
+        exposition = httpx.get(f"{metrics_url}/metrics", timeout=10).text
         elsewhere = httpx.get(f"{metrics_url}/recommendations", headers=ALICE, timeout=10)
-    assert public.status_code == 404
-    assert public.headers["content-type"] == "application/problem+json"
+    # The public port's /metrics is the upstream's own (the recording upstream echoes the path it got).
+    assert public.status_code == 201
+    assert public.json()["path"] == "/metrics"
     assert "guardrail_" not in public.text
     assert elsewhere.status_code == 404  # the metrics port serves nothing else
-    assert [seen.path for seen in upstream.seen] == ["/recommendations"] * sent  # neither went upstream
+    assert [seen.path for seen in upstream.seen] == ["/recommendations"] * sent + ["/metrics"]
+    samples = scrape_text(exposition)
+    assert sample(samples, "guardrail_upstream_seconds_count", route="/recommendations") == sent
+    accelerated = "true" if ACCELERATED else "false"
+    assert sample(samples, "guardrail_build_info", version=__version__, accelerated=accelerated) == 1
+    assert_promtool_accepts(exposition)
 
 
 def test_without_the_flag_metrics_stay_on_the_public_port(tmp_path: Path, upstream: RecordingUpstream) -> None:
@@ -81,10 +99,27 @@ def test_without_the_flag_metrics_stay_on_the_public_port(tmp_path: Path, upstre
     with serve_process("--config", str(policy), "--upstream", upstream.url) as serve:
         serve.wait_ready()
         assert httpx.get(f"{serve.url}/recommendations", headers=ALICE, timeout=10).status_code == 200
-        assert wait_for(
-            lambda: sample(scrape(serve.url), "guardrail_requests_total", route="/recommendations", outcome="enforced"),
-            "the request counted",
-        )
+
+        def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+            found = scrape(serve.url)
+            return (
+                found
+                if sample(found, "guardrail_upstream_requests_total", route="/recommendations", status_class="2xx")
+                else None
+            )
+
+        samples = wait_for(counted, "the request counted")
+        exposition = httpx.get(f"{serve.url}/metrics", timeout=10).text
+    assert sample(samples, "guardrail_requests_total", route="/recommendations", outcome="enforced") == 1
+    assert [seen.path for seen in upstream.seen] == ["/recommendations"]  # the sidecar answered /metrics itself
+    assert_promtool_accepts(exposition)
+
+
+def assert_promtool_accepts(exposition: str) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not on PATH: install it with `apt-get install -y prometheus`"
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,10 @@ from guardrail.state import ControlsPatch
 from guardrail.store import DecisionRecord
 from guardrail.store.codec import decode_record, decode_state, encode_record, patch_ops
 
-HIDDEN = ItemDecision(Action.HIDE, (Reason.TOPIC_MUTED,), 0, ("watch_history",), None, muted_topic="sports")
-KEPT = ItemDecision(Action.KEEP, (), 10, ("watch_history",), {"text": "t"})
+HIDDEN = ItemDecision(
+    Action.HIDE, (Reason.TOPIC_MUTED,), 0, ("watch_history",), None, muted_topic="sports", categories=("sports",)
+)
+KEPT = ItemDecision(Action.KEEP, (), 10, ("watch_history",), {"text": "t"}, categories=("movies", "movies.horror"))
 ITEMS = (
     ("a", "keep", (), ("watch_history",)),
     ("2", "hide", ("topic_muted",), ("watch_history",)),
@@ -52,7 +54,10 @@ def test_a_record_with_its_distinct_decisions_says_each_once() -> None:
     assert orjson.loads(written) == {
         **HEADER,
         "ids": ["a", 2, "c"],
-        "s": [["keep", [], ["watch_history"]], ["hide", ["topic_muted"], ["watch_history"]]],
+        "s": [
+            ["keep", [], ["watch_history"], ["movies", "movies.horror"]],
+            ["hide", ["topic_muted"], ["watch_history"], ["sports"]],
+        ],
         "i": "010",
     }
     found = decode_record("ana", written)
@@ -64,11 +69,18 @@ def test_a_record_without_an_index_says_each_items_decision() -> None:
     written = encode_record(record())
 
     assert orjson.loads(written)["d"] == [
-        ["keep", [], ["watch_history"]],
-        ["hide", ["topic_muted"], ["watch_history"]],
-        ["keep", [], ["watch_history"]],
+        ["keep", [], ["watch_history"], ["movies", "movies.horror"]],
+        ["hide", ["topic_muted"], ["watch_history"], ["sports"]],
+        ["keep", [], ["watch_history"], ["movies", "movies.horror"]],
     ]
-    assert decode_record("ana", written).items == ITEMS
+    found = decode_record("ana", written)
+    assert found.items == ITEMS
+    # Each item's topics, for its "why?" page, come back with its decision.
+    assert [found.topics(i) for i in range(3)] == [
+        ("movies", "movies.horror"),
+        ("sports",),
+        ("movies", "movies.horror"),
+    ]
 
 
 def test_records_written_by_older_versions_read_back() -> None:
@@ -87,6 +99,7 @@ def test_records_written_by_older_versions_read_back() -> None:
         assert (found.id, found.user, found.created_at, found.locale) == ("d-1", "ana", 1764147600.5, "en")
         assert found.items == ITEMS
         assert found.titles is None and found.title(0) is None
+        assert found.topics(0) == ()  # older records kept no categories
 
 
 def test_a_record_keeps_its_items_titles_when_the_route_names_them() -> None:

@@ -45,6 +45,8 @@ def test_the_protocol_has_its_methods() -> None:
         "record",
         "decisions",
         "decision",
+        "add_report",
+        "reports",
         "last_known",
         "rate_limit_storage",
         "review_queue",

@@ -124,3 +124,75 @@ def test_keyboard_only_changes_reach_recommendations(server: str, tmp_path: Path
             finally:
                 browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+# The why page's picture in the README, refreshed on request as the controls page's is.
+WHY_SCREENSHOT = os.environ.get("GUARDRAIL_WHY_SCREENSHOT")
+
+
+def test_keyboard_only_a_why_link_leads_to_not_interested(server: str, tmp_path: Path) -> None:
+    """A recommendation's `why` link, followed in the browser with the keyboard only: the page explains the
+    item, and "Not interested in movies" takes movies out of the next recommendations."""
+    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install chromium"
+    from playwright import sync_api
+
+    with httpx.Client(base_url=server, headers=USER) as http:
+        granted = http.patch(
+            "/guardrail/v1/controls",
+            json={"consent": {"personalization": "granted"}},
+            headers={"content-type": "application/merge-patch+json"},
+        )
+        assert granted.status_code == 200
+        shown = {item["id"]: item for item in http.get("/recommendations").json()["items"]}
+        assert {"m1", "m2"} <= set(shown)
+        why = shown["m1"]["explanation"]["why"]
+
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(
+                    extra_http_headers=USER, viewport={"width": 900, "height": 1000}, locale="en-US"
+                )
+                page = context.new_page()
+                # The service's own page shows the recommendation with its explanation and link, as a site would.
+                page.goto(f"{server}/guardrail/healthz")  # same origin as the links
+                page.set_content(
+                    "<!doctype html><html lang=en><body><h1>For you</h1><ul>"
+                    + "".join(
+                        f"<li>{item_id}: {item['explanation']['text']} "
+                        f'<a href="{server}{item["explanation"]["why"]}">Why am I seeing {item_id}?</a></li>'
+                        for item_id, item in shown.items()
+                    )
+                    + "</ul></body></html>"
+                )
+
+                def tab_to(text: str) -> None:
+                    for _ in range(40):
+                        page.keyboard.press("Tab")
+                        if page.evaluate("() => document.activeElement.textContent.trim()") == text:
+                            return
+                    raise AssertionError(f"the keyboard never reached {text!r}")
+
+                tab_to("Why am I seeing m1?")
+                with page.expect_navigation():
+                    page.keyboard.press("Enter")
+                assert page.url == f"{server}{why}"
+                assert page.get_attribute("html", "lang") == "en"
+                assert page.get_by_role("heading", level=1).inner_text() == "Why am I seeing this?"
+                assert page.get_by_role("listitem").filter(has_text="what you watched").count() == 1  # by its label
+                assert "watch_history" not in page.inner_text("body")
+                screenshot = ROOT / WHY_SCREENSHOT if WHY_SCREENSHOT else tmp_path / "why-page.png"
+                page.screenshot(path=str(screenshot), full_page=True)
+
+                tab_to("Not interested in movies")
+                with page.expect_navigation():
+                    page.keyboard.press("Enter")
+                assert page.url == f"{server}{why}?done=change"
+                assert page.get_by_role("status").inner_text().startswith("Done.")
+            finally:
+                browser.close()
+
+        after = {item["id"] for item in http.get("/recommendations").json()["items"]}
+        assert "m1" not in after and "m2" not in after  # movies, and horror films under it
+        assert http.get("/guardrail/v1/controls").json()["muted"] == {"movies": {"until": None}}
+    assert screenshot.stat().st_size > 10_000
