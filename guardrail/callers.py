@@ -11,6 +11,8 @@ MAX_USER_ID_LENGTH = 200
 class Caller:
     user: str | None = None
     age: int | None = None
+    # The roles a verified token gives (the policy's `review.role_claim`); empty for every other source.
+    roles: frozenset[str] = frozenset()
 
 
 ANONYMOUS = Caller()

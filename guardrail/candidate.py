@@ -15,12 +15,13 @@ import os
 from collections import Counter
 
 from guardrail.bodies import BadBody, read_json
-from guardrail.engine import BadItem, check_items
+from guardrail.engine import BadItem
 from guardrail.guard import Guard
 from guardrail.metrics import Metrics
 from guardrail.pointer import PointerError, resolve
 from guardrail.policy.loading import load_policy
 from guardrail.policy.models import Policy
+from guardrail.review import EMPTY_OVERLAY, Overlay
 from guardrail.routes import GuardedRoute
 from guardrail.runtime import Runtime
 from guardrail.sampling import Sampled, Sampler, Taker
@@ -53,20 +54,22 @@ def sample_for(runtime: Runtime, *takers: Taker | None) -> None:
 class Candidate:
     """Decides sampled responses with the candidate policy and counts where it differs from the live one."""
 
-    def __init__(self, policy: Policy, rate: float, metrics: Metrics) -> None:
+    def __init__(self, policy: Policy, rate: float, metrics: Metrics, overlay: Overlay = EMPTY_OVERLAY) -> None:
         self.rate = check_rate("candidate_rate", rate)
         self.metrics = metrics
-        self.use(policy)
+        self.use(policy, overlay)
 
-    def use(self, policy: Policy) -> None:
+    def use(self, policy: Policy, overlay: Overlay = EMPTY_OVERLAY) -> None:
+        """Decide with `policy` and the reviewers' decisions in force (`overlay`), as the live policy is
+        served: a reviewer's block is no difference between the two."""
         # The candidate never resolves who asks (the live caller is given), so it needs no identity
         # source of its own: a JWT key it names need not be at hand.
-        self.guard: Guard = Guard.for_scenarios(policy)
+        self.guard: Guard = Guard.for_scenarios(policy, overlay)
         self._routes: dict[str, GuardedRoute | None] = {}
 
     @property
     def policy(self) -> Policy:
-        return self.guard.policy
+        return self.guard.written
 
     def _route(self, template: str) -> GuardedRoute | None:
         """The candidate's route for the live route `template`, as `guardrail diff` finds it."""
@@ -107,7 +110,7 @@ class Candidate:
             degraded=degraded,
         )
         try:
-            checked = check_items(ctx, route.fields, items, route.default_signals, annotate=False)
+            checked = guard.check(ctx, route.fields, items, route.default_signals, annotate=False)
         except BadItem:
             return
         changes: Counter[tuple[str, str]] = Counter()

@@ -97,9 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where the runbook (docs/operations.md, Runbook) is published (default: the repository's copy on GitHub)",
     )
 
+    from guardrail.review_commands import add_parsers as add_review_parsers
+
+    add_review_parsers(commands)
+
     args = parser.parse_args(argv)
     if args.command == "alerts":
         return print_alert_rules(args.runbook_base)
+    if args.command == "review":
+        from guardrail.review_commands import run as run_review
+
+        return run_review(args)
     if args.command == "check":
         return check_files(args.files)
     if args.command == "tcf":

@@ -9,18 +9,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
+from typing import Any
 
 from guardrail.caching import BoundedCache
+from guardrail.callers import Caller
 from guardrail.consent.tcf_policy import TcfReader
 from guardrail.context_header import context_header
-from guardrail.engine import CompiledPolicy, RequestSignals, UserContext
+from guardrail.engine import CheckedItems, CompiledPolicy, ItemFields, RequestSignals, UserContext, check_items
+from guardrail.engine.blocks import block_items
 from guardrail.explain.render import Notices, explanation
 from guardrail.identity import Identify, IdentityResolver
 from guardrail.locale import LocaleNegotiator
 from guardrail.mediation import HeaderScreen
+from guardrail.policy.models import Category, Policy
 from guardrail.policy.models import Identity as IdentitySettings
-from guardrail.policy.models import Policy
 from guardrail.representation import REQUEST_HEADERS as REPRESENTATION_HEADERS
+from guardrail.review import EMPTY_OVERLAY, Overlay, Sighting
+from guardrail.review_feed import sightings
 from guardrail.routes import GuardedRoute, RouteTable
 from guardrail.state import UserState
 
@@ -41,13 +46,20 @@ class Guard:
         count_tc_string: Callable[[str], None] | None = None,
         *,
         identify: Identify | None = None,
+        overlay: Overlay = EMPTY_OVERLAY,
     ) -> None:
+        # The policy as written, and as served: with the reviewers' decisions in force (docs/review.md).
+        self.written = policy
+        self.overlay = overlay
+        policy = with_overlay(policy, overlay)
         self.policy = policy
+        self.review = policy.review
         self.compiled = CompiledPolicy(policy)
         self.routes = RouteTable(
             policy.routes, case_insensitive=policy.case_insensitive_paths, api_prefix=policy.prefix
         )
-        self.identity = IdentityResolver(policy.identity, identify)
+        role_claim = policy.review.role_claim if policy.review is not None else None
+        self.identity = IdentityResolver(policy.identity, identify, role_claim=role_claim)
         self.locales = LocaleNegotiator(policy.locales, policy.default_locale)
         self.prefix = policy.prefix
         self.tcf = TcfReader(policy, count=count_tc_string)
@@ -61,12 +73,32 @@ class Guard:
         )
         self._shared: BoundedCache[_SharedKey, ContextWithHeader] = BoundedCache(CONTEXT_CACHE_SIZE)
 
+    def is_reviewer(self, caller: Caller) -> bool:
+        """Whether the caller may work the review queue: a listed id, or the role in a verified token."""
+        review = self.review
+        if review is None or caller.user is None:
+            return False
+        return caller.user in review.reviewers or (review.role is not None and review.role in caller.roles)
+
+    def check(
+        self, ctx: UserContext, fields: ItemFields, items: list[Any], defaults: tuple[str, ...], **how: bool
+    ) -> CheckedItems:
+        """Every item decided (`check_items`, with `annotate` and `as_dicts` as `how` says), and the items a
+        reviewer blocked hidden for everyone."""
+        checked = check_items(ctx, fields, items, defaults, **how)
+        return block_items(checked, items, self.compiled.blocked) if self.compiled.blocked else checked
+
+    def for_review(self, route: str, fields: ItemFields, items: list[Any], checked: CheckedItems) -> list[Sighting]:
+        """What the page offers to human review: unknown categories, and items over `review.invasiveness_at`."""
+        flag_at = self.review.invasiveness_at if self.review is not None else None
+        return sightings(self.compiled, flag_at, route, fields, items, checked)
+
     @classmethod
-    def for_scenarios(cls, policy: Policy) -> Guard:
+    def for_scenarios(cls, policy: Policy, overlay: Overlay = EMPTY_OVERLAY) -> Guard:
         """A guard for written-down users (`guardrail test`, `explain`, `diff`, a candidate policy). They are
         named, not identified, so the policy's identity source is not used: its JWT key (an environment
         variable on the servers) need not be at hand."""
-        return cls(policy.model_copy(update={"identity": IdentitySettings()}))
+        return cls(policy.model_copy(update={"identity": IdentitySettings()}), overlay=overlay)
 
     def route_named(self, path: str | None) -> GuardedRoute:
         """The guarded route of `path`: the policy's spelling (`/feed/*`) or a request path it covers
@@ -131,6 +163,27 @@ class Guard:
             served = self._shared.put(shared_key, (ctx, context_header(ctx)))
         self._contexts.put(key, (state, served))
         return served
+
+
+def with_overlay(policy: Policy, overlay: Overlay) -> Policy:
+    """The policy with the reviewers' decisions merged in. What the policy file says wins: a category it
+    defines, or an alias it writes, is the team's, whatever a reviewer decided before it did."""
+    if not overlay:
+        return policy
+    categories = {
+        name: Category(sensitive=d.sensitive, label=dict(d.label or {}))
+        for name, d in overlay.categories.items()
+        if name not in policy.categories
+    }
+    categories.update(policy.categories)
+    aliases = {
+        name: d.alias_of
+        for name, d in overlay.aliases.items()
+        if d.alias_of is not None and name not in categories and d.alias_of in categories
+    }
+    aliases.update(policy.category_aliases)
+    blocked = sorted({*policy.blocked_items, *overlay.blocked})
+    return policy.model_copy(update={"categories": categories, "category_aliases": aliases, "blocked_items": blocked})
 
 
 def _meaning(state: UserState | None) -> Hashable:

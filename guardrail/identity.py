@@ -57,7 +57,9 @@ Identify = Callable[[MutableMapping[str, Any]], "tuple[str, int | None] | None"]
 
 
 class IdentityResolver:
-    def __init__(self, settings: IdentitySettings, identify: Identify | None = None) -> None:
+    def __init__(
+        self, settings: IdentitySettings, identify: Identify | None = None, *, role_claim: str | None = None
+    ) -> None:
         self.source = settings.source
         self._identify = _checked_identify(settings.source, identify)
         self._logged: set[str] = set()
@@ -65,7 +67,7 @@ class IdentityResolver:
         self.age_header = settings.age_header.encode("latin-1") if settings.age_header else None
         self._networks = _trusted_networks(settings.trusted_proxies)
         self._trusted_hosts: BoundedCache[str, bool] = BoundedCache(PEERS_REMEMBERED)
-        self.tokens = TokenVerifier(settings.jwt or JwtSettings()) if settings.source == "jwt" else None
+        self.tokens = TokenVerifier(settings.jwt or JwtSettings(), role_claim) if settings.source == "jwt" else None
         # Where a client says who it is: only a trusted proxy may send these (the JWT source verifies
         # its token instead, but an upstream may still read the header).
         self.claims = frozenset(h for h in (self.header, self.age_header) if h is not None)

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from guardrail.bodies import storable_ids, write_json
 from guardrail.context_header import GuardrailContext, guardrail_context
-from guardrail.engine import ItemDecision, check_items
+from guardrail.engine import ItemDecision
 from guardrail.middleware import RESOLVED, Resolved
 from guardrail.responder import CHECKED_IN_PROCESS
 from guardrail.routes import GuardedRoute
@@ -100,7 +100,7 @@ class InProcess:
         enforce = mode == "enforce"
         # On the items themselves, as the middleware annotates the page it reads: a copy of each would
         # cost more than deciding it. Each kept item's explanation is for this caller.
-        found = check_items(ctx, target.fields, given, target.default_signals, annotate=enforce, as_dicts=True)
+        found = guard.check(ctx, target.fields, given, target.default_signals, annotate=enforce, as_dicts=True)
         if found.wide_ids:  # an integer beyond 64 bits is recorded as its digits
             found = found._replace(item_ids=storable_ids(found.item_ids))
         user = resolved.caller.user
@@ -119,6 +119,7 @@ class InProcess:
             found,
             decision_record(decision, user, target.template, mode, policy.policy_id, ctx, found, given, target.fields),
         )
+        runtime.note_for_review(guard.for_review(target.template, target.fields, given, found))
         overhead = time.perf_counter() - started
         if not in_front:
             runtime.request_done(

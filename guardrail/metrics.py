@@ -4,13 +4,14 @@ policy, actions and reasons from enums, never a user id, raw path or header valu
 from __future__ import annotations
 
 import asyncio
+import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from guardrail._version import __version__
@@ -177,6 +178,9 @@ class Metrics:
             registry=registry,
         )
         self._live_policy: str | None = None
+        # The human review queue's gauges, read from the store's queue when scraped.
+        self.review_queue = ReviewQueueGauges()
+        registry.register(self.review_queue)
 
         # Series that alerts watch with increase() exist from the start, at 0: a counter that appears
         # only with its first event hides that event from increase().
@@ -188,6 +192,11 @@ class Metrics:
             self.upstream_errors.labels(kind)
         for reason in REPORT_REASONS:
             self.reports.labels(reason)
+
+    def watch_review_queue(self, counts: Callable[[], dict[str, int]], oldest: Callable[[], float | None]) -> None:
+        """Report the review queue's entries by kind, and how long its oldest entry has waited (its
+        store's queue says, without I/O; the last one given wins)."""
+        self.review_queue.counts, self.review_queue.oldest = counts, oldest
 
     def set_build_info(self, accelerated: bool) -> None:
         """Say which per-item loop runs: whoever runs the engine knows, the metrics do not import it."""
@@ -305,4 +314,36 @@ def multiprocess_registry(metrics: Metrics) -> CollectorRegistry:
     registry = CollectorRegistry()
     metrics.tally.flush_before_collecting(registry)
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    # The review queue is the store's, the same seen from any worker: the one scraped reports it.
+    registry.register(metrics.review_queue)
     return registry
+
+
+REVIEW_KINDS = ("unknown_category", "reported_item", "flagged_item")
+
+
+class ReviewQueueGauges(Collector):
+    """`guardrail_review_queue_entries{kind}` and `guardrail_review_oldest_seconds`, read at scrape time,
+    so the oldest entry's wait is current whenever it is read."""
+
+    def __init__(self) -> None:
+        self.counts: Callable[[], dict[str, int]] = dict
+        self.oldest: Callable[[], float | None] = lambda: None
+
+    def collect(self) -> Iterable[Metric]:
+        entries = GaugeMetricFamily(
+            "guardrail_review_queue_entries", "Entries waiting in the human review queue, by kind.", labels=["kind"]
+        )
+        counts = self.counts()
+        for kind in REVIEW_KINDS:
+            entries.add_metric([kind], counts.get(kind, 0))
+        oldest = self.oldest()
+        waited = GaugeMetricFamily(
+            "guardrail_review_oldest_seconds",
+            "How long the oldest entry of the review queue has waited (0 when it is empty).",
+            value=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+        )
+        return [entries, waited]
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()

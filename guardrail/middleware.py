@@ -26,6 +26,7 @@ from guardrail.policy.models import Policy
 from guardrail.recording import CaseRecorder
 from guardrail.representation import upstream_scope
 from guardrail.responder import GuardedResponder
+from guardrail.review import Overlay
 from guardrail.routes import ROUTE_TEMPLATE, GuardedRoute
 from guardrail.runtime import ReadinessCheck, Runtime
 from guardrail.sampling import Asked
@@ -129,6 +130,8 @@ class GuardrailMiddleware:
             tracing=tracing_for(tracer_provider),
         )
         self._served = self._serve(policy)
+        # A reviewer's decision, on any replica, serves the policy again with it (docs/review.md).
+        self.runtime.store.review_queue().on_change(self._use_review)
         self._candidate: Candidate | None = None
         self._recorder = recorder
         if candidate is not None or recorder is not None:
@@ -146,7 +149,10 @@ class GuardrailMiddleware:
 
     def _serve(self, policy: Policy) -> Served:
         runtime = self.runtime
-        guard = Guard(policy, count_tc_string=runtime.count_tc_string, identify=self._identify)
+        queue = runtime.store.review_queue()
+        if policy.review is not None:
+            queue.max_entries = policy.review.max_entries
+        guard = Guard(policy, count_tc_string=runtime.count_tc_string, identify=self._identify, overlay=queue.overlay)
         served = Served(guard, build_management_app(runtime, guard))
         runtime.metrics.set_policy(policy.policy_id)
         return served
@@ -155,15 +161,22 @@ class GuardrailMiddleware:
         """Swap in a new policy atomically: running requests finish on the one they started with."""
         self._served = self._serve(policy)
 
+    def _use_review(self, overlay: Overlay) -> None:
+        """Serve the live policy, and decide the candidate, with the reviewers' decisions now in force."""
+        self.use_policy(self._served.guard.written)
+        if self._candidate is not None:
+            self._candidate.use(self._candidate.policy, overlay)
+
     def use_candidate(self, policy: Policy | None) -> None:
         """Evaluate `policy` beside the live one on a sample of guarded requests (`candidate_rate`),
         or stop with None. A reload of the live policy keeps the candidate."""
         if policy is None:
             self._candidate = None
         elif self._candidate is None:
-            self._candidate = Candidate(policy, self._candidate_rate, self.runtime.metrics)
+            overlay = self.runtime.store.review_queue().overlay
+            self._candidate = Candidate(policy, self._candidate_rate, self.runtime.metrics, overlay)
         else:
-            self._candidate.use(policy)
+            self._candidate.use(policy, self.runtime.store.review_queue().overlay)
         sample_for(self.runtime, self._candidate, self._recorder)
 
     @property

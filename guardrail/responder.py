@@ -17,7 +17,7 @@ from starlette.types import Message, Send
 from guardrail.bodies import BadBody, decode_body, encode_body, read_json, storable_ids, write_json
 from guardrail.callers import Caller
 from guardrail.echo import inert
-from guardrail.engine import BadItem, CheckedItems, UserContext, check_items
+from guardrail.engine import BadItem, CheckedItems, UserContext
 from guardrail.guard import Guard
 from guardrail.pointer import PointerError, resolve
 from guardrail.representation import enforced_headers, is_json, private_headers
@@ -196,7 +196,7 @@ class GuardedResponder:
             linked = enforce and self.caller.user is not None and bool(prefix)
             fields = self.route.fields
             try:
-                checked = check_items(
+                checked = self.guard.check(
                     self.ctx, fields, items, self.default_signals, annotate=enforce, linked=linked and not exact
                 )
             except BadItem as exc:
@@ -243,6 +243,7 @@ class GuardedResponder:
         started = time.perf_counter()
         runtime = self.runtime
         runtime.after_decision(self.route.template, checked, self.record(checked, items))
+        runtime.note_for_review(self.guard.for_review(self.route.template, self.route.fields, items, checked))
         sampler = runtime.sampler
         if sampler is not None and self.asked is not None:
             sampler.offer(self.route.template, decoded, checked.decisions, self.caller.user, self.asked)

@@ -22,6 +22,7 @@ from guardrail.engine import CheckedItems
 from guardrail.errors import StoreError
 from guardrail.logs import log_key, user_hash
 from guardrail.metrics import Metrics
+from guardrail.review import Sighting
 from guardrail.sampling import Sampler
 from guardrail.store import DecisionRecord, Store, create_store
 
@@ -93,6 +94,7 @@ class Runtime:
         policy's `fail_mode` and `/readyz` says unavailable until it answers (docs/operations.md)."""
         try:
             await self.store.check()
+            await self.store.review_queue().refresh()  # the reviewers' decisions, before the first request
         except StoreError as exc:
             logger.warning(
                 "the store does not answer at startup (%s); /readyz says unavailable until it does",
@@ -174,6 +176,13 @@ class Runtime:
             add(self._count(route, "unknown_categories"), checked.unknown)
         if record is not None:
             self.store.record(record)
+
+    def note_for_review(self, sightings: list[Sighting]) -> None:
+        """Offer what a page showed to the human review queue (written in batches, off the request path)."""
+        if sightings:
+            note = self.store.review_queue().note
+            for seen in sightings:
+                note(seen)
 
     def request_done(
         self,

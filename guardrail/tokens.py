@@ -34,7 +34,8 @@ class TokenVerifier:
     """Verifies bearer tokens; a verified token is remembered until it expires (bounded), and while the
     key that verified it is still in the issuer's key set."""
 
-    def __init__(self, settings: JwtSettings) -> None:
+    def __init__(self, settings: JwtSettings, role_claim: str | None = None) -> None:
+        self.role_claim = role_claim
         self.jwt = load("jwt", extra="jwt", feature="identity.source: jwt")
         self.keys: KeySet | None = None
         self.key: str | None = None
@@ -145,6 +146,17 @@ class TokenVerifier:
             return None
         return kid if isinstance(kid, str) and kid else None
 
+    def _roles(self, claims: dict[str, Any]) -> frozenset[str]:
+        """The roles the token names in `role_claim`: one string, or a list of strings."""
+        if self.role_claim is None:
+            return frozenset()
+        found = claims.get(self.role_claim)
+        if isinstance(found, str):
+            return frozenset({found})
+        if isinstance(found, list):
+            return frozenset(role for role in found if isinstance(role, str))
+        return frozenset()
+
     def _verify(self, authorization: bytes, token: str, key: Any) -> Caller:
         try:
             claims = self.jwt.decode(
@@ -162,7 +174,7 @@ class TokenVerifier:
         if user is None:
             return ANONYMOUS
         age = claims.get(self.age_claim) if self.age_claim else None
-        caller = Caller(user, age if isinstance(age, int) and not isinstance(age, bool) else None)
+        caller = Caller(user, age if isinstance(age, int) and not isinstance(age, bool) else None, self._roles(claims))
         try:
             expires = float(claims["exp"]) + self.leeway
         except OverflowError:  # an integer past any float: the token never expires in practice

@@ -38,6 +38,7 @@ EXPECTED_ALERTS = {
     "GuardrailUpstreamErrors",
     "GuardrailTargetDown",
     "GuardrailMetricsAbsent",
+    "GuardrailReviewQueueWaiting",
 }
 
 

@@ -237,3 +237,19 @@ async def test_a_reload_keeps_the_candidate_and_it_can_be_stopped(tmp_path: Path
         assert (await client.get("/list", headers={"x-user-id": "alice"})).status_code == 200
         await asyncio.sleep(0)
         assert value(registry, "guardrail_candidate_items_total", route="/list") == len(ITEMS)
+
+
+async def test_a_reviewers_block_is_no_difference_between_live_and_candidate(tmp_path: Path) -> None:
+    from guardrail.review import ReviewDecision
+
+    registry = CollectorRegistry()
+    middleware = mounted(tmp_path, registry, candidate=make_policy(policy_id="same"), candidate_rate=1.0)
+    block = ReviewDecision(0.0, "staff-1", "e-m1", "reported_item", "m1", "block", "abusive")
+    await middleware.store.review_queue().decide(block)
+    transport = httpx.ASGITransport(app=middleware, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/list", headers={"x-user-id": "alice"})
+        assert "m1" not in [entry["id"] for entry in response.json()]
+        await asyncio.sleep(0)
+    assert value(registry, "guardrail_candidate_items_total", route="/list") == len(ITEMS)
+    assert changes(registry) == Counter()

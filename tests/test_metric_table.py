@@ -8,17 +8,17 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from guardrail.metrics import Metrics
 from tests.conftest import ROOT
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 ALERTS = ROOT / "config" / "alerts.yml"
-NOT_YET_REGISTERED = {"guardrail_reports_total", "guardrail_review_queue_entries", "guardrail_review_oldest_seconds"}
+NOT_YET_REGISTERED: frozenset[str] = frozenset()  # every metric of design §8 is registered now
 
 
 class Row(NamedTuple):
@@ -41,6 +41,11 @@ def registered() -> dict[str, Row]:
             (family,) = metric.describe()
             # The label names a metric was declared with: prometheus_client keeps them only here.
             found[exposed_name(family.name, family.type)] = Row(family.type, frozenset(metric._labelnames), "")
+        elif Collector in type(metric).__mro__:
+            # A collector read at scrape time (the review queue's gauges): its labels are its samples'.
+            for family in metric.collect():
+                labels = frozenset(name for sample in family.samples for name in sample.labels)
+                found[exposed_name(family.name, family.type)] = Row(family.type, labels, "")
     # Whatever is on the registry is an attribute of `Metrics`, so nothing registered escapes the check.
     on_registry = {exposed_name(family.name, family.type) for family in registry.collect()}
     assert on_registry == set(found), on_registry ^ set(found)
@@ -76,9 +81,9 @@ def test_every_row_names_a_registered_metric() -> None:
     assert ahead <= NOT_YET_REGISTERED, f"rows for metrics nobody registers: {sorted(ahead - NOT_YET_REGISTERED)}"
 
 
-@pytest.mark.parametrize("name", sorted(NOT_YET_REGISTERED))
-def test_the_metrics_still_to_come_have_their_rows(name: str) -> None:
-    assert name in documented()
+def test_the_metrics_still_to_come_have_their_rows() -> None:
+    rows = documented()
+    assert [name for name in sorted(NOT_YET_REGISTERED) if name not in rows] == []
 
 
 def test_the_alerts_a_row_names_exist() -> None:

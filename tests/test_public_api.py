@@ -52,6 +52,7 @@ def test_reason_codes_are_the_documented_closed_set() -> None:
         "tcf_no_consent",
         "store_unavailable",
         "unknown_category",
+        "blocked_by_review",
     }
     assert [action.value for action in guardrail.Action] == ["keep", "discreet", "hide"]
 

@@ -9,10 +9,11 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from guardrail.errors import InvalidControls, PolicyError
+from guardrail.errors import GuardrailError, InvalidControls, PolicyError
 
 if TYPE_CHECKING:
     from guardrail.authoring.scenario import Scenario
+    from guardrail.review import Overlay
 
 
 def add_parsers(commands: Any) -> None:
@@ -39,6 +40,11 @@ def add_parsers(commands: Any) -> None:
     explain.add_argument("--locale", help="the language of the text (default: negotiated as for a request)")
     explain.add_argument("--now", help="the moment, ISO 8601 with a zone (default: now)")
     explain.add_argument("--json", action="store_true", help="print JSON instead")
+    explain.add_argument(
+        "--store",
+        metavar="URL",
+        help="also apply the reviewers' decisions in force in this store, and name the ones that bear on ITEM",
+    )
 
     simulate = commands.add_parser(
         "simulate",
@@ -70,6 +76,13 @@ def add_parsers(commands: Any) -> None:
     diff.add_argument("new", metavar="NEW")
     diff.add_argument("cases", metavar="CASES.jsonl", help="recorded requests, or - for stdin")
     diff.add_argument("--json", action="store_true", help="print JSON instead")
+    diff.add_argument(
+        "--store",
+        metavar="URL",
+        help="serve the reviewers' decisions in force in this store with NEW (OLD OLD CASES --store URL: what "
+        "they change), or with both (--overlay-on both)",
+    )
+    diff.add_argument("--overlay-on", choices=["new", "both"], default="new", help="with --store (default: new)")
 
     commands.add_parser(
         "schema",
@@ -107,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     from guardrail.authoring.diff import diff, render
     from guardrail.policy.loading import load_policy
+    from guardrail.review import EMPTY_OVERLAY
 
     try:
         old, new = load_policy(args.old), load_policy(args.new)
+        overlay = _overlay(args.store)
+        old_overlay = overlay if args.overlay_on == "both" else EMPTY_OVERLAY
         with sys.stdin if args.cases == "-" else open(args.cases, encoding="utf-8") as lines:
-            report = diff(old, new, lines)
-    except (PolicyError, OSError) as exc:
+            report = diff(old, new, lines, old_overlay=old_overlay, new_overlay=overlay)
+    except (PolicyError, OSError, GuardrailError) as exc:
         return _refused("diff", exc)
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else render(report))
     return 0
@@ -124,7 +140,7 @@ def _explain(args: argparse.Namespace) -> int:
     from guardrail.policy.loading import load_policy
 
     try:
-        guard = Guard.for_scenarios(load_policy(args.policy))
+        guard = Guard.for_scenarios(load_policy(args.policy), _overlay(args.store))
         item = _read_json(args.item, "ITEM")
         if not isinstance(item, dict):
             raise ValueError('ITEM must be a JSON object, such as {"id": 1, "categories": ["movies"]}')
@@ -187,7 +203,15 @@ def _header_case(name: bytes) -> str:
 
 # What a user can get wrong in the files and flags they give: said in one line (a policy: every problem), no
 # traceback. pydantic's ValidationError is a ValueError.
-_USER_ERRORS = (PolicyError, InvalidControls, ValueError, LookupError, OSError)
+_USER_ERRORS = (PolicyError, InvalidControls, ValueError, LookupError, OSError, GuardrailError)
+
+
+def _overlay(url: str | None) -> Overlay:
+    """The reviewers' decisions in force in the store at `url` (none without one)."""
+    from guardrail.review import EMPTY_OVERLAY
+    from guardrail.review_commands import read_overlay
+
+    return read_overlay(url) if url is not None else EMPTY_OVERLAY
 
 
 def _refused(command: str, exc: Exception) -> int:

@@ -18,11 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from guardrail.authoring.scenario import Scenario, user_context
-from guardrail.engine import BadItem, ItemDecision, check_items
+from guardrail.engine import BadItem, ItemDecision
 from guardrail.errors import InvalidControls
 from guardrail.guard import Guard
 from guardrail.pointer import PointerError, resolve
 from guardrail.policy.models import Policy
+from guardrail.review import EMPTY_OVERLAY, Overlay
 
 EXAMPLES_KEPT = 3
 
@@ -94,9 +95,17 @@ def read_cases(lines: Iterable[str]) -> Iterator[tuple[int, Recorded | str]]:
             yield number, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
-def diff(old: Policy, new: Policy, lines: Iterable[str]) -> DiffReport:
+def diff(
+    old: Policy,
+    new: Policy,
+    lines: Iterable[str],
+    *,
+    old_overlay: Overlay = EMPTY_OVERLAY,
+    new_overlay: Overlay = EMPTY_OVERLAY,
+) -> DiffReport:
+    """`old_overlay`, `new_overlay`: reviewers' decisions served with each policy (docs/review.md)."""
     report = DiffReport()
-    guards = (Guard.for_scenarios(old), Guard.for_scenarios(new))
+    guards = (Guard.for_scenarios(old, old_overlay), Guard.for_scenarios(new, new_overlay))
     for number, recorded in read_cases(lines):
         if isinstance(recorded, str):
             report.skipped.append(f"line {number}: {recorded}")
@@ -121,7 +130,7 @@ def _decide(guard: Guard, recorded: Recorded) -> tuple[list[ItemDecision], str, 
     if type(items) is not list:
         raise ValueError(f"the items pointer names a {type(items).__name__}, not a list")
     ctx = user_context(guard, recorded)
-    checked = check_items(ctx, route.fields, [dict(item) for item in items], route.default_signals, annotate=False)
+    checked = guard.check(ctx, route.fields, [dict(item) for item in items], route.default_signals, annotate=False)
     return checked.decisions, route.template, checked.item_ids
 
 

@@ -8,6 +8,7 @@ of pydantic, as docs/architecture.md's import tree says.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,12 @@ class CompiledPolicy:
         self.hide_at = policy.invasiveness.hide_at
         self.controls_url = f"{policy.prefix}/controls" if policy.prefix is not None else None
         self.unknown_categories = policy.unknown_categories
-        self.category_id = BoundedCache.memoize(CATEGORY_FACTS, _category_id)
+        # An alias is another spelling of a defined category: mutes, opt-ins and sensitivity follow it.
+        aliases = dict(policy.category_aliases)
+        spelling = category_spelling if not aliases else _aliased(aliases)
+        self.category_id = BoundedCache.memoize(CATEGORY_FACTS, spelling)
+        # Item ids (as strings) hidden for everyone by a reviewer's decision (guardrail.engine.blocks).
+        self.blocked = frozenset(policy.blocked_items)
         self.prefixes = BoundedCache.memoize(CATEGORY_FACTS, _prefixes)
         self.is_sensitive = BoundedCache.memoize(CATEGORY_FACTS, self._is_sensitive)
         self.is_unknown = BoundedCache.memoize(CATEGORY_FACTS, self._is_unknown)
@@ -88,10 +94,18 @@ class CompiledPolicy:
         return tuple(name for name in self.policy.categories if self.is_sensitive(name))
 
 
-def _category_id(sent: str) -> str:
+def category_spelling(sent: str) -> str:
     """The policy's spelling of a category id the upstream sent: NFKC, trimmed, lowercase (docs/architecture.md §2),
     so that ` Gambling` and a full-width `gambling` (U+FF47...) are `gambling`."""
     return unicodedata.normalize("NFKC", sent).strip().lower()
+
+
+def _aliased(aliases: dict[str, str]) -> Callable[[str], str]:
+    def spelling(sent: str) -> str:
+        found = category_spelling(sent)
+        return aliases.get(found, found)
+
+    return spelling
 
 
 def _prefixes(category: str) -> tuple[str, ...]:

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     TOO_INVASIVE = "too_invasive"
     # The policy's `unknown_categories: hide`: a label nobody has reviewed decides only when nothing else does.
     UNKNOWN_CATEGORY = "unknown_category"
+    # A reviewer blocked the item for everyone (docs/review.md); a blocked item carries this reason alone.
+    BLOCKED_BY_REVIEW = "blocked_by_review"
 
 
 PRECEDENCE: dict[Reason, int] = {reason: rank for rank, reason in enumerate(Reason)}

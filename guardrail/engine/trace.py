@@ -85,6 +85,8 @@ def _why(ctx: UserContext, found: Facts, rule: Reason) -> str:
         if not found.unknown:
             return "every category is in the policy"
         return f"{_names(found.unknown)} not in the policy; unknown_categories: {ctx.compiled.unknown_categories}"
+    if rule is Reason.BLOCKED_BY_REVIEW:
+        return "a reviewer blocks an item by its id (guardrail explain --store says if one did)"
     if rule is Reason.TOPIC_MUTED:
         if found.muted_topic is not None:
             return f"the user muted or snoozed {found.muted_topic}"

@@ -71,12 +71,37 @@ def cross_reference_issues(data: Mapping[str, Any]) -> Iterator[Issue]:
             )
         yield from _label_issues(f"categories.{name}.label", category.get("label"), locales)
 
+    for alias, target in _section(data, "category_aliases").items():
+        if alias in categories:
+            yield (
+                f"category_aliases.{alias}",
+                f"{alias!r} is a defined category; an alias names a category the policy lacks",
+            )
+        elif isinstance(target, str) and target not in categories:
+            yield (
+                f"category_aliases.{alias}",
+                f"unknown category {target!r}; an alias is read as a defined category: {_names(categories)}",
+            )
+
     invasiveness = _section(data, "invasiveness")
     discreet_at, hide_at = invasiveness.get("discreet_at", 30), invasiveness.get("hide_at", 70)
     if isinstance(discreet_at, int) and isinstance(hide_at, int) and discreet_at > hide_at:
         yield (
             "invasiveness.discreet_at",
             f"must not be above hide_at ({discreet_at} > {hide_at}); an item is made discreet before it is hidden",
+        )
+
+    review = _section(data, "review")
+    if review.get("role_claim") is not None and _section(data, "identity").get("source") != "jwt":
+        yield (
+            "review.role_claim",
+            "a role is read from a signed token, so it needs identity.source: jwt; otherwise list reviewers by id",
+        )
+    review_at = review.get("invasiveness_at")
+    if isinstance(review_at, int) and isinstance(hide_at, int) and review_at >= hide_at:
+        yield (
+            "review.invasiveness_at",
+            f"must be below hide_at ({review_at} >= {hide_at}): items scoring hide_at or more are hidden already",
         )
 
     identity = _section(data, "identity")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -255,6 +256,42 @@ def _unplain_path(path: str) -> str | None:
     return None
 
 
+class Review(Model):
+    """Who works the review queue, and what besides unknown categories and reports goes in it (docs/review.md).
+
+    A reviewer is named by the policy's identity source, as users are: a listed user id, or, with
+    `identity.source: jwt`, a token whose `role_claim` holds `role` (a string or a list of strings)."""
+
+    reviewers: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list)
+    role_claim: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    role: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    # Items scoring this or more (and so below hide_at, or they are hidden) are offered to review.
+    invasiveness_at: Annotated[int, Field(ge=0, le=100)] | None = None
+    # The most queued entries; beyond it the oldest of those seen least often are dropped and counted.
+    max_entries: Annotated[int, Field(ge=10, le=100_000)] = 1000
+
+    @field_validator("reviewers")
+    @classmethod
+    def _exact_ids(cls, value: list[str]) -> list[str]:
+        for reviewer in value:
+            if not reviewer.isprintable() or reviewer != reviewer.strip():
+                raise ValueError(
+                    f"{reviewer!r} cannot be a user id: ids are taken exactly as sent, so write it without "
+                    "control characters or surrounding spaces"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _role_pair(self) -> Review:
+        if (self.role_claim is None) != (self.role is None):
+            raise ValueError(
+                "role_claim and role go together: write both (role_claim: roles, role: reviewer) or neither"
+            )
+        if not self.reviewers and self.role is None:
+            raise ValueError("name at least one reviewer: reviewers: [user id, ...], or role_claim and role with jwt")
+        return self
+
+
 class Policy(Model):
     version: Literal[1]
     policy_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -281,7 +318,28 @@ class Policy(Model):
     decisions_per_user: Annotated[int, Field(ge=1, le=MAX_DECISIONS_PER_USER)] = 50
     # /Recommendations is the route /recommendations (as many servers route it); false: case counts.
     case_insensitive_paths: bool = True
+    # Category ids read as another, defined one (`sportsbook: gambling`): what reviewers decide (docs/review.md).
+    # Its keys are spellings upstreams send (matched after NFKC, trimming, lowercasing), not only identifiers.
+    category_aliases: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], Identifier] = Field(
+        default_factory=dict
+    )
+    # Item ids hidden for everyone, reason blocked_by_review; an integer id matches its digits.
+    blocked_items: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list)
+    # Who works the human review queue (docs/review.md); None: nobody, and its API answers 404.
+    review: Review | None = None
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("category_aliases")
+    @classmethod
+    def _aliases_as_matched(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias in value:
+            spelled = unicodedata.normalize("NFKC", alias).strip().lower()
+            if spelled != alias:
+                raise ValueError(
+                    f"{alias!r} would never match: categories are matched after NFKC, trimming and lowercasing, "
+                    f"so write {spelled!r}"
+                )
+        return value
 
     @field_validator("prefix")
     @classmethod

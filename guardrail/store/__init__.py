@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 from guardrail.errors import GuardrailError
 from guardrail.metrics import Metrics
 from guardrail.optional import require
+from guardrail.review import Overlay, QueueEntry, ReviewDecision, Sighting
 from guardrail.state import REPORT_REASONS, REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord, ItemRecord, Store
 from guardrail.store.memory import MemoryStore
+from guardrail.store.review_base import OverlayListener, ReviewQueue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage as RateLimitStorage
@@ -30,8 +32,14 @@ __all__ = [
     "ItemRecord",
     "MemoryStore",
     "Metrics",
+    "Overlay",
+    "OverlayListener",
+    "QueueEntry",
     "RateLimitStorage",
     "Report",
+    "ReviewDecision",
+    "ReviewQueue",
+    "Sighting",
     "Store",
     "UserState",
     "create_store",

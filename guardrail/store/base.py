@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from guardrail.engine.decisions import ItemDecision
 from guardrail.state import ControlsPatch, Report, UserState
+from guardrail.store.review_base import ReviewQueue
 
 if TYPE_CHECKING:
     # Imported when first asked for (guardrail.store.__getattr__): `limits` takes longer to import
@@ -102,6 +103,9 @@ class Store(Protocol):
     def rate_limit_storage(self) -> RateLimitStorage | None:
         """Where the change rate limiter counts, shared by every replica on this store; None: in this
         process. The same object on every call."""
+
+    def review_queue(self) -> ReviewQueue:
+        """The human review queue kept beside the users' state (docs/review.md). The same object on every call."""
 
     async def check(self) -> None:
         """Raise StoreError unless the store answers."""

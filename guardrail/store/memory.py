@@ -13,6 +13,7 @@ from guardrail.metrics import Metrics
 from guardrail.state import REPORTS_PER_USER, ControlsPatch, Report, UserState
 from guardrail.store.base import DecisionRecord
 from guardrail.store.codec import decode_record, encode_record
+from guardrail.store.review_memory import MemoryReviewQueue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -43,6 +44,7 @@ class MemoryStore:
         self._per_user = decisions_per_user
         self._retention = retention
         self._max_users = max_users_with_decisions
+        self._review = MemoryReviewQueue(metrics)
         # Each user's reports by key (Report.key), oldest first.
         self._reports: dict[str, OrderedDict[str, Report]] = {}
 
@@ -112,6 +114,9 @@ class MemoryStore:
 
     def rate_limit_storage(self) -> Storage | None:
         return None  # one process: the rate limiter counts in memory too
+
+    def review_queue(self) -> MemoryReviewQueue:
+        return self._review
 
     async def check(self) -> None:
         return None

@@ -33,7 +33,8 @@ from guardrail.store.cache import StateCache
 from guardrail.store.codec import decode_record, decode_report, decode_state, encode_record, encode_report, patch_ops
 from guardrail.store.redis_calls import BudgetedCalls
 from guardrail.store.redis_client import CHANGE_BUDGET, cache_from_url, client_from_url
-from guardrail.store.redis_keys import CHANNEL, controls_key, erased_key, records_key, reports_key
+from guardrail.store.redis_keys import CHANNEL, REVIEW_MESSAGE, controls_key, erased_key, records_key, reports_key
+from guardrail.store.review_redis import RedisReviewQueue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -88,6 +89,7 @@ class RedisStore(BudgetedCalls):
         self._listening = False
         self._closed = False
         self.subscribed = asyncio.Event()  # set while the invalidation channel is followed
+        self._review = RedisReviewQueue(self, metrics, start=self._start_background)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -96,6 +98,9 @@ class RedisStore(BudgetedCalls):
         url, cache = cache_from_url(url)
         kwargs.setdefault("cache", cache)  # a cache object given in code wins
         return cls(client_from_url(url, kwargs.get("timeout", 0.02)), url=url, **kwargs)
+
+    def review_queue(self) -> RedisReviewQueue:
+        return self._review
 
     def rate_limit_storage(self) -> Storage | None:
         if self.url is None:
@@ -208,6 +213,7 @@ class RedisStore(BudgetedCalls):
         while not self._closed:
             await asyncio.sleep(FLUSH_EVERY)
             await self.flush()
+            await self._review.flush()
 
     async def flush(self) -> None:
         """Write the queued decision records in one pipelined round trip."""
@@ -273,11 +279,16 @@ class RedisStore(BudgetedCalls):
                 self.cache.clear()  # whatever happened while we were not listening is unknown
                 self.cache.trusted = True
                 self.subscribed.set()
+                self._review.changed()  # a decision made while we were not listening is read now
                 delay = 0.05
                 while not self._closed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        self.cache.invalidate(message["data"].decode())
+                        said = message["data"].decode()
+                        if said == REVIEW_MESSAGE:
+                            self._review.changed()
+                        else:
+                            self.cache.invalidate(said)
             except Exception as exc:
                 if self.cache.trusted:
                     logger.warning("invalidation channel lost (%s); the user cache is off until it is back", exc)
@@ -299,6 +310,8 @@ class RedisStore(BudgetedCalls):
         self._closed = True
         with contextlib.suppress(StoreError):
             await self.flush()
+            await self._review.flush()
+        await self._review.aclose()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

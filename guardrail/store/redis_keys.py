@@ -35,3 +35,15 @@ def erased_key(user: str) -> str:
 
 def reports_key(user: str) -> str:
     return controls_key(user) + ":r"
+
+
+# The review queue (docs/review.md) shares one hash tag, so each of its scripts is single-slot:
+#   gr:{review}:q       hash: entry id -> the entry (JSON)
+#   gr:{review}:rank    zset: entry id -> count + last_seen / 1e10 (the first is dropped when full)
+#   gr:{review}:age     zset: entry id -> first seen (the first has waited longest)
+#   gr:{review}:overlay hash: entry id -> the decision in force (JSON)
+#   gr:{review}:audit   list: every decision (JSON), oldest first; only ever appended to
+#   gr:{review}:n       hash: kind -> entries waiting; "dropped" -> entries dropped
+REVIEW_KEYS = {name: f"gr:{{review}}:{name}" for name in ("q", "rank", "age", "overlay", "audit", "n")}
+# Published on CHANNEL when the overlay changes: not a user id, since ids with control characters are refused.
+REVIEW_MESSAGE = "\x00review"

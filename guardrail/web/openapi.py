@@ -17,6 +17,7 @@ from starlette.responses import Response
 from guardrail.policy.models import Policy
 from guardrail.web.controls_api import PATCH_TYPES
 from guardrail.web.openapi_items import item_paths, item_schemas
+from guardrail.web.openapi_review import review_paths, review_schemas
 from guardrail.web.openapi_schemas import schemas
 from guardrail.web.problem import PROBLEM_JSON
 
@@ -95,6 +96,9 @@ def _build(policy: Policy) -> dict[str, Any]:
             },
         },
     }
+    if policy.review is not None:
+        document["paths"].update(review_paths(prefix))
+        document["components"]["schemas"].update(review_schemas(policy.locales))
     scheme = _security_scheme(policy)
     if scheme is not None:
         document["components"]["securitySchemes"] = {SECURITY_SCHEME: scheme}

@@ -1,6 +1,6 @@
-"""What the HTML pages share (the controls page, guardrail/web/page.py, and each item's "why?" page,
-guardrail/web/why_page.py): rendering in the caller's language, error pages, reading a form, and the
-checks before a change (who, CSRF, rate limit).
+"""What the HTML pages share (the controls page, guardrail/web/page.py, each item's "why?" page,
+guardrail/web/why_page.py, and the review page, guardrail/web/review_page.py): rendering in the caller's
+language, error pages, reading a form, and the checks before a change (who, CSRF, rate limit).
 
 The pages work without JavaScript: plain forms, native controls, server-side rendering (Jinja2,
 autoescaped); each POST carries a signed CSRF token in a hidden field (guardrail/web/csrf.py).
@@ -46,6 +46,9 @@ _ENV = Environment(
 
 
 class PageBase:
+    # The page's messages are `{MESSAGES}.<key>` in guardrail/messages/*.json.
+    MESSAGES = "page"
+
     def __init__(self, runtime: Runtime, guard: Guard, limiter: ChangeLimiter, prefix: str) -> None:
         self.runtime = runtime
         self.guard = guard
@@ -66,7 +69,7 @@ class PageBase:
     def _render(self, template: str, locale: str, status: int = 200, headers: Mapping[str, str] | None = None,
                 **context: Any) -> Response:  # fmt: skip
         def t(key: str, **params: Any) -> str:
-            return message(locale, f"page.{key}", **params)
+            return message(locale, f"{self.MESSAGES}.{key}", **params)
 
         html = _ENV.get_template(template).render(locale=locale, t=t, **context)
         return HTMLResponse(html, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})

@@ -2,7 +2,8 @@
 
 A report is kept for its author (the export shows it, erasure removes it) and counted by reason
 (`guardrail_reports_total`); a user reports an item of a decision once, and a second report of it
-answers with the first. The "why?" page's report form files through the same `Reports.file`.
+answers with the first. The "why?" page's report form files through the same `Reports.file`. A new
+report also goes to the human review queue (`ReviewQueue.note_report`), without who sent it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Reports:
                     return kept, False
             return report, False  # the first one expired in between: this one stands for it
         self.runtime.metrics.reports.labels(reason).inc()
+        # A new report waits for a reviewer too (docs/review.md), counted by reason: who sent it stays here.
+        self.runtime.store.review_queue().note_report(record.route, item_id, reason, title=record.title(index))
         return added, True
 
     async def create(self, request: Request) -> Response:

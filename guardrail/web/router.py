@@ -25,6 +25,8 @@ from guardrail.web.page import page_routes
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
 from guardrail.web.reports import Reports, report_routes
+from guardrail.web.review_api import review_routes
+from guardrail.web.review_page import review_page_routes
 from guardrail.web.why_page import why_routes
 
 
@@ -44,6 +46,8 @@ def build_management_app(runtime: Runtime, guard: Guard) -> ASGIApp:
             *report_routes(reports, prefix),
             *page_routes(runtime, guard, limiter, prefix),
             *why_routes(runtime, guard, limiter, reports, prefix),
+            *(review_routes(runtime, guard, prefix) if guard.review is not None else ()),
+            *(review_page_routes(runtime, guard, limiter, prefix) if guard.review is not None else ()),
             gpc_route(),
         ],
         default=_not_found,

@@ -89,7 +89,7 @@ def test_explain_shows_every_rule_the_score_and_the_text(tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     rules = [line.split()[1] for line in lines if line.startswith(("  passes", "  HIDES"))]
-    assert rules[0] == "minor_protection" and rules[-1] == "unknown_category" and len(rules) == 11
+    assert rules[0] == "minor_protection" and rules[-1] == "blocked_by_review" and len(rules) == 12
     assert any("HIDES" in line and "too_invasive" in line and "score 80 >= hide_at 70" in line for line in lines)
     assert "sensitive_category 50 + signal_sensitivity 10 + fresh_activity 20" in run.stdout
     assert "action: hide   reasons: too_invasive" in run.stdout

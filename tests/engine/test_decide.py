@@ -200,7 +200,10 @@ def test_first_reason_decides(case: Case) -> None:
 
 
 def test_reasons_are_declared_in_precedence_order() -> None:
-    assert list(Reason) == [MINOR, GPC, STORE, OFF, MUTED, SIGNAL_OFF, SENSITIVE, TCF, NO_CONSENT, INVASIVE, UNKNOWN]
+    assert list(Reason) == [
+        *(MINOR, GPC, STORE, OFF, MUTED, SIGNAL_OFF, SENSITIVE, TCF, NO_CONSENT, INVASIVE, UNKNOWN),
+        Reason.BLOCKED_BY_REVIEW,
+    ]
 
 
 # --- GPC, TC string, stored consent, purpose defaults --------------------------------------------

@@ -27,6 +27,14 @@ EXAMPLE_PARAMS = {
     "days": 30,
     "signal": "what you watched",
     "when": "2026-12-06 09:00 UTC",
+    # The review page (docs/review.md).
+    "count": 12,
+    "first": "2026-12-01 09:00 UTC",
+    "last": "2026-12-03 18:00 UTC",
+    "language": "English",
+    "reviewer": "staff-1",
+    "decision": "block",
+    "note": "abusive",
 }
 
 

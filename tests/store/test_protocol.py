@@ -49,6 +49,7 @@ def test_the_protocol_has_its_methods() -> None:
         "reports",
         "last_known",
         "rate_limit_storage",
+        "review_queue",
         "check",
         "aclose",
     }

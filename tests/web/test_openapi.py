@@ -119,7 +119,7 @@ def test_enums_follow_the_policy() -> None:
     item = schemas["DecisionItem"]["properties"]
     assert item["action"]["enum"] == ["keep", "discreet", "hide"]
     assert item["reasons"]["items"]["enum"] == [reason.value for reason in Reason]
-    assert len(item["reasons"]["items"]["enum"]) == 11
+    assert len(item["reasons"]["items"]["enum"]) == 12
 
     other = make_policy(
         locales=["en"],
@@ -237,3 +237,15 @@ def test_stored_controls_and_anonymous_callers_match_the_document() -> None:
     anonymous = operation.Case().call_and_validate(checks=CHECKS)
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"] == ["application/problem+json"]
+
+
+def test_the_review_endpoints_are_documented_when_the_policy_names_reviewers() -> None:
+    plain = openapi_document(make_policy())
+    assert not [path for path in plain["paths"] if "/review/" in path]
+    document = openapi_document(make_policy(review={"reviewers": ["staff-1"]}))
+    assert ("POST", "/guardrail/v1/review/{entry}") in operations(document)
+    assert {("GET", "/guardrail/v1/review/queue"), ("GET", "/guardrail/v1/review/audit")} <= operations(document)
+    request = document["components"]["schemas"]["ReviewRequest"]
+    assert request["required"] == ["decision", "note"]
+    assert request["properties"]["label"]["required"] == ["en", "ko"]
+    validate(document)
