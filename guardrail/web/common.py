@@ -22,6 +22,7 @@ EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # When the store cannot be reached, a change is not saved: 503, and a retry soon may find it back.
 STORE_DOWN_STATUS = 503
 STORE_DOWN_HEADERS: Mapping[str, str] = {"Retry-After": "1"}
+JSON = "application/json"
 # What `count_changes` counts an erasure as.
 ERASE = ("erase",)
 
@@ -50,6 +51,21 @@ async def read_body(request: Request, limit: int) -> bytes | None:
         if len(raw) > limit:
             return None
     return raw
+
+
+async def read_json_body(request: Request, what: str, limit: int, media_types: Sequence[str] = (JSON,)) -> Any:
+    """The request's JSON body, or the problem+json response that says why it cannot be read (`415`, `413`,
+    `400`). `what`: how the detail names the body ("the report")."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in media_types:
+        return problem(415, "Unsupported Media Type", f"Send {what} as JSON: Content-Type: {media_types[0]}.")
+    raw = await read_body(request, limit)
+    if raw is None:
+        return problem(413, "Content Too Large", f"{what[0].upper()}{what[1:]} may be at most {limit} bytes.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return problem(400, "Bad Request", f"The body is not valid JSON: {exc}.")
 
 
 def unauthorized() -> Response:

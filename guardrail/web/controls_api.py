@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,7 +18,7 @@ from guardrail.web.common import (
     caller,
     count_changes,
     json_response,
-    read_body,
+    read_json_body,
     route,
     store_down,
     unauthorized,
@@ -72,20 +71,9 @@ class ControlsApi:
         return json_response(current.to_json(user, now), headers={"ETag": f'"{current.revision}"'})
 
     async def _patch(self, request: Request, user: str) -> Response:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in PATCH_TYPES:
-            return problem(
-                415,
-                "Unsupported Media Type",
-                "Send the change as a JSON merge patch: Content-Type: application/merge-patch+json.",
-            )
-        raw = await read_body(request, MAX_PATCH_BYTES)
-        if raw is None:
-            return problem(413, "Content Too Large", f"A change may be at most {MAX_PATCH_BYTES} bytes.")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return problem(400, "Bad Request", f"The body is not valid JSON: {exc}.")
+        body = await read_json_body(request, "a change", MAX_PATCH_BYTES, PATCH_TYPES)
+        if isinstance(body, Response):
+            return body
         if_match = parse_if_match(request.headers.get("if-match"))
         if if_match == "invalid":
             return problem(412, "Precondition Failed", 'If-Match must be an ETag from GET, such as "7".')

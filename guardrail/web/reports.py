@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +20,7 @@ from guardrail.guard import Guard
 from guardrail.runtime import Runtime
 from guardrail.state import REPORT_REASONS, Report
 from guardrail.store import DecisionRecord
-from guardrail.web.common import caller, json_response, read_body, route, store_down, unauthorized
+from guardrail.web.common import caller, json_response, read_json_body, route, store_down, unauthorized
 from guardrail.web.item_view import MAX_NOTE_CHARS
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
@@ -62,16 +61,9 @@ class Reports:
         user = await caller(self.guard, request)
         if user is None:
             return unauthorized()
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            return problem(415, "Unsupported Media Type", "Send the report as JSON: Content-Type: application/json.")
-        raw = await read_body(request, MAX_REPORT_BYTES)
-        if raw is None:
-            return problem(413, "Content Too Large", f"A report may be at most {MAX_REPORT_BYTES} bytes.")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return problem(400, "Bad Request", f"The body is not valid JSON: {exc}.")
+        body = await read_json_body(request, "a report", MAX_REPORT_BYTES)
+        if isinstance(body, Response):
+            return body
         problems = report_problems(body)
         if problems:
             return problem(

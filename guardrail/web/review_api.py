@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,7 +18,7 @@ from guardrail.errors import StoreError
 from guardrail.guard import Guard
 from guardrail.review import KINDS, MAX_NOTE_CHARS, QueueEntry, ReviewDecision
 from guardrail.runtime import Runtime
-from guardrail.web.common import EVERY_METHOD, json_response, read_body, store_down
+from guardrail.web.common import EVERY_METHOD, json_response, read_json_body, store_down
 from guardrail.web.problem import problem
 
 MAX_DECISION_BYTES = 16 * 1024
@@ -178,16 +177,9 @@ class ReviewApi:
         return json_response({"entries": [decision.to_json() for decision in audit]})
 
     async def decide(self, request: Request, reviewer: str) -> Response:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            return problem(415, "Unsupported Media Type", "Send the decision as JSON: Content-Type: application/json.")
-        raw = await read_body(request, MAX_DECISION_BYTES)
-        if raw is None:
-            return problem(413, "Content Too Large", f"A decision may be at most {MAX_DECISION_BYTES} bytes.")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return problem(400, "Bad Request", f"The body is not valid JSON: {exc}.")
+        body = await read_json_body(request, "a decision", MAX_DECISION_BYTES)
+        if isinstance(body, Response):
+            return body
         if not isinstance(body, dict):
             return problem(400, "Bad Request", "The body must be a JSON object with decision and note.")
         try:

@@ -21,7 +21,8 @@ from guardrail.errors import InvalidControls, StoreError
 from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.runtime import Runtime
-from guardrail.state import REPORT_REASONS
+from guardrail.state import REPORT_REASONS, UserState
+from guardrail.store import DecisionRecord
 from guardrail.web.common import caller, count_changes, route
 from guardrail.web.decisions import find_item, reported_reason
 from guardrail.web.item_view import MAX_NOTE_CHARS, REPORT, item_view
@@ -48,18 +49,26 @@ class WhyPage(PageBase):
     def _not_found(self, locale: str) -> Response:
         return self._error(locale, 404, days=f"{self.policy.decision_retention_days:g}")
 
+    async def _lookup(
+        self, request: Request, user: str
+    ) -> tuple[UserState | None, tuple[DecisionRecord, int] | None, str | None]:
+        """The caller's controls, the record and position of the item the path names (None: not theirs, or
+        gone), and the reason they reported it with (None: not reported). Raises StoreError."""
+        decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
+        store = self.runtime.store
+        state = await store.load(user)
+        found = await find_item(store, user, decision_id, item_id)
+        reported = await reported_reason(store, user, decision_id, item_id) if found is not None else None
+        return state, found, reported
+
     async def why(self, request: Request) -> Response:
         if request.method == "POST":
             return await self._act(request)
         user = await caller(self.guard, request)
         if user is None:
             return self._error(self._locale(request), 401, back=False)
-        decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
-        store = self.runtime.store
         try:
-            state = await store.load(user)
-            found = await find_item(store, user, decision_id, item_id)
-            reported = await reported_reason(store, user, decision_id, item_id) if found is not None else None
+            state, found, reported = await self._lookup(request, user)
         except StoreError:
             return self._store_down(self._locale(request))
         locale = self._locale(request, state.locale if state is not None else None)
@@ -87,12 +96,9 @@ class WhyPage(PageBase):
         if isinstance(checked, Response):
             return checked
         user, locale, form = checked
-        decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
         store = self.runtime.store
         try:
-            state = await store.load(user)
-            found = await find_item(store, user, decision_id, item_id)
-            reported = await reported_reason(store, user, decision_id, item_id) if found is not None else None
+            state, found, reported = await self._lookup(request, user)
         except StoreError:
             return self._store_down(locale)
         if found is None:
