@@ -546,6 +546,26 @@ is_unreserved(unsigned char c)
            || c == '_' || c == '~';
 }
 
+/* How an item id stands in its link: as it is, not at all (a dot segment: a server resolves `.` and `..`, even
+ * as %2E, away, so no page could be reached by them), or percent-encoded by `segment()`. */
+enum { SEGMENT_PLAIN, SEGMENT_DOT, SEGMENT_ENCODE };
+
+static int
+segment_kind(PyObject *item_id)
+{
+    if (!PyUnicode_CheckExact(item_id) || !PyUnicode_IS_ASCII(item_id)) {
+        return SEGMENT_ENCODE;
+    }
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(item_id);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(item_id);
+    for (Py_ssize_t at = 0; at < length; at++) {
+        if (!is_unreserved((unsigned char)text[at])) {
+            return SEGMENT_ENCODE;
+        }
+    }
+    return (length == 1 || length == 2) && text[0] == '.' && text[length - 1] == '.' ? SEGMENT_DOT : SEGMENT_PLAIN;
+}
+
 /* One kept item's link: its id as a path segment (borrowed from the id, or from `owned`), or none. */
 typedef struct {
     const char *text;
@@ -597,24 +617,13 @@ fill_links(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         Segment *found = &segments[linked++];
-        if (PyUnicode_CheckExact(item_id) && PyUnicode_IS_ASCII(item_id)) {
-            const char *text = (const char *)PyUnicode_1BYTE_DATA(item_id);
-            Py_ssize_t length = PyUnicode_GET_LENGTH(item_id);
-            int plain = 1;
-            for (Py_ssize_t at = 0; at < length; at++) {
-                if (!is_unreserved((unsigned char)text[at])) {
-                    plain = 0;
-                    break;
-                }
-            }
-            if (plain) {
-                /* A server resolves `.` and `..` (even as %2E) away: no page could be reached by them. */
-                found->none = (length == 1 || length == 2) && text[0] == '.' && text[length - 1] == '.';
-                found->text = text;
-                found->length = length;
-            }
+        int kind = segment_kind(item_id);
+        if (kind != SEGMENT_ENCODE) {
+            found->none = kind == SEGMENT_DOT;
+            found->text = (const char *)PyUnicode_1BYTE_DATA(item_id);
+            found->length = PyUnicode_GET_LENGTH(item_id);
         }
-        if (found->text == NULL) {
+        else {
             found->owned = PyObject_CallOneArg(segment, item_id);
             if (found->owned == NULL) {
                 goto done;
@@ -716,29 +725,13 @@ link_dicts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             return NULL;
         }
-        PyObject *text = NULL;
-        if (PyUnicode_CheckExact(item_id) && PyUnicode_IS_ASCII(item_id)) {
-            const char *chars = (const char *)PyUnicode_1BYTE_DATA(item_id);
-            Py_ssize_t length = PyUnicode_GET_LENGTH(item_id);
-            int plain = 1;
-            for (Py_ssize_t at = 0; at < length; at++) {
-                if (!is_unreserved((unsigned char)chars[at])) {
-                    plain = 0;
-                    break;
-                }
-            }
-            if (plain) {
-                if ((length == 1 || length == 2) && chars[0] == '.' && chars[length - 1] == '.') {
-                    continue;  /* a dot segment: no page could be reached by it */
-                }
-                text = Py_NewRef(item_id);
-            }
+        int kind = segment_kind(item_id);
+        if (kind == SEGMENT_DOT) {
+            continue;  /* no page could be reached by it */
         }
+        PyObject *text = kind == SEGMENT_PLAIN ? Py_NewRef(item_id) : PyObject_CallOneArg(segment, item_id);
         if (text == NULL) {
-            text = PyObject_CallOneArg(segment, item_id);
-            if (text == NULL) {
-                return NULL;
-            }
+            return NULL;
         }
         PyObject *link = PyUnicode_Concat(base, text);
         Py_DECREF(text);

@@ -68,6 +68,16 @@ async def read_json_body(request: Request, what: str, limit: int, media_types: S
         return problem(400, "Bad Request", f"The body is not valid JSON: {exc}.")
 
 
+def too_many_changes(wait: int) -> Response:
+    """The API's answer to a change over the caller's rate limit (the page renders its own, with the same status)."""
+    return problem(
+        429,
+        "Too Many Requests",
+        f"You made many changes in a short while. Try again in {wait} seconds.",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def unauthorized() -> Response:
     """The API's answer to a request that does not say who is asking."""
     return problem(401, "Unauthorized", "Sign in first: this request did not say who you are.")

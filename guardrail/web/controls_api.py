@@ -21,6 +21,7 @@ from guardrail.web.common import (
     read_json_body,
     route,
     store_down,
+    too_many_changes,
     unauthorized,
 )
 from guardrail.web.problem import problem
@@ -49,12 +50,7 @@ class ControlsApi:
         if request.method in ("PATCH", "DELETE"):
             wait = await self.limiter.retry_after(user)
             if wait is not None:
-                return problem(
-                    429,
-                    "Too Many Requests",
-                    f"You changed your settings many times in a short while. Try again in {wait} seconds.",
-                    headers={"Retry-After": str(wait)},
-                )
+                return too_many_changes(wait)
         store = self.runtime.store
         try:
             if request.method == "PATCH":

@@ -20,7 +20,15 @@ from guardrail.guard import Guard
 from guardrail.runtime import Runtime
 from guardrail.state import REPORT_REASONS, Report
 from guardrail.store import DecisionRecord
-from guardrail.web.common import caller, json_response, read_json_body, route, store_down, unauthorized
+from guardrail.web.common import (
+    caller,
+    json_response,
+    read_json_body,
+    route,
+    store_down,
+    too_many_changes,
+    unauthorized,
+)
 from guardrail.web.item_view import MAX_NOTE_CHARS
 from guardrail.web.problem import problem
 from guardrail.web.ratelimit import ChangeLimiter
@@ -74,12 +82,7 @@ class Reports:
             )
         wait = await self.limiter.retry_after(user)
         if wait is not None:
-            return problem(
-                429,
-                "Too Many Requests",
-                f"You sent many changes in a short while. Try again in {wait} seconds.",
-                headers={"Retry-After": str(wait)},
-            )
+            return too_many_changes(wait)
         decision, item = body["decision"], body["item"]
         try:
             record = await self.runtime.store.decision(user, decision)
