@@ -194,6 +194,7 @@ class GuardedResponder:
             # Each kept item links to its "why?" page: only an identified caller has a receipt for it to read.
             prefix = self.guard.prefix
             linked = enforce and self.caller.user is not None and bool(prefix)
+            base = why_base(prefix or "", self.decision_id) if linked else ""
             fields = self.route.fields
             try:
                 checked = self.guard.check(
@@ -204,7 +205,7 @@ class GuardedResponder:
             if exact:
                 checked = checked._replace(item_ids=storable_ids(checked.item_ids))
                 if linked:  # the stdlib writes this page: the links go in item by item
-                    attach_why(items, checked.decisions, fields.id, prefix or "", self.decision_id)
+                    attach_why(items, checked.decisions, fields.id, base)
             hidden = checked.hidden
             summary_notice = (
                 self.guard.notice.by_kind(self.ctx.locale, checked.hidden_by_kind, self.ctx.paused_until)
@@ -215,7 +216,7 @@ class GuardedResponder:
             if enforce:
                 written = self._rewritten(document, container, key, checked, summary_notice, exact)
                 if linked and not exact:
-                    written = fill_links(written, checked.kept, fields.id, why_base(prefix or "", self.decision_id))
+                    written = fill_links(written, checked.kept, fields.id, base)
                 out = encode_body(written, self.encoding)
             else:
                 out = raw

@@ -138,7 +138,7 @@ def parse_time(value: str) -> datetime:
         raise TimeOutOfRange(value) from None
 
 
-# Why a user reports an item (design §7), in the order the forms offer them.
+# Why a user reports an item (docs/api.md#reports), in the order the forms offer them.
 REPORT_REASONS = ("not_for_me", "offensive", "wrong_topic", "other")
 # The most reports a store keeps per user; past it the oldest goes.
 REPORTS_PER_USER = 200

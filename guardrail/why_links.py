@@ -97,12 +97,11 @@ def attach_why(
     items: list[Any],
     decisions: Sequence[ItemDecision],
     id_field: str,
-    prefix: str,
-    decision: str,
+    base: str,
 ) -> None:
     """Give each kept item's explanation, as the per-item loop attached it (its `explanation_json`), its `why`
-    link, item by item: for a page the stdlib writes. `decisions`: one per item."""
-    base = why_base(prefix, decision)
+    link, item by item: for a page the stdlib writes. `decisions`: one per item; `base`: its decision's
+    `why_base`."""
     for item, found in zip(items, decisions, strict=True):
         head = found.link_head
         if head is None:

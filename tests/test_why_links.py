@@ -55,7 +55,7 @@ def item_by_item(page: list[dict[str, Any]]) -> bytes:
     """The same page, each item's link attached to its own explanation (the exact writer's way)."""
     page = copy.deepcopy(page)
     checked = check_items(context(CONSENTED), FIELDS, page, ("watch_history",), annotate=True)
-    attach_why(page, checked.decisions, "id", "/guardrail", "d1")
+    attach_why(page, checked.decisions, "id", "/guardrail/why/d1/")
     return orjson.dumps({"items": checked.kept, "note": "a \u0000 of the page itself stays escaped"})
 
 
@@ -110,7 +110,7 @@ def test_a_hidden_item_and_a_dot_segment_get_no_link() -> None:
         {"id": "g1", "categories": ["gambling"], "signals": ["watch_history"]},
     ]
     checked = check_items(context(CONSENTED), FIELDS, page, (), annotate=True)
-    attach_why(page, checked.decisions, "id", "/guardrail", "d1")
+    attach_why(page, checked.decisions, "id", "/guardrail/why/d1/")
     shown = {entry["id"]: orjson.loads(orjson.dumps(entry["explanation"])) for entry in checked.kept}
     assert shown["m1"]["why"] == "/guardrail/why/d1/m1"
     assert "why" not in shown["."]

@@ -5,7 +5,7 @@ the caller can do about it (guardrail/web/item_view.py)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +16,7 @@ from guardrail.errors import StoreError
 from guardrail.explain.render import receipt_text
 from guardrail.guard import Guard
 from guardrail.runtime import Runtime
-from guardrail.state import format_time
+from guardrail.state import UserState, format_time
 from guardrail.store import DecisionRecord, Store
 from guardrail.web.common import caller, choose_locale, json_response, route, store_down, unauthorized
 from guardrail.web.item_view import item_view
@@ -70,17 +70,30 @@ class Receipts:
             return unauthorized()
         decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
         try:
-            found = await find_item(self.runtime.store, user, decision_id, item_id)
-            if found is None:
-                return problem(404, "Not Found", f"You have no decision {decision_id!r} with an item {item_id!r}.")
-            record, index = found
-            state = await self.runtime.store.load(user)
-            reported = await reported_reason(self.runtime.store, user, record.id, item_id)
+            state, found, reported = await lookup_item(self.runtime.store, user, decision_id, item_id)
         except StoreError:
             return store_down()
+        if found is None:
+            return problem(404, "Not Found", f"You have no decision {decision_id!r} with an item {item_id!r}.")
+        record, index = found
         locale = choose_locale(self.guard, request, state.locale if state is not None else None)
         now = datetime.now(UTC)
         return json_response(item_view(self.guard, record, index, locale, state, now, reported))
+
+
+class ItemLookup(NamedTuple):
+    state: UserState | None  # the caller's controls now
+    found: tuple[DecisionRecord, int] | None  # the record and the item's position; None: not theirs, or gone
+    reported: str | None  # the reason the caller reported the item with; None: not reported
+
+
+async def lookup_item(store: Store, user: str, decision_id: str, item_id: str) -> ItemLookup:
+    """What one item's view (guardrail/web/item_view.py) is made of, for the JSON twin and the "why?" page alike.
+    Raises StoreError."""
+    state = await store.load(user)
+    found = await find_item(store, user, decision_id, item_id)
+    reported = await reported_reason(store, user, decision_id, item_id) if found is not None else None
+    return ItemLookup(state, found, reported)
 
 
 async def find_item(store: Store, user: str, decision_id: str, item_id: str) -> tuple[DecisionRecord, int] | None:

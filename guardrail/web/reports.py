@@ -104,9 +104,14 @@ def report_problems(body: Any) -> list[tuple[str, str]]:
     for name in ("decision", "item"):
         if not isinstance(body.get(name), str) or not body[name]:
             problems.append((name, "is required: the id, as text, from the decision you are reporting"))
-    if body.get("reason") not in REPORT_REASONS:
+    return problems + reason_and_note_problems(body.get("reason"), body.get("note"))
+
+
+def reason_and_note_problems(reason: Any, note: Any) -> list[tuple[str, str]]:
+    """What is wrong with a report's reason and note, from the API or the "why?" page's form."""
+    problems = []
+    if reason not in REPORT_REASONS:
         problems.append(("reason", f"must be one of {', '.join(REPORT_REASONS)}"))
-    note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE_CHARS):
         problems.append(("note", f"must be text of at most {MAX_NOTE_CHARS} characters, or left out"))
     return problems

@@ -21,14 +21,13 @@ from guardrail.errors import InvalidControls, StoreError
 from guardrail.guard import Guard
 from guardrail.messages import message
 from guardrail.runtime import Runtime
-from guardrail.state import REPORT_REASONS, UserState
-from guardrail.store import DecisionRecord
+from guardrail.state import REPORT_REASONS
 from guardrail.web.common import caller, count_changes, route
-from guardrail.web.decisions import find_item, reported_reason
+from guardrail.web.decisions import lookup_item
 from guardrail.web.item_view import MAX_NOTE_CHARS, REPORT, item_view
 from guardrail.web.page_base import PageBase
 from guardrail.web.ratelimit import ChangeLimiter
-from guardrail.web.reports import Reports
+from guardrail.web.reports import Reports, reason_and_note_problems
 from guardrail.why_links import why_path
 
 # The form field naming what each action's form changes.
@@ -49,26 +48,15 @@ class WhyPage(PageBase):
     def _not_found(self, locale: str) -> Response:
         return self._error(locale, 404, days=f"{self.policy.decision_retention_days:g}")
 
-    async def _lookup(
-        self, request: Request, user: str
-    ) -> tuple[UserState | None, tuple[DecisionRecord, int] | None, str | None]:
-        """The caller's controls, the record and position of the item the path names (None: not theirs, or
-        gone), and the reason they reported it with (None: not reported). Raises StoreError."""
-        decision_id, item_id = request.path_params["decision_id"], request.path_params["item_id"]
-        store = self.runtime.store
-        state = await store.load(user)
-        found = await find_item(store, user, decision_id, item_id)
-        reported = await reported_reason(store, user, decision_id, item_id) if found is not None else None
-        return state, found, reported
-
     async def why(self, request: Request) -> Response:
         if request.method == "POST":
             return await self._act(request)
         user = await caller(self.guard, request)
         if user is None:
             return self._error(self._locale(request), 401, back=False)
+        store = self.runtime.store
         try:
-            state, found, reported = await self._lookup(request, user)
+            state, found, reported = await lookup_item(store, user, *_item_of(request))
         except StoreError:
             return self._store_down(self._locale(request))
         locale = self._locale(request, state.locale if state is not None else None)
@@ -98,7 +86,7 @@ class WhyPage(PageBase):
         user, locale, form = checked
         store = self.runtime.store
         try:
-            state, found, reported = await self._lookup(request, user)
+            state, found, reported = await lookup_item(store, user, *_item_of(request))
         except StoreError:
             return self._store_down(locale)
         if found is None:
@@ -112,7 +100,7 @@ class WhyPage(PageBase):
             return self._error(locale, 422, message(locale, "page.error.422.action"), back=False)
         note = form.get("note", "").strip() or None
         if kind == REPORT:
-            problems = report_form_problems(form.get("reason"), note)
+            problems = reason_and_note_problems(form.get("reason"), note)
             if problems:
                 return self._error(locale, 422, fields=problems)
         limited = await self._rate_limited(user, locale)
@@ -133,13 +121,9 @@ class WhyPage(PageBase):
         return _done(back, "change")
 
 
-def report_form_problems(reason: str | None, note: str | None) -> list[tuple[str, str]]:
-    problems = []
-    if reason not in REPORT_REASONS:
-        problems.append(("reason", f"choose one of {', '.join(REPORT_REASONS)}"))
-    if note is not None and len(note) > MAX_NOTE_CHARS:
-        problems.append(("note", f"at most {MAX_NOTE_CHARS} characters"))
-    return problems
+def _item_of(request: Request) -> tuple[str, str]:
+    """The decision and the item the path names."""
+    return request.path_params["decision_id"], request.path_params["item_id"]
 
 
 def _chosen(actions: list[dict[str, Any]], kind: str, form: dict[str, str]) -> dict[str, Any] | None:
