@@ -159,7 +159,7 @@ def adopt(middleware: GuardrailMiddleware, policy: Policy, **where: str) -> None
 def refuse(middleware: GuardrailMiddleware, error: PolicyError, **where: str) -> None:
     """A policy that does not load: the live one keeps serving; counted and logged with every problem."""
     live = middleware.policy.policy_id
-    middleware.runtime.metrics.policy_reloads.labels("error").inc()
+    # Logged, then counted: a refusal the metric shows has its log line.
     logger.error(
         "policy reload refused, %s is still live: %s",
         live,
@@ -170,6 +170,7 @@ def refuse(middleware: GuardrailMiddleware, error: PolicyError, **where: str) ->
             "problems": [f"{path or '(top)'}: {message}" for path, message in error.issues],
         },
     )
+    middleware.runtime.metrics.policy_reloads.labels("error").inc()
 
 
 def load_or_snapshot(path: str | os.PathLike[str], snapshot: str | os.PathLike[str] | None) -> Policy:

@@ -116,7 +116,15 @@ def test_two_workers_count_every_request_and_reload_together(tmp_path: Path, ups
         write_policy(policy, **BROKEN)
         serve.signal(signal.SIGHUP)
         wait_for(lambda: sample(scrape(serve.url), "guardrail_policy_reloads_total", result="error") == 2, "2 refusals")
-        refusals = serve.logs("policy reload refused")
+        # Each worker's log line comes through its own pipe, read as it arrives: wait for both.
+        refusals = wait_for(
+            lambda: (
+                (found := serve.logs("policy reload refused"))
+                and {entry["pid"] for entry in found} == {int(pid) for pid in first_pids}
+                and found
+            ),
+            "both workers logging the refusal",
+        )
         assert {entry["pid"] for entry in refusals} == {int(pid) for pid in first_pids}
         assert all(entry["problems"] == ["mode: got 'audit'; allowed: 'enforce' or 'shadow'"] for entry in refusals)
         assert all(entry["level"] == "error" and entry["policy"] == "second" for entry in refusals)
